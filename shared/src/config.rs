@@ -1,0 +1,239 @@
+//! One set of settings for every function and server mode (SPEC §7): each is
+//! an environment variable, and in server mode a flag of the same name.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::store::etcd::EtcdSettings;
+use crate::store::{EmbeddedStore, EtcdStore, StateStore, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} is required")]
+    Missing(&'static str),
+    #[error("{name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+    #[error("cannot reach the state store: {0}")]
+    Store(#[from] StoreError),
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 90s, 15m, 1h)"))
+}
+
+/// Settings shared by the Lambdas and server mode.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// etcd endpoints, comma-separated (e.g. http://10.0.0.5:2379). Without
+    /// them server mode uses its embedded store; the Lambdas require them.
+    #[arg(long, env = "CSS_ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+    /// etcd user name (with CSS_ETCD_PASSWORD).
+    #[arg(long, env = "CSS_ETCD_USERNAME")]
+    pub etcd_username: Option<String>,
+    /// etcd password.
+    #[arg(long, env = "CSS_ETCD_PASSWORD", hide_env_values = true)]
+    pub etcd_password: Option<String>,
+    /// PEM file of the CA that signed etcd's certificate (enables TLS).
+    #[arg(long, env = "CSS_ETCD_CA_FILE")]
+    pub etcd_ca_file: Option<String>,
+    /// PEM client certificate for mutual TLS (with CSS_ETCD_KEY_FILE).
+    #[arg(long, env = "CSS_ETCD_CERT_FILE")]
+    pub etcd_cert_file: Option<String>,
+    /// PEM client key for mutual TLS.
+    #[arg(long, env = "CSS_ETCD_KEY_FILE")]
+    pub etcd_key_file: Option<String>,
+    /// Timeout of one etcd request.
+    #[arg(long, env = "CSS_ETCD_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub etcd_timeout: Duration,
+    /// Key prefix of everything the service stores.
+    #[arg(long, env = "CSS_KEY_PREFIX", default_value = "/ecs-css/v1/")]
+    pub key_prefix: String,
+    /// How much store history to keep for watches and paginated lists.
+    #[arg(long, env = "CSS_HISTORY_RETENTION", default_value = "1h", value_parser = parse_duration)]
+    pub history_retention: Duration,
+    /// Log level or filter (e.g. info, debug, css=trace); RUST_LOG also works.
+    #[arg(long, env = "CSS_LOG_LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// Parses settings from the environment alone (the Lambdas), returning a
+/// one-line error naming the setting.
+pub fn from_env<T: Args>() -> Result<T, String> {
+    #[derive(clap::Parser)]
+    struct Wrapper<T: Args> {
+        #[command(flatten)]
+        inner: T,
+    }
+    use clap::Parser;
+    Wrapper::<T>::try_parse_from(["css"])
+        .map(|w| w.inner)
+        .map_err(|e| first_line(&e.to_string()))
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid configuration")
+        .trim_start_matches("error: ")
+        .to_string()
+}
+
+fn read_file(name: &'static str, path: &str) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|e| ConfigError::Invalid {
+        name,
+        reason: format!("cannot read {path}: {e}"),
+    })
+}
+
+impl StoreArgs {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for ep in &self.etcd_endpoints {
+            let ep = ep.trim();
+            if ep.is_empty() || ep.contains(char::is_whitespace) {
+                return Err(ConfigError::Invalid {
+                    name: "CSS_ETCD_ENDPOINTS",
+                    reason: format!("bad endpoint {ep:?}"),
+                });
+            }
+        }
+        if self.etcd_username.is_some() != self.etcd_password.is_some() {
+            return Err(ConfigError::Invalid {
+                name: "CSS_ETCD_USERNAME",
+                reason: "CSS_ETCD_USERNAME and CSS_ETCD_PASSWORD go together".into(),
+            });
+        }
+        if self.etcd_cert_file.is_some() != self.etcd_key_file.is_some() {
+            return Err(ConfigError::Invalid {
+                name: "CSS_ETCD_CERT_FILE",
+                reason: "CSS_ETCD_CERT_FILE and CSS_ETCD_KEY_FILE go together".into(),
+            });
+        }
+        if self.key_prefix.is_empty() || !self.key_prefix.starts_with('/') {
+            return Err(ConfigError::Invalid {
+                name: "CSS_KEY_PREFIX",
+                reason: "must start with '/'".into(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn etcd_settings(&self) -> Result<EtcdSettings, ConfigError> {
+        self.validate()?;
+        let client_cert_pem = match (&self.etcd_cert_file, &self.etcd_key_file) {
+            (Some(c), Some(k)) => Some((
+                read_file("CSS_ETCD_CERT_FILE", c)?,
+                read_file("CSS_ETCD_KEY_FILE", k)?,
+            )),
+            _ => None,
+        };
+        Ok(EtcdSettings {
+            endpoints: self
+                .etcd_endpoints
+                .iter()
+                .map(|e| e.trim().to_string())
+                .collect(),
+            username: self.etcd_username.clone(),
+            password: self.etcd_password.clone(),
+            ca_pem: self
+                .etcd_ca_file
+                .as_deref()
+                .map(|p| read_file("CSS_ETCD_CA_FILE", p))
+                .transpose()?,
+            client_cert_pem,
+            request_timeout: self.etcd_timeout,
+        })
+    }
+
+    /// The etcd store; the Lambdas always use etcd.
+    pub async fn connect_etcd(&self) -> Result<Arc<EtcdStore>, ConfigError> {
+        if self.etcd_endpoints.is_empty() {
+            return Err(ConfigError::Missing("CSS_ETCD_ENDPOINTS"));
+        }
+        let settings = self.etcd_settings()?;
+        Ok(Arc::new(
+            EtcdStore::connect(&settings, &self.key_prefix).await?,
+        ))
+    }
+
+    /// etcd when endpoints are given, else the embedded store (server mode).
+    pub async fn connect_any(&self) -> Result<Arc<dyn StateStore>, ConfigError> {
+        if self.etcd_endpoints.is_empty() {
+            self.validate()?;
+            return Ok(Arc::new(EmbeddedStore::new(&self.key_prefix)));
+        }
+        Ok(self.connect_etcd().await?)
+    }
+}
+
+/// Structured logs: JSON in Lambda (with the runtime's request-id spans),
+/// plain text for people in server mode.
+pub fn init_logging(json: bool, level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(l) => EnvFilter::try_new(l).unwrap_or_else(|_| EnvFilter::new("info")),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_line_of_clap_errors() {
+        assert_eq!(
+            first_line("error: invalid value\n\nUsage: x"),
+            "invalid value"
+        );
+    }
+
+    #[test]
+    fn validation_names_the_setting() {
+        let mut args = StoreArgs {
+            etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
+            etcd_username: Some("u".into()),
+            etcd_password: None,
+            etcd_ca_file: None,
+            etcd_cert_file: None,
+            etcd_key_file: None,
+            etcd_timeout: Duration::from_secs(5),
+            key_prefix: "/x/".into(),
+            history_retention: Duration::from_secs(3600),
+            log_level: None,
+        };
+        assert!(args
+            .etcd_settings()
+            .unwrap_err()
+            .to_string()
+            .contains("CSS_ETCD_USERNAME"));
+        args.etcd_username = None;
+        args.etcd_ca_file = Some("/nonexistent/ca.pem".into());
+        assert!(args
+            .etcd_settings()
+            .unwrap_err()
+            .to_string()
+            .contains("CSS_ETCD_CA_FILE"));
+        args.etcd_ca_file = None;
+        args.key_prefix = "x".into();
+        assert!(args
+            .etcd_settings()
+            .unwrap_err()
+            .to_string()
+            .contains("CSS_KEY_PREFIX"));
+    }
+}

@@ -1,0 +1,166 @@
+//! SQS batch -> events -> version-guarded upserts; batch item failures.
+//!
+//! Records of one batch that name the same entity are collapsed: only the
+//! highest version is written, and the others share its outcome (once the
+//! highest is stored, a lower one is stale by definition). Distinct entities
+//! are written concurrently.
+
+use std::collections::HashMap;
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::events::{self, Change};
+use crate::model::{Entity, EntityKey};
+use crate::store::{StateStore, StoreError, Upsert, UpsertOutcome};
+
+/// Distinct entities written at once per batch.
+pub const WRITE_CONCURRENCY: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// A record that must be retried has no message id to report it by, so
+    /// the whole batch is failed instead (SQS redelivers all of it).
+    #[error("record {index} of the batch failed and has no messageId: {reason}")]
+    NoMessageId { index: usize, reason: String },
+}
+
+/// One message to apply: its id (for batch item failures) and body.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub id: Option<String>,
+    pub body: Option<String>,
+}
+
+/// Why one message was not acknowledged.
+#[derive(Debug)]
+pub enum Failure {
+    Malformed(String),
+    Store(StoreError),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Malformed(m) => write!(f, "malformed: {m}"),
+            Failure::Store(e) => write!(f, "store: {e}"),
+        }
+    }
+}
+
+/// Counts for one batch; logged as one line.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestStats {
+    pub received: usize,
+    pub inserted: usize,
+    pub updated: usize,
+    /// Duplicates and out-of-order events: acknowledged, not written.
+    pub unchanged: usize,
+    /// Other aws.ecs detail-types: acknowledged, not stored.
+    pub ignored: usize,
+    pub malformed: usize,
+    pub store_failures: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    /// Index into the batch and the reason, for every record not acknowledged.
+    pub failures: Vec<(usize, Failure)>,
+    pub stats: IngestStats,
+}
+
+/// Applies a batch; never fails as a whole.
+pub async fn apply_batch(store: &dyn StateStore, messages: &[Message]) -> BatchOutcome {
+    let mut out = BatchOutcome::default();
+    out.stats.received = messages.len();
+    let mut groups: HashMap<EntityKey, Vec<(usize, Entity)>> = HashMap::new();
+    for (i, m) in messages.iter().enumerate() {
+        let Some(body) = m.body.as_deref() else {
+            out.failures
+                .push((i, Failure::Malformed("message has no body".into())));
+            continue;
+        };
+        match events::parse(body) {
+            Ok(Change::Upsert(e)) => groups.entry(e.key.clone()).or_default().push((i, e)),
+            Ok(Change::Ignored { .. }) => out.stats.ignored += 1,
+            Err(e) => out.failures.push((i, Failure::Malformed(e.to_string()))),
+        }
+    }
+    out.stats.malformed = out.failures.len();
+
+    let results: Vec<(Vec<usize>, Result<UpsertOutcome, StoreError>)> =
+        futures::stream::iter(groups.into_values())
+            .map(|group| async move {
+                let indexes: Vec<usize> = group.iter().map(|(i, _)| *i).collect();
+                // Groups are never empty; the max always exists.
+                let newest = group.iter().map(|(_, e)| e).max_by_key(|e| e.version);
+                let res = match newest {
+                    Some(e) => store.upsert_if_newer(Upsert::event(e)).await,
+                    None => Ok(UpsertOutcome::Unchanged { mod_revision: 0 }),
+                };
+                (indexes, res)
+            })
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .collect()
+            .await;
+
+    for (indexes, res) in results {
+        match res {
+            Ok(outcome) => {
+                let dupes = indexes.len() - 1;
+                match outcome {
+                    UpsertOutcome::Inserted { .. } => out.stats.inserted += 1,
+                    UpsertOutcome::Updated { .. } => out.stats.updated += 1,
+                    UpsertOutcome::Unchanged { .. } => out.stats.unchanged += 1,
+                }
+                out.stats.unchanged += dupes;
+            }
+            Err(e) => {
+                out.stats.store_failures += indexes.len();
+                for i in indexes {
+                    out.failures.push((i, Failure::Store(e.clone())));
+                }
+            }
+        }
+    }
+    out.failures.sort_by_key(|(i, _)| *i);
+    out
+}
+
+/// The Lambda handler's logic: an SQS event in, the batch item failures out.
+pub async fn handle_sqs(
+    store: &dyn StateStore,
+    event: SqsEvent,
+) -> Result<SqsBatchResponse, IngestError> {
+    let messages: Vec<Message> = event
+        .records
+        .into_iter()
+        .map(|r| Message {
+            id: r.message_id,
+            body: r.body,
+        })
+        .collect();
+    let outcome = apply_batch(store, &messages).await;
+    let mut response = SqsBatchResponse::default();
+    for (i, failure) in &outcome.failures {
+        let id = messages[*i].id.clone();
+        tracing::warn!(message_id = id.as_deref().unwrap_or("-"), error = %failure, "record not applied");
+        match id {
+            Some(id) => {
+                let mut item = BatchItemFailure::default();
+                item.item_identifier = id;
+                response.batch_item_failures.push(item);
+            }
+            None => {
+                return Err(IngestError::NoMessageId {
+                    index: *i,
+                    reason: failure.to_string(),
+                })
+            }
+        }
+    }
+    tracing::info!(stats = %serde_json::to_string(&outcome.stats).unwrap_or_default(), "batch applied");
+    Ok(response)
+}

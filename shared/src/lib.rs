@@ -1,0 +1,11 @@
+//! cluster-state-service: a live, queryable and watchable copy of the state
+//! of ECS tasks and container instances.
+//!
+//! Layers, bottom up: `model` and `events` (pure), `store` (state stores),
+//! `ingest` (SQS batches into the store), `config` (settings, logging).
+
+pub mod config;
+pub mod events;
+pub mod ingest;
+pub mod model;
+pub mod store;

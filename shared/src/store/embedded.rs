@@ -1,0 +1,368 @@
+//! The embedded, in-process store: server mode's default.
+//!
+//! A small MVCC map with etcd's semantics: one global revision counter bumped
+//! per write transaction, every key's versions kept until compacted, reads at
+//! a past revision, a watch log replayable from any uncompacted revision.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream;
+use tokio::sync::watch;
+
+use super::*;
+
+#[derive(Clone)]
+struct Version {
+    mod_revision: i64,
+    create_revision: i64,
+    /// None marks a delete.
+    value: Option<Bytes>,
+}
+
+struct Inner {
+    revision: i64,
+    compacted: i64,
+    keys: BTreeMap<String, Vec<Version>>,
+    /// Changes of primary keys, in revision order, for watches.
+    log: VecDeque<WatchEvent>,
+}
+
+impl Inner {
+    fn check_read(&self, revision: Option<i64>) -> StoreResult<i64> {
+        let rev = revision.unwrap_or(self.revision);
+        if rev > self.revision {
+            return Err(StoreError::FutureRevision {
+                requested: rev,
+                current: self.revision,
+            });
+        }
+        if rev < self.compacted {
+            return Err(StoreError::Compacted {
+                requested: rev,
+                oldest: self.compacted,
+                current: self.revision,
+            });
+        }
+        Ok(rev)
+    }
+
+    /// The live version of `key` at `rev`.
+    fn at(&self, key: &str, rev: i64) -> Option<(i64, i64, Bytes)> {
+        let versions = self.keys.get(key)?;
+        version_at(versions, rev)
+    }
+
+    fn put(&mut self, key: String, value: Bytes, rev: i64) {
+        let versions = self.keys.entry(key).or_default();
+        let create_revision = match versions.last() {
+            Some(Version {
+                value: Some(_),
+                create_revision,
+                ..
+            }) => *create_revision,
+            _ => rev,
+        };
+        versions.push(Version {
+            mod_revision: rev,
+            create_revision,
+            value: Some(value),
+        });
+    }
+
+    fn delete(&mut self, key: &str, rev: i64) {
+        if let Some(versions) = self.keys.get_mut(key) {
+            if matches!(versions.last(), Some(Version { value: Some(_), .. })) {
+                versions.push(Version {
+                    mod_revision: rev,
+                    create_revision: 0,
+                    value: None,
+                });
+            }
+        }
+    }
+}
+
+fn version_at(versions: &[Version], rev: i64) -> Option<(i64, i64, Bytes)> {
+    let idx = versions.partition_point(|v| v.mod_revision <= rev);
+    let v = versions.get(idx.checked_sub(1)?)?;
+    let value = v.value.clone()?;
+    Some((v.mod_revision, v.create_revision, value))
+}
+
+const MAX_WATCH_BATCH: usize = 1000;
+
+pub struct EmbeddedStore {
+    ks: Keyspace,
+    inner: Arc<Mutex<Inner>>,
+    /// Carries the current revision, so watches wake on every write.
+    notify: watch::Sender<i64>,
+}
+
+impl EmbeddedStore {
+    pub fn new(prefix: &str) -> EmbeddedStore {
+        // Revision 1 is the empty store, as in etcd.
+        let (notify, _) = watch::channel(1);
+        EmbeddedStore {
+            ks: Keyspace::new(prefix),
+            inner: Arc::new(Mutex::new(Inner {
+                revision: 1,
+                compacted: 0,
+                keys: BTreeMap::new(),
+                log: VecDeque::new(),
+            })),
+            notify,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves the map consistent (every
+        // write is applied fully before the revision moves), so go on.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn record(&self, key: &EntityKey, store_key: String, v: (i64, i64, Bytes)) -> StoredRecord {
+        StoredRecord {
+            key: key.clone(),
+            store_key,
+            mod_revision: v.0,
+            create_revision: v.1,
+            value: v.2,
+        }
+    }
+
+    /// Bytes held by live values and keys: for memory reports.
+    pub fn approximate_size(&self) -> usize {
+        let inner = self.lock();
+        inner
+            .keys
+            .iter()
+            .map(|(k, vs)| {
+                k.len()
+                    + vs.iter()
+                        .map(|v| v.value.as_ref().map_or(0, Bytes::len))
+                        .sum::<usize>()
+            })
+            .sum()
+    }
+}
+
+#[async_trait]
+impl StateStore for EmbeddedStore {
+    async fn upsert_if_newer(&self, w: Upsert<'_>) -> StoreResult<UpsertOutcome> {
+        let key = &w.entity.key;
+        let primary = self.ks.primary(key);
+        let mut inner = self.lock();
+        let current = inner.revision;
+        let prev = inner
+            .at(&primary, current)
+            .map(|v| self.record(key, primary.clone(), v));
+        if !should_write(&w, prev.as_ref())? {
+            let mod_revision = prev.map_or(0, |p| p.mod_revision);
+            return Ok(UpsertOutcome::Unchanged { mod_revision });
+        }
+        let rev = current + 1;
+        let value = encode_record(&w);
+        if let Some(p) = &prev {
+            let old_status = p.meta()?.status;
+            if old_status != w.entity.status {
+                let old_index = self.ks.status_index(key, &old_status);
+                inner.delete(&old_index, rev);
+            }
+        }
+        inner.put(primary.clone(), value.clone(), rev);
+        inner.put(self.ks.status_index(key, &w.entity.status), value, rev);
+        let record = inner
+            .at(&primary, rev)
+            .map(|v| self.record(key, primary, v));
+        inner.log.push_back(WatchEvent {
+            event_type: EventType::Put,
+            revision: rev,
+            key: key.clone(),
+            record,
+            prev: prev.clone(),
+        });
+        inner.revision = rev;
+        drop(inner);
+        self.notify.send_replace(rev);
+        Ok(match prev {
+            None => UpsertOutcome::Inserted { revision: rev },
+            Some(_) => UpsertOutcome::Updated { revision: rev },
+        })
+    }
+
+    async fn delete_if_unchanged(&self, key: &EntityKey, mod_revision: i64) -> StoreResult<bool> {
+        let primary = self.ks.primary(key);
+        let mut inner = self.lock();
+        let current = inner.revision;
+        let Some(v) = inner.at(&primary, current) else {
+            return Ok(false);
+        };
+        if v.0 != mod_revision {
+            return Ok(false);
+        }
+        let prev = self.record(key, primary.clone(), v);
+        let status = prev.meta()?.status;
+        let rev = current + 1;
+        inner.delete(&primary, rev);
+        inner.delete(&self.ks.status_index(key, &status), rev);
+        inner.log.push_back(WatchEvent {
+            event_type: EventType::Delete,
+            revision: rev,
+            key: key.clone(),
+            record: None,
+            prev: Some(prev),
+        });
+        inner.revision = rev;
+        drop(inner);
+        self.notify.send_replace(rev);
+        Ok(true)
+    }
+
+    async fn get(
+        &self,
+        key: &EntityKey,
+        revision: Option<i64>,
+    ) -> StoreResult<Option<StoredRecord>> {
+        let primary = self.ks.primary(key);
+        let inner = self.lock();
+        let rev = inner.check_read(revision)?;
+        Ok(inner
+            .at(&primary, rev)
+            .map(|v| self.record(key, primary, v)))
+    }
+
+    async fn list(&self, req: &ListRequest) -> StoreResult<ListPage> {
+        let prefix = self
+            .ks
+            .list_prefix(req.kind, &req.cluster, req.status.as_deref());
+        let end = String::from_utf8(prefix_end(&prefix)).unwrap_or_default();
+        let start = match &req.start_after {
+            Some(after) if after.as_str() >= prefix.as_str() => Bound::Excluded(after.clone()),
+            _ => Bound::Included(prefix.clone()),
+        };
+        let inner = self.lock();
+        let rev = inner.check_read(req.revision)?;
+        let mut records = Vec::new();
+        let mut more = false;
+        for (k, versions) in inner.keys.range((start, Bound::Excluded(end))) {
+            let Some(v) = version_at(versions, rev) else {
+                continue;
+            };
+            if records.len() == req.limit {
+                more = true;
+                break;
+            }
+            let Some(key) = self.ks.parse(k) else {
+                continue;
+            };
+            records.push(self.record(&key, k.clone(), v));
+        }
+        Ok(ListPage {
+            records,
+            revision: rev,
+            more,
+        })
+    }
+
+    async fn watch(&self, kind: Kind, from_revision: i64) -> StoreResult<WatchStream> {
+        {
+            let inner = self.lock();
+            if from_revision < inner.compacted {
+                return Err(StoreError::Compacted {
+                    requested: from_revision,
+                    oldest: inner.compacted,
+                    current: inner.revision,
+                });
+            }
+        }
+        let inner = self.inner.clone();
+        let rx = self.notify.subscribe();
+        let state = (inner, rx, from_revision);
+        Ok(Box::pin(stream::unfold(
+            state,
+            move |(inner, mut rx, mut next)| async move {
+                loop {
+                    let batch = {
+                        let guard = inner.lock().unwrap_or_else(|e| e.into_inner());
+                        if next < guard.compacted {
+                            let err = StoreError::Compacted {
+                                requested: next,
+                                oldest: guard.compacted,
+                                current: guard.revision,
+                            };
+                            drop(guard);
+                            // Ends the stream after reporting.
+                            return Some((Err(err), (inner, rx, i64::MAX)));
+                        }
+                        let start = guard.log.partition_point(|e| e.revision < next);
+                        let mut batch: Vec<WatchEvent> = Vec::new();
+                        let mut end = guard.revision + 1;
+                        for e in guard.log.range(start..) {
+                            // Bounded batches, but never split one revision.
+                            if batch.len() >= MAX_WATCH_BATCH
+                                && batch
+                                    .last()
+                                    .is_some_and(|l: &WatchEvent| l.revision != e.revision)
+                            {
+                                end = e.revision;
+                                break;
+                            }
+                            if e.key.kind == kind {
+                                batch.push(e.clone());
+                            }
+                        }
+                        next = next.max(end);
+                        batch
+                    };
+                    if !batch.is_empty() {
+                        return Some((Ok(batch), (inner, rx, next)));
+                    }
+                    if next == i64::MAX || rx.changed().await.is_err() {
+                        return None;
+                    }
+                }
+            },
+        )))
+    }
+
+    async fn current_revision(&self) -> StoreResult<i64> {
+        Ok(self.lock().revision)
+    }
+
+    async fn compacted_revision(&self) -> StoreResult<i64> {
+        Ok(self.lock().compacted)
+    }
+
+    async fn compact(&self, revision: i64) -> StoreResult<()> {
+        let mut inner = self.lock();
+        if revision > inner.revision {
+            return Err(StoreError::FutureRevision {
+                requested: revision,
+                current: inner.revision,
+            });
+        }
+        if revision <= inner.compacted {
+            return Ok(());
+        }
+        // Keep, per key, the version visible at `revision` and all later ones.
+        inner.keys.retain(|_, versions| {
+            let visible = versions.partition_point(|v| v.mod_revision <= revision);
+            let drop_n = visible.saturating_sub(1);
+            versions.drain(..drop_n);
+            !(versions.len() == 1
+                && versions[0].value.is_none()
+                && versions[0].mod_revision <= revision)
+        });
+        let keep_from = inner.log.partition_point(|e| e.revision < revision);
+        inner.log.drain(..keep_from);
+        inner.compacted = revision;
+        drop(inner);
+        // Wake watches so that a lagging one reports the compaction.
+        self.notify.send_modify(|_| {});
+        Ok(())
+    }
+}

@@ -1,0 +1,427 @@
+//! The etcd store: every write is one transaction guarded by the stored
+//! record's mod_revision; index keys move in the same transaction.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use etcd_client::{
+    Certificate, Client, CompactionOptions, Compare, CompareOp, ConnectOptions, GetOptions,
+    Identity, KeyValue, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+};
+use futures::StreamExt;
+
+use super::*;
+
+/// Lost races tolerated before a write is reported as failed (and retried
+/// by SQS). Races only happen between writers of the same entity.
+const MAX_ATTEMPTS: usize = 64;
+
+/// How to reach etcd.
+#[derive(Debug, Clone, Default)]
+pub struct EtcdSettings {
+    pub endpoints: Vec<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// PEM CA bundle to verify the server; enables TLS.
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM client certificate and key for mutual TLS.
+    pub client_cert_pem: Option<(Vec<u8>, Vec<u8>)>,
+    pub request_timeout: Duration,
+}
+
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+    ks: Keyspace,
+}
+
+fn map_err(e: etcd_client::Error) -> StoreError {
+    let msg = e.to_string();
+    if msg.contains("required revision has been compacted") {
+        // The caller fills in the revisions (etcd's error does not carry them).
+        return StoreError::Compacted {
+            requested: 0,
+            oldest: 0,
+            current: 0,
+        };
+    }
+    StoreError::Unavailable(msg)
+}
+
+fn record_from_kv(ks: &Keyspace, kv: &KeyValue) -> StoreResult<StoredRecord> {
+    let store_key = kv.key_str().map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(kv.key()).into_owned(),
+        reason: e.to_string(),
+    })?;
+    let key = ks.parse(store_key).ok_or_else(|| StoreError::Corrupt {
+        key: store_key.to_string(),
+        reason: "not an entity key".into(),
+    })?;
+    Ok(StoredRecord {
+        key,
+        store_key: store_key.to_string(),
+        mod_revision: kv.mod_revision(),
+        create_revision: kv.create_revision(),
+        value: Bytes::copy_from_slice(kv.value()),
+    })
+}
+
+impl EtcdStore {
+    pub async fn connect(settings: &EtcdSettings, prefix: &str) -> StoreResult<EtcdStore> {
+        let timeout = if settings.request_timeout.is_zero() {
+            Duration::from_secs(5)
+        } else {
+            settings.request_timeout
+        };
+        let mut opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_timeout(timeout)
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        if let (Some(user), Some(password)) = (&settings.username, &settings.password) {
+            opts = opts.with_user(user.clone(), password.clone());
+        }
+        if settings.ca_pem.is_some() || settings.client_cert_pem.is_some() {
+            let mut tls = TlsOptions::new();
+            if let Some(ca) = &settings.ca_pem {
+                tls = tls.ca_certificate(Certificate::from_pem(ca));
+            }
+            if let Some((cert, key)) = &settings.client_cert_pem {
+                tls = tls.identity(Identity::from_pem(cert, key));
+            }
+            opts = opts.with_tls(tls);
+        }
+        let client = Client::connect(&settings.endpoints, Some(opts))
+            .await
+            .map_err(map_err)?;
+        Ok(EtcdStore {
+            client,
+            ks: Keyspace::new(prefix),
+        })
+    }
+
+    pub fn keyspace(&self) -> &Keyspace {
+        &self.ks
+    }
+
+    /// The raw client, for benchmarks that compare against plain etcd calls.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    async fn compacted_error(&self, requested: i64) -> StoreError {
+        match (
+            self.compacted_revision().await,
+            self.current_revision().await,
+        ) {
+            (Ok(oldest), Ok(current)) => StoreError::Compacted {
+                requested,
+                oldest,
+                current,
+            },
+            (Err(e), _) | (_, Err(e)) => e,
+        }
+    }
+
+    /// Maps a read error, filling in the revisions of a compaction error.
+    async fn read_err(&self, e: etcd_client::Error, requested: Option<i64>) -> StoreError {
+        match map_err(e) {
+            StoreError::Compacted { .. } => self.compacted_error(requested.unwrap_or(0)).await,
+            other => {
+                if let (Some(req), true) =
+                    (requested, other.to_string().contains("future revision"))
+                {
+                    if let Ok(current) = self.current_revision().await {
+                        return StoreError::FutureRevision {
+                            requested: req,
+                            current,
+                        };
+                    }
+                }
+                other
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl StateStore for EtcdStore {
+    async fn upsert_if_newer(&self, w: Upsert<'_>) -> StoreResult<UpsertOutcome> {
+        let key = &w.entity.key;
+        let primary = self.ks.primary(key);
+        let mut kv = self.client.kv_client();
+        let resp = kv.get(primary.as_str(), None).await.map_err(map_err)?;
+        let mut current = match resp.kvs().first() {
+            Some(kv) => Some(record_from_kv(&self.ks, kv)?),
+            None => None,
+        };
+        let new_index = self.ks.status_index(key, &w.entity.status);
+        let value = encode_record(&w);
+        for _ in 0..MAX_ATTEMPTS {
+            if !should_write(&w, current.as_ref())? {
+                let mod_revision = current.map_or(0, |c| c.mod_revision);
+                return Ok(UpsertOutcome::Unchanged { mod_revision });
+            }
+            let mut ops = vec![
+                TxnOp::put(primary.as_str(), value.to_vec(), None),
+                TxnOp::put(new_index.as_str(), value.to_vec(), None),
+            ];
+            let guard = match &current {
+                Some(c) => {
+                    let old_status = c.meta()?.status;
+                    if old_status != w.entity.status {
+                        ops.push(TxnOp::delete(self.ks.status_index(key, &old_status), None));
+                    }
+                    Compare::mod_revision(primary.as_str(), CompareOp::Equal, c.mod_revision)
+                }
+                None => Compare::version(primary.as_str(), CompareOp::Equal, 0),
+            };
+            let txn = Txn::new()
+                .when([guard])
+                .and_then(ops)
+                .or_else([TxnOp::get(primary.as_str(), None)]);
+            let resp = kv.txn(txn).await.map_err(map_err)?;
+            if resp.succeeded() {
+                let revision = resp.header().map_or(0, |h| h.revision());
+                return Ok(match current {
+                    None => UpsertOutcome::Inserted { revision },
+                    Some(_) => UpsertOutcome::Updated { revision },
+                });
+            }
+            // Lost a race: the else branch read the winner; decide again.
+            current = None;
+            for op in resp.op_responses() {
+                if let TxnOpResponse::Get(get) = op {
+                    if let Some(kv) = get.kvs().first() {
+                        current = Some(record_from_kv(&self.ks, kv)?);
+                    }
+                }
+            }
+        }
+        Err(StoreError::Contended(MAX_ATTEMPTS, primary))
+    }
+
+    async fn delete_if_unchanged(&self, key: &EntityKey, mod_revision: i64) -> StoreResult<bool> {
+        let primary = self.ks.primary(key);
+        let mut kv = self.client.kv_client();
+        let resp = kv.get(primary.as_str(), None).await.map_err(map_err)?;
+        let Some(current) = resp.kvs().first() else {
+            return Ok(false);
+        };
+        let current = record_from_kv(&self.ks, current)?;
+        if current.mod_revision != mod_revision {
+            return Ok(false);
+        }
+        let status = current.meta()?.status;
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                primary.as_str(),
+                CompareOp::Equal,
+                mod_revision,
+            )])
+            .and_then([
+                TxnOp::delete(primary.as_str(), None),
+                TxnOp::delete(self.ks.status_index(key, &status), None),
+            ]);
+        let resp = kv.txn(txn).await.map_err(map_err)?;
+        Ok(resp.succeeded())
+    }
+
+    async fn get(
+        &self,
+        key: &EntityKey,
+        revision: Option<i64>,
+    ) -> StoreResult<Option<StoredRecord>> {
+        let primary = self.ks.primary(key);
+        let mut opts = GetOptions::new();
+        if let Some(rev) = revision {
+            opts = opts.with_revision(rev);
+        }
+        let resp = match self.client.kv_client().get(primary, Some(opts)).await {
+            Ok(r) => r,
+            Err(e) => return Err(self.read_err(e, revision).await),
+        };
+        resp.kvs()
+            .first()
+            .map(|kv| record_from_kv(&self.ks, kv))
+            .transpose()
+    }
+
+    async fn list(&self, req: &ListRequest) -> StoreResult<ListPage> {
+        let prefix = self
+            .ks
+            .list_prefix(req.kind, &req.cluster, req.status.as_deref());
+        let start = match &req.start_after {
+            Some(after) if after.as_str() >= prefix.as_str() => {
+                let mut k = after.as_bytes().to_vec();
+                k.push(0);
+                k
+            }
+            _ => prefix.as_bytes().to_vec(),
+        };
+        let mut opts = GetOptions::new()
+            .with_range(prefix_end(&prefix))
+            .with_limit(req.limit.max(1) as i64);
+        if let Some(rev) = req.revision {
+            opts = opts.with_revision(rev);
+        }
+        let resp = match self.client.kv_client().get(start, Some(opts)).await {
+            Ok(r) => r,
+            Err(e) => return Err(self.read_err(e, req.revision).await),
+        };
+        let revision = req
+            .revision
+            .unwrap_or_else(|| resp.header().map_or(0, |h| h.revision()));
+        let records = resp
+            .kvs()
+            .iter()
+            .map(|kv| record_from_kv(&self.ks, kv))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(ListPage {
+            records,
+            revision,
+            more: resp.more(),
+        })
+    }
+
+    async fn watch(&self, kind: Kind, from_revision: i64) -> StoreResult<WatchStream> {
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(from_revision)
+            .with_prev_key();
+        let mut stream = self
+            .client
+            .watch_client()
+            .watch(self.ks.kind_prefix(kind), Some(opts))
+            .await
+            .map_err(map_err)?;
+        // The first answer confirms the watch, or cancels it as compacted.
+        match stream.message().await.map_err(map_err)? {
+            Some(resp) if resp.compact_revision() > 0 || resp.canceled() => {
+                return Err(self.compacted_error(from_revision).await);
+            }
+            Some(_) => {}
+            None => return Err(StoreError::Unavailable("watch closed by etcd".into())),
+        }
+        let ks = self.ks.clone();
+        let this = self.clone();
+        let out = futures::stream::unfold(Some(stream), move |state| {
+            let ks = ks.clone();
+            let this = this.clone();
+            async move {
+                let mut stream = state?;
+                loop {
+                    let resp = match stream.message().await {
+                        Ok(Some(resp)) => resp,
+                        Ok(None) => {
+                            return Some((
+                                Err(StoreError::Unavailable("watch closed by etcd".into())),
+                                None,
+                            ));
+                        }
+                        Err(e) => return Some((Err(map_err(e)), None)),
+                    };
+                    if resp.compact_revision() > 0 {
+                        let err = this.compacted_error(from_revision).await;
+                        return Some((Err(err), None));
+                    }
+                    if resp.canceled() {
+                        let reason = resp.cancel_reason().to_string();
+                        return Some((
+                            Err(StoreError::Unavailable(format!("watch canceled: {reason}"))),
+                            None,
+                        ));
+                    }
+                    let mut batch = Vec::with_capacity(resp.events().len());
+                    for ev in resp.events() {
+                        let Some(kv) = ev.kv() else { continue };
+                        let prev = match ev.prev_kv() {
+                            Some(p) => match record_from_kv(&ks, p) {
+                                Ok(r) => Some(r),
+                                Err(e) => return Some((Err(e), None)),
+                            },
+                            None => None,
+                        };
+                        let Some(key) = kv.key_str().ok().and_then(|k| ks.parse(k)) else {
+                            continue;
+                        };
+                        let (event_type, record) = match ev.event_type() {
+                            etcd_client::EventType::Put => match record_from_kv(&ks, kv) {
+                                Ok(r) => (EventType::Put, Some(r)),
+                                Err(e) => return Some((Err(e), None)),
+                            },
+                            etcd_client::EventType::Delete => (EventType::Delete, None),
+                        };
+                        batch.push(WatchEvent {
+                            event_type,
+                            revision: kv.mod_revision(),
+                            key,
+                            record,
+                            prev,
+                        });
+                    }
+                    if !batch.is_empty() {
+                        return Some((Ok(batch), Some(stream)));
+                    }
+                }
+            }
+        });
+        Ok(out.boxed())
+    }
+
+    async fn current_revision(&self) -> StoreResult<i64> {
+        let resp = self
+            .client
+            .kv_client()
+            .get(
+                self.ks.meta("revision-probe"),
+                Some(GetOptions::new().with_count_only()),
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(resp.header().map_or(0, |h| h.revision()))
+    }
+
+    async fn compacted_revision(&self) -> StoreResult<i64> {
+        // etcd does not report its compaction point, but a read at a revision
+        // fails exactly when that revision is compacted: binary search it.
+        // Only error paths (410 answers) and compaction ask for it.
+        let current = self.current_revision().await?;
+        let mut kv = self.client.kv_client();
+        let probe = self.ks.meta("revision-probe");
+        let (mut lo, mut hi) = (1i64, current);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let opts = GetOptions::new().with_count_only().with_revision(mid);
+            match kv.get(probe.as_str(), Some(opts)).await.map_err(map_err) {
+                Ok(_) => hi = mid,
+                Err(StoreError::Compacted { .. }) => lo = mid + 1,
+                Err(e) => return Err(e),
+            }
+        }
+        // Revision 1 readable means nothing was compacted.
+        Ok(if lo <= 1 { 0 } else { lo })
+    }
+
+    async fn compact(&self, revision: i64) -> StoreResult<()> {
+        let res = self
+            .client
+            .kv_client()
+            .compact(revision, Some(CompactionOptions::new().with_physical()))
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) => match map_err(e) {
+                // Already compacted at or past `revision`: nothing to do.
+                StoreError::Compacted { .. } => Ok(()),
+                StoreError::Unavailable(msg) if msg.contains("future revision") => {
+                    Err(StoreError::FutureRevision {
+                        requested: revision,
+                        current: self.current_revision().await?,
+                    })
+                }
+                other => Err(other),
+            },
+        }
+    }
+}

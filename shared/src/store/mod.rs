@@ -1,0 +1,386 @@
+//! The state store: one trait, two implementations (etcd and embedded) that
+//! pass one conformance suite.
+//!
+//! Layout under the key prefix (same in both stores):
+//! - `{p}{tasks|instances}/{cluster}/{partition}/{region}/{account}/{id}`: the record;
+//! - `{p}idx/{tasks|instances}/{STATUS}/{cluster}/{partition}/{region}/{account}/{id}`:
+//!   a copy of the record, written in the same transaction, so that "RUNNING tasks
+//!   of cluster X" is one range read over exactly the matching records;
+//! - `{p}meta/...`: the service's own bookkeeping (compaction checkpoints).
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::model::{ClusterId, Entity, EntityKey, Kind};
+
+pub mod embedded;
+pub mod etcd;
+
+pub use embedded::EmbeddedStore;
+pub use etcd::EtcdStore;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error(
+        "revision {requested} has been compacted (oldest available {oldest}, current {current})"
+    )]
+    Compacted {
+        requested: i64,
+        oldest: i64,
+        current: i64,
+    },
+    #[error("revision {requested} is ahead of the store's current revision {current}")]
+    FutureRevision { requested: i64, current: i64 },
+    #[error("gave up after {0} lost races writing {1}")]
+    Contended(usize, String),
+    #[error("corrupt record at {key}: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Where a write came from; kept in the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Event,
+    Reconcile,
+}
+
+/// What an upsert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpsertOutcome {
+    Inserted {
+        revision: i64,
+    },
+    Updated {
+        revision: i64,
+    },
+    /// Not written: the stored record is as new or newer.
+    Unchanged {
+        mod_revision: i64,
+    },
+}
+
+/// A write of one entity.
+#[derive(Debug, Clone, Copy)]
+pub struct Upsert<'a> {
+    pub entity: &'a Entity,
+    pub source: Source,
+    /// For entities without an ECS version (reconcile): the run's snapshot
+    /// revision. A record modified after it wins over this write.
+    pub snapshot: Option<i64>,
+}
+
+impl<'a> Upsert<'a> {
+    pub fn event(entity: &'a Entity) -> Self {
+        Upsert {
+            entity,
+            source: Source::Event,
+            snapshot: None,
+        }
+    }
+}
+
+/// The version guard (SPEC §2, §5): does `w` replace the stored record?
+pub fn should_write(w: &Upsert<'_>, stored: Option<&StoredRecord>) -> StoreResult<bool> {
+    let Some(stored) = stored else {
+        return Ok(true);
+    };
+    let meta = stored.meta()?;
+    if w.entity.version > 0 {
+        return Ok(w.entity.version > meta.ecs_version);
+    }
+    Ok(match w.snapshot {
+        Some(snap) => stored.mod_revision <= snap && meta.entity.get() != w.entity.raw.get(),
+        None => false,
+    })
+}
+
+/// The stored value: the entity verbatim plus what the service needs.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordMeta<'a> {
+    pub ecs_version: u64,
+    pub source: Source,
+    pub written_at: String,
+    pub status: String,
+    #[serde(borrow)]
+    pub entity: &'a RawValue,
+}
+
+pub fn encode_record(w: &Upsert<'_>) -> Bytes {
+    let meta = RecordMeta {
+        ecs_version: w.entity.version,
+        source: w.source,
+        written_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        status: w.entity.status.clone(),
+        entity: &w.entity.raw,
+    };
+    // Serializing a struct of strings and a RawValue cannot fail.
+    Bytes::from(serde_json::to_vec(&meta).unwrap_or_default())
+}
+
+/// One record as read from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub key: EntityKey,
+    /// The store key it was read under (primary or index): the page cursor.
+    pub store_key: String,
+    pub mod_revision: i64,
+    pub create_revision: i64,
+    pub value: Bytes,
+}
+
+impl StoredRecord {
+    pub fn meta(&self) -> StoreResult<RecordMeta<'_>> {
+        serde_json::from_slice(&self.value).map_err(|e| StoreError::Corrupt {
+            key: self.store_key.clone(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// Which clusters a list covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterScope {
+    All,
+    /// Every cluster of this name, in any account or region.
+    Named(String),
+    Exact(ClusterId),
+}
+
+#[derive(Debug, Clone)]
+pub struct ListRequest {
+    pub kind: Kind,
+    pub cluster: ClusterScope,
+    /// Upper-case status; served from the status index.
+    pub status: Option<String>,
+    /// Store key to continue after (exclusive), from a previous page.
+    pub start_after: Option<String>,
+    pub limit: usize,
+    /// Read at this revision (a consistent snapshot across pages).
+    pub revision: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListPage {
+    pub records: Vec<StoredRecord>,
+    /// The revision the page was read at.
+    pub revision: i64,
+    /// True when more records follow the last one.
+    pub more: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Put,
+    Delete,
+}
+
+/// One change seen by a watch.
+#[derive(Debug, Clone)]
+pub struct WatchEvent {
+    pub event_type: EventType,
+    pub revision: i64,
+    pub key: EntityKey,
+    /// The record after a put; None after a delete.
+    pub record: Option<StoredRecord>,
+    /// The record before the change, if it existed.
+    pub prev: Option<StoredRecord>,
+}
+
+/// Batches of watch events in revision order; one revision is never split
+/// across two batches.
+pub type WatchStream = BoxStream<'static, StoreResult<Vec<WatchEvent>>>;
+
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    /// Writes the entity if the version guard lets it (compare-and-swap on the
+    /// stored record's mod_revision; a lost race is retried).
+    async fn upsert_if_newer(&self, w: Upsert<'_>) -> StoreResult<UpsertOutcome>;
+    /// Deletes the record if its mod_revision is still `mod_revision`.
+    async fn delete_if_unchanged(&self, key: &EntityKey, mod_revision: i64) -> StoreResult<bool>;
+    async fn get(
+        &self,
+        key: &EntityKey,
+        revision: Option<i64>,
+    ) -> StoreResult<Option<StoredRecord>>;
+    async fn list(&self, req: &ListRequest) -> StoreResult<ListPage>;
+    /// Every change of `kind` with revision >= `from_revision`.
+    async fn watch(&self, kind: Kind, from_revision: i64) -> StoreResult<WatchStream>;
+    async fn current_revision(&self) -> StoreResult<i64>;
+    /// The oldest revision still readable (after the last compaction).
+    async fn compacted_revision(&self) -> StoreResult<i64>;
+    /// Drops history older than `revision`.
+    async fn compact(&self, revision: i64) -> StoreResult<()>;
+}
+
+/// Key layout shared by both stores.
+#[derive(Debug, Clone)]
+pub struct Keyspace {
+    prefix: String,
+}
+
+impl Keyspace {
+    pub fn new(prefix: &str) -> Keyspace {
+        let mut prefix = prefix.to_string();
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        Keyspace { prefix }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn tail(key: &EntityKey) -> String {
+        let c = &key.cluster;
+        format!(
+            "{}/{}/{}/{}/{}",
+            c.name, c.partition, c.region, c.account, key.id
+        )
+    }
+
+    pub fn primary(&self, key: &EntityKey) -> String {
+        format!("{}{}/{}", self.prefix, key.kind.plural(), Self::tail(key))
+    }
+
+    pub fn status_index(&self, key: &EntityKey, status: &str) -> String {
+        format!(
+            "{}idx/{}/{}/{}",
+            self.prefix,
+            key.kind.plural(),
+            status,
+            Self::tail(key)
+        )
+    }
+
+    /// Prefix of every primary key of a kind (what a watch follows).
+    pub fn kind_prefix(&self, kind: Kind) -> String {
+        format!("{}{}/", self.prefix, kind.plural())
+    }
+
+    pub fn meta(&self, name: &str) -> String {
+        format!("{}meta/{}", self.prefix, name)
+    }
+
+    /// The key prefix holding exactly the records a list asks for.
+    pub fn list_prefix(&self, kind: Kind, cluster: &ClusterScope, status: Option<&str>) -> String {
+        let mut p = match status {
+            Some(s) => format!("{}idx/{}/{}/", self.prefix, kind.plural(), s),
+            None => self.kind_prefix(kind),
+        };
+        match cluster {
+            ClusterScope::All => {}
+            ClusterScope::Named(name) => {
+                p.push_str(name);
+                p.push('/');
+            }
+            ClusterScope::Exact(c) => {
+                p.push_str(&format!(
+                    "{}/{}/{}/{}/",
+                    c.name, c.partition, c.region, c.account
+                ));
+            }
+        }
+        p
+    }
+
+    /// Parses a primary or index key back into the entity key.
+    pub fn parse(&self, key: &str) -> Option<EntityKey> {
+        let rest = key.strip_prefix(&self.prefix)?;
+        let (rest, indexed) = match rest.strip_prefix("idx/") {
+            Some(r) => (r, true),
+            None => (rest, false),
+        };
+        let mut parts = rest.split('/');
+        let kind = match parts.next()? {
+            "tasks" => Kind::Task,
+            "instances" => Kind::Instance,
+            _ => return None,
+        };
+        if indexed {
+            parts.next()?;
+        }
+        let (name, partition, region, account, id) = (
+            parts.next()?,
+            parts.next()?,
+            parts.next()?,
+            parts.next()?,
+            parts.next()?,
+        );
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(EntityKey {
+            kind,
+            cluster: ClusterId {
+                name: name.into(),
+                partition: partition.into(),
+                region: region.into(),
+                account: account.into(),
+            },
+            id: id.into(),
+        })
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`.
+pub fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_and_scope() {
+        let ks = Keyspace::new("/p");
+        let key = EntityKey {
+            kind: Kind::Task,
+            cluster: ClusterId {
+                name: "c1".into(),
+                partition: "aws".into(),
+                region: "eu-west-1".into(),
+                account: "111122223333".into(),
+            },
+            id: "t1".into(),
+        };
+        let primary = ks.primary(&key);
+        assert_eq!(primary, "/p/tasks/c1/aws/eu-west-1/111122223333/t1");
+        assert_eq!(ks.parse(&primary), Some(key.clone()));
+        let idx = ks.status_index(&key, "RUNNING");
+        assert_eq!(ks.parse(&idx), Some(key.clone()));
+        assert!(idx.starts_with(&ks.list_prefix(
+            Kind::Task,
+            &ClusterScope::Named("c1".into()),
+            Some("RUNNING")
+        )));
+        assert!(idx.starts_with(&ks.list_prefix(
+            Kind::Task,
+            &ClusterScope::Exact(key.cluster.clone()),
+            Some("RUNNING")
+        )));
+        assert!(!primary.starts_with(&ks.list_prefix(
+            Kind::Task,
+            &ClusterScope::Named("c".into()),
+            None
+        )));
+        assert_eq!(prefix_end("/a/"), b"/a0".to_vec());
+    }
+}

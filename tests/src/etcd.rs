@@ -1,0 +1,139 @@
+//! A real etcd (Debian's etcd-server) on a free loopback port with a
+//! temporary data dir, stopped and removed on drop.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use css::store::etcd::EtcdSettings;
+use css::store::EtcdStore;
+
+pub struct EtcdServer {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    pub client_port: u16,
+    peer_port: u16,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+fn etcd_binary() -> PathBuf {
+    let bin = std::env::var_os("ETCD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/etcd"));
+    if !bin.exists() {
+        panic!(
+            "etcd is not installed ({} missing): run `apt-get install etcd-server` or set ETCD_BIN",
+            bin.display()
+        );
+    }
+    bin
+}
+
+impl EtcdServer {
+    /// Starts etcd and waits until it accepts connections. Panics (failing
+    /// the test loudly) if etcd is missing or does not come up.
+    pub fn start() -> EtcdServer {
+        let dir = tempfile::tempdir().expect("temp dir for etcd");
+        let mut server = EtcdServer {
+            child: None,
+            dir,
+            client_port: free_port(),
+            peer_port: free_port(),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::File::create(self.dir.path().join("etcd.log")).expect("etcd log file");
+        let child = Command::new(etcd_binary())
+            .args(["--name", "css-test"])
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &format!("css-test={peer}")])
+            .args(["--log-level", "error", "--logger", "zap"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("failed to start etcd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.client_port)).is_err() {
+            if Instant::now() > deadline {
+                panic!("etcd did not start on port {}", self.client_port);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// Kills etcd (as an outage would); its data dir stays.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts etcd again on the same port and data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn settings(&self) -> EtcdSettings {
+        EtcdSettings {
+            endpoints: vec![self.endpoint()],
+            request_timeout: Duration::from_secs(2),
+            ..Default::default()
+        }
+    }
+
+    pub async fn store(&self, prefix: &str) -> Arc<EtcdStore> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match EtcdStore::connect(&self.settings(), prefix).await {
+                Ok(s) => {
+                    // Ready when a read is answered.
+                    if css::store::StateStore::current_revision(&s).await.is_ok() {
+                        return Arc::new(s);
+                    }
+                }
+                Err(e) if Instant::now() > deadline => panic!("cannot connect to etcd: {e}"),
+                Err(_) => {}
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,140 @@
+//! ECS entities and EventBridge/SQS envelopes for tests and benchmarks.
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use css::ingest::Message;
+use css::model::{Entity, Kind};
+use serde_json::{json, Value};
+
+pub const ACCOUNT: &str = "111122223333";
+pub const OTHER_ACCOUNT: &str = "444455556666";
+pub const REGION: &str = "eu-west-1";
+
+pub fn cluster_arn(account: &str, region: &str, name: &str) -> String {
+    format!("arn:aws:ecs:{region}:{account}:cluster/{name}")
+}
+
+/// A task detail in ECS's shape; `long_arn` picks the ARN format.
+pub fn task_detail(
+    cluster: &str,
+    account: &str,
+    id: &str,
+    status: &str,
+    version: u64,
+    long_arn: bool,
+) -> Value {
+    let task_arn = if long_arn {
+        format!("arn:aws:ecs:{REGION}:{account}:task/{cluster}/{id}")
+    } else {
+        format!("arn:aws:ecs:{REGION}:{account}:task/{id}")
+    };
+    json!({
+        "attachments": [],
+        "availabilityZone": "eu-west-1a",
+        "clusterArn": cluster_arn(account, REGION, cluster),
+        "containerInstanceArn": format!("arn:aws:ecs:{REGION}:{account}:container-instance/{cluster}/ci-{}", &id[..id.len().min(4)]),
+        "containers": [{
+            "containerArn": format!("arn:aws:ecs:{REGION}:{account}:container/{cluster}/{id}/c1"),
+            "lastStatus": status,
+            "name": "web",
+            "image": "public.ecr.aws/nginx/nginx:1.27",
+            "taskArn": task_arn,
+            "networkInterfaces": [],
+            "cpu": "256",
+            "memory": "512"
+        }],
+        "createdAt": "2026-11-20T10:00:00.000Z",
+        "launchType": "EC2",
+        "cpu": "256",
+        "memory": "512",
+        "desiredStatus": if status == "STOPPED" { "STOPPED" } else { "RUNNING" },
+        "group": "service:web",
+        "lastStatus": status,
+        "overrides": {"containerOverrides": [{"name": "web"}]},
+        "startedBy": "ecs-svc/1234567890",
+        "taskArn": task_arn,
+        "taskDefinitionArn": format!("arn:aws:ecs:{REGION}:{account}:task-definition/web:7"),
+        "updatedAt": "2026-11-20T10:00:05.000Z",
+        "version": version
+    })
+}
+
+pub fn instance_detail(
+    cluster: &str,
+    account: &str,
+    id: &str,
+    status: &str,
+    version: u64,
+) -> Value {
+    json!({
+        "agentConnected": true,
+        "attributes": [{"name": "ecs.os-type", "value": "linux"}],
+        "clusterArn": cluster_arn(account, REGION, cluster),
+        "containerInstanceArn": format!("arn:aws:ecs:{REGION}:{account}:container-instance/{cluster}/{id}"),
+        "ec2InstanceId": "i-0123456789abcdef0",
+        "registeredResources": [{"name": "CPU", "type": "INTEGER", "integerValue": 2048}],
+        "remainingResources": [{"name": "CPU", "type": "INTEGER", "integerValue": 1024}],
+        "status": status,
+        "version": version,
+        "versionInfo": {"agentVersion": "1.89.0"},
+        "updatedAt": "2026-11-20T10:00:05.000Z"
+    })
+}
+
+pub fn envelope(detail_type: &str, detail: &Value) -> String {
+    json!({
+        "version": "0",
+        "id": "3fbc1f1c-0000-4000-8000-000000000000",
+        "detail-type": detail_type,
+        "source": "aws.ecs",
+        "account": ACCOUNT,
+        "time": "2026-11-20T10:00:05Z",
+        "region": REGION,
+        "resources": [],
+        "detail": detail
+    })
+    .to_string()
+}
+
+pub fn task_event(detail: &Value) -> String {
+    envelope("ECS Task State Change", detail)
+}
+
+pub fn instance_event(detail: &Value) -> String {
+    envelope("ECS Container Instance State Change", detail)
+}
+
+/// An SQS event with message ids m0, m1, ...
+pub fn sqs_event(bodies: &[String]) -> SqsEvent {
+    let records: Vec<Value> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            json!({
+                "messageId": format!("m{i}"),
+                "receiptHandle": format!("rh{i}"),
+                "body": b,
+                "attributes": {},
+                "messageAttributes": {},
+                "eventSource": "aws:sqs",
+                "awsRegion": REGION
+            })
+        })
+        .collect();
+    serde_json::from_value(json!({ "Records": records })).expect("valid SQS event")
+}
+
+pub fn messages(bodies: &[String]) -> Vec<Message> {
+    bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| Message {
+            id: Some(format!("m{i}")),
+            body: Some(b.clone()),
+        })
+        .collect()
+}
+
+pub fn entity(kind: Kind, detail: &Value) -> Entity {
+    let raw = serde_json::value::RawValue::from_string(detail.to_string()).expect("raw json");
+    Entity::from_raw(kind, raw, false).expect("valid entity")
+}

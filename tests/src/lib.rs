@@ -1,0 +1,8 @@
+//! Test harness shared by the integration tests and benchmarks: a real etcd
+//! on loopback, fixtures, and the store conformance suite.
+
+pub mod conformance;
+pub mod etcd;
+pub mod fixtures;
+
+pub use etcd::EtcdServer;

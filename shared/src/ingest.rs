@@ -2,21 +2,17 @@
 //!
 //! Records of one batch that name the same entity are collapsed: only the
 //! highest version is written, and the others share its outcome (once the
-//! highest is stored, a lower one is stale by definition). Distinct entities
-//! are written concurrently.
+//! highest is stored, a lower one is stale by definition). The distinct
+//! entities go to the store in one `upsert_many`, which batches them.
 
 use std::collections::HashMap;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-use futures::StreamExt;
 use serde::Serialize;
 
 use crate::events::{self, Change};
 use crate::model::{Entity, EntityKey};
 use crate::store::{StateStore, StoreError, Upsert, UpsertOutcome};
-
-/// Distinct entities written at once per batch.
-pub const WRITE_CONCURRENCY: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -90,21 +86,18 @@ pub async fn apply_batch(store: &dyn StateStore, messages: &[Message]) -> BatchO
     }
     out.stats.malformed = out.failures.len();
 
-    let results: Vec<(Vec<usize>, Result<UpsertOutcome, StoreError>)> =
-        futures::stream::iter(groups.into_values())
-            .map(|group| async move {
-                let indexes: Vec<usize> = group.iter().map(|(i, _)| *i).collect();
-                // Groups are never empty; the max always exists.
-                let newest = group.iter().map(|(_, e)| e).max_by_key(|e| e.version);
-                let res = match newest {
-                    Some(e) => store.upsert_if_newer(Upsert::event(e)).await,
-                    None => Ok(UpsertOutcome::Unchanged { mod_revision: 0 }),
-                };
-                (indexes, res)
-            })
-            .buffer_unordered(WRITE_CONCURRENCY)
-            .collect()
-            .await;
+    // One write per entity: the highest version of its group.
+    let groups: Vec<Vec<(usize, Entity)>> = groups.into_values().collect();
+    let newest: Vec<&Entity> = groups
+        .iter()
+        .filter_map(|g| g.iter().map(|(_, e)| e).max_by_key(|e| e.version))
+        .collect();
+    let writes: Vec<Upsert<'_>> = newest.iter().map(|e| Upsert::event(e)).collect();
+    let outcomes = store.upsert_many(&writes).await;
+    let results = groups
+        .iter()
+        .map(|g| g.iter().map(|(i, _)| *i).collect::<Vec<usize>>())
+        .zip(outcomes);
 
     for (indexes, res) in results {
         match res {

@@ -532,3 +532,87 @@ pub async fn racing_writers(store: std::sync::Arc<dyn StateStore>) {
             .is_empty()
     );
 }
+
+/// Batched writes: one result per write, the same guard as single writes,
+/// and batches racing on the same entities still end with the highest version.
+pub async fn batched_writes(store: std::sync::Arc<dyn StateStore>) {
+    let existing = task("b", "t0", "RUNNING", 5);
+    put(store.as_ref(), &existing).await;
+    let batch = [
+        task("b", "t0", "STOPPED", 4),
+        task("b", "t1", "RUNNING", 1),
+        task("b", "t0x", "PENDING", 1),
+    ];
+    let writes: Vec<Upsert<'_>> = batch.iter().map(Upsert::event).collect();
+    let out = store.upsert_many(&writes).await;
+    assert!(matches!(out[0], Ok(UpsertOutcome::Unchanged { .. })));
+    assert!(matches!(out[1], Ok(UpsertOutcome::Inserted { .. })));
+    assert!(matches!(out[2], Ok(UpsertOutcome::Inserted { .. })));
+    let updated = [task("b", "t0", "STOPPED", 6), task("b", "t1", "STOPPED", 2)];
+    let writes: Vec<Upsert<'_>> = updated.iter().map(Upsert::event).collect();
+    let out = store.upsert_many(&writes).await;
+    assert!(
+        out.iter()
+            .all(|r| matches!(r, Ok(UpsertOutcome::Updated { .. }))),
+        "{out:?}"
+    );
+    assert_eq!(
+        ids(
+            store.as_ref(),
+            list_req(Kind::Task, ClusterScope::Named("b".into()), Some("STOPPED"))
+        )
+        .await,
+        vec!["t0", "t1"]
+    );
+
+    // Racing batches over the same 50 entities, versions shuffled.
+    use rand::seq::SliceRandom;
+    let mut all: Vec<Entity> = (1..=12u64)
+        .flat_map(|v| (0..50).map(move |t| task("rb", &format!("t{t:02}"), "RUNNING", v)))
+        .collect();
+    all.shuffle(&mut rand::rng());
+    let mut handles = Vec::new();
+    for chunk in all.chunks(50) {
+        // Distinct entities per batch, as ingest hands them over.
+        let mut seen = std::collections::HashSet::new();
+        let batch: Vec<Entity> = chunk
+            .iter()
+            .filter(|e| seen.insert(e.key.clone()))
+            .cloned()
+            .collect();
+        let rest: Vec<Entity> = chunk
+            .iter()
+            .filter(|e| !batch.iter().any(|b| std::ptr::eq(*e, b)))
+            .cloned()
+            .collect();
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            let writes: Vec<Upsert<'_>> = batch.iter().map(Upsert::event).collect();
+            for r in store.upsert_many(&writes).await {
+                r.expect("batched write");
+            }
+            for e in &rest {
+                store
+                    .upsert_if_newer(Upsert::event(e))
+                    .await
+                    .expect("write");
+            }
+        }));
+    }
+    for h in handles {
+        h.await.expect("writer");
+    }
+    let page = store
+        .list(&list_req(
+            Kind::Task,
+            ClusterScope::Named("rb".into()),
+            Some("RUNNING"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(page.records.len(), 50);
+    assert!(page
+        .records
+        .iter()
+        .all(|r| r.meta().unwrap().ecs_version == 12));
+}

@@ -156,7 +156,7 @@ async fn unknown_fields_are_kept_verbatim() {
     d["brandNewEcsField"] = json!({"nested": [1, 2, {"deep": true}], "s": "ü"});
     d["containers"][0]["futureContainerField"] = json!(42);
     let body = task_event(&d);
-    handle_sqs(store.as_ref(), sqs_event(&[body.clone()]))
+    handle_sqs(store.as_ref(), sqs_event(std::slice::from_ref(&body)))
         .await
         .unwrap();
     let rec = store
@@ -244,10 +244,11 @@ async fn both_arn_formats_and_same_named_clusters() {
 /// is durably stored; after a restart, retrying the failures converges.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_outage_mid_batch_loses_nothing() {
+    const TASKS: usize = 6000;
     let mut etcd = EtcdServer::start();
     let store: Arc<dyn StateStore> = etcd.store("/ecs-css/v1/").await;
     let mut bodies = Vec::new();
-    for t in 0..1500 {
+    for t in 0..TASKS {
         let cluster = format!("c{}", t % 5);
         bodies.push(task_event(&task_detail(
             &cluster,
@@ -264,13 +265,15 @@ async fn etcd_outage_mid_batch_loses_nothing() {
         let event = sqs_event(&bodies);
         tokio::spawn(async move { handle_sqs(store.as_ref(), event).await })
     };
-    // Wait until part of the batch is in, then kill etcd.
-    loop {
-        let rev = store.current_revision().await.unwrap();
-        if rev > start + 100 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    // Kill etcd as soon as the first writes of the batch are in (the batch
+    // needs well over a hundred write transactions).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while store.current_revision().await.unwrap() <= start {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the batch never started writing"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
     etcd.stop();
     let resp = handler
@@ -323,7 +326,7 @@ async fn etcd_outage_mid_batch_loses_nothing() {
             cluster: ClusterScope::All,
             status: Some("RUNNING".into()),
             start_after: None,
-            limit: 5000,
+            limit: 10_000,
             revision: None,
         })
         .await
@@ -333,7 +336,7 @@ async fn etcd_outage_mid_batch_loses_nothing() {
     for r in &page.records {
         versions.insert(r.key.id.clone(), r.meta().unwrap().ecs_version);
     }
-    for t in 0..1500 {
+    for t in 0..TASKS {
         assert_eq!(versions[&format!("t{t:04}")], 1 + (t % 3) as u64);
     }
 }

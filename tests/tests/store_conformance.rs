@@ -21,6 +21,11 @@ macro_rules! conformance {
                 let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::new("/ecs-css/v1/"));
                 conformance::racing_writers(store).await;
             }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn batched_writes() {
+                let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::new("/ecs-css/v1/"));
+                conformance::batched_writes(store).await;
+            }
         }
         mod etcd {
             use super::*;
@@ -37,6 +42,12 @@ macro_rules! conformance {
                 let etcd = EtcdServer::start();
                 let store: Arc<dyn StateStore> = etcd.store("/ecs-css/v1/").await;
                 conformance::racing_writers(store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn batched_writes() {
+                let etcd = EtcdServer::start();
+                let store: Arc<dyn StateStore> = etcd.store("/ecs-css/v1/").await;
+                conformance::batched_writes(store).await;
             }
         }
     };

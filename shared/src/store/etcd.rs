@@ -9,13 +9,21 @@ use etcd_client::{
     Certificate, Client, CompactionOptions, Compare, CompareOp, ConnectOptions, GetOptions,
     Identity, KeyValue, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 
 use super::*;
 
 /// Lost races tolerated before a write is reported as failed (and retried
 /// by SQS). Races only happen between writers of the same entity.
 const MAX_ATTEMPTS: usize = 64;
+/// Gets per multi-get transaction (etcd's default --max-txn-ops is 128).
+const READ_CHUNK: usize = 100;
+/// Entities per multi-entity write transaction (up to 3 operations each).
+const WRITE_CHUNK: usize = 32;
+/// Batch transactions in flight at once.
+const BATCH_CONCURRENCY: usize = 8;
+/// Largest gRPC answer accepted (a 1,000-record page of big tasks).
+const MAX_MESSAGE: usize = 64 << 20;
 
 /// How to reach etcd.
 #[derive(Debug, Clone, Default)]
@@ -100,6 +108,92 @@ impl EtcdStore {
         })
     }
 
+    /// The compare and operations of one guarded write over `current`.
+    fn write_ops(
+        &self,
+        w: &Upsert<'_>,
+        current: Option<&StoredRecord>,
+        value: &Bytes,
+    ) -> StoreResult<(Compare, Vec<TxnOp>)> {
+        let key = &w.entity.key;
+        let primary = self.ks.primary(key);
+        let mut ops = vec![
+            TxnOp::put(
+                self.ks.status_index(key, &w.entity.status),
+                value.to_vec(),
+                None,
+            ),
+            TxnOp::put(primary.as_str(), value.to_vec(), None),
+        ];
+        let guard = match current {
+            Some(c) => {
+                let old_status = c.meta()?.status;
+                if old_status != w.entity.status {
+                    ops.push(TxnOp::delete(self.ks.status_index(key, &old_status), None));
+                }
+                Compare::mod_revision(primary, CompareOp::Equal, c.mod_revision)
+            }
+            None => Compare::version(primary, CompareOp::Equal, 0),
+        };
+        Ok((guard, ops))
+    }
+
+    /// Reads the current records of `keys` in a few multi-get transactions.
+    async fn read_many(&self, keys: &[String]) -> Vec<StoreResult<Option<StoredRecord>>> {
+        let futs: Vec<futures::future::BoxFuture<'_, Vec<StoreResult<Option<StoredRecord>>>>> =
+            keys.chunks(READ_CHUNK)
+                .map(|chunk| {
+                    async move {
+                        let txn = Txn::new().and_then(
+                            chunk
+                                .iter()
+                                .map(|k| TxnOp::get(k.as_str(), None))
+                                .collect::<Vec<_>>(),
+                        );
+                        match self.kv().txn(txn).await {
+                            Ok(resp) => resp
+                                .op_responses()
+                                .into_iter()
+                                .map(|op| match op {
+                                    TxnOpResponse::Get(g) => g
+                                        .kvs()
+                                        .first()
+                                        .map(|kv| record_from_kv(&self.ks, kv))
+                                        .transpose(),
+                                    _ => Err(StoreError::Unavailable(
+                                        "unexpected transaction response".into(),
+                                    )),
+                                })
+                                .collect(),
+                            Err(e) => {
+                                let e = map_err(e);
+                                chunk.iter().map(|_| Err(e.clone())).collect()
+                            }
+                        }
+                    }
+                    .boxed()
+                })
+                .collect();
+        let chunks: Vec<Vec<StoreResult<Option<StoredRecord>>>> = futures::stream::iter(futs)
+            .buffered(BATCH_CONCURRENCY)
+            .collect()
+            .await;
+        chunks.into_iter().flatten().collect()
+    }
+
+    /// Clients with room for pages of large records (gRPC's default cap is 4 MiB).
+    fn kv(&self) -> etcd_client::KvClient {
+        self.client
+            .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE)
+    }
+
+    fn watcher(&self) -> etcd_client::WatchClient {
+        self.client
+            .watch_client()
+            .max_decoding_message_size(MAX_MESSAGE)
+    }
+
     pub fn keyspace(&self) -> &Keyspace {
         &self.ks
     }
@@ -149,33 +243,19 @@ impl StateStore for EtcdStore {
     async fn upsert_if_newer(&self, w: Upsert<'_>) -> StoreResult<UpsertOutcome> {
         let key = &w.entity.key;
         let primary = self.ks.primary(key);
-        let mut kv = self.client.kv_client();
+        let mut kv = self.kv();
         let resp = kv.get(primary.as_str(), None).await.map_err(map_err)?;
         let mut current = match resp.kvs().first() {
             Some(kv) => Some(record_from_kv(&self.ks, kv)?),
             None => None,
         };
-        let new_index = self.ks.status_index(key, &w.entity.status);
         let value = encode_record(&w);
         for _ in 0..MAX_ATTEMPTS {
             if !should_write(&w, current.as_ref())? {
                 let mod_revision = current.map_or(0, |c| c.mod_revision);
                 return Ok(UpsertOutcome::Unchanged { mod_revision });
             }
-            let mut ops = vec![
-                TxnOp::put(primary.as_str(), value.to_vec(), None),
-                TxnOp::put(new_index.as_str(), value.to_vec(), None),
-            ];
-            let guard = match &current {
-                Some(c) => {
-                    let old_status = c.meta()?.status;
-                    if old_status != w.entity.status {
-                        ops.push(TxnOp::delete(self.ks.status_index(key, &old_status), None));
-                    }
-                    Compare::mod_revision(primary.as_str(), CompareOp::Equal, c.mod_revision)
-                }
-                None => Compare::version(primary.as_str(), CompareOp::Equal, 0),
-            };
+            let (guard, ops) = self.write_ops(&w, current.as_ref(), &value)?;
             let txn = Txn::new()
                 .when([guard])
                 .and_then(ops)
@@ -201,9 +281,116 @@ impl StateStore for EtcdStore {
         Err(StoreError::Contended(MAX_ATTEMPTS, primary))
     }
 
+    /// Batched: one multi-get per 100 entities, then one transaction per 32
+    /// entities guarded by all their compares. A transaction that loses a
+    /// race falls back to per-entity writes, which retry as usual.
+    async fn upsert_many(&self, writes: &[Upsert<'_>]) -> Vec<StoreResult<UpsertOutcome>> {
+        let primaries: Vec<String> = writes
+            .iter()
+            .map(|w| self.ks.primary(&w.entity.key))
+            .collect();
+        let distinct: std::collections::HashSet<&String> = primaries.iter().collect();
+        if distinct.len() != primaries.len() {
+            // One transaction cannot put a key twice: go one by one.
+            let mut out = Vec::with_capacity(writes.len());
+            for w in writes {
+                out.push(self.upsert_if_newer(*w).await);
+            }
+            return out;
+        }
+        let current = self.read_many(&primaries).await;
+        let mut results: Vec<Option<StoreResult<UpsertOutcome>>> = vec![None; writes.len()];
+        let mut pending: Vec<(usize, Compare, Vec<TxnOp>)> = Vec::new();
+        for (i, (w, cur)) in writes.iter().zip(&current).enumerate() {
+            let cur = match cur {
+                Ok(c) => c.as_ref(),
+                Err(e) => {
+                    results[i] = Some(Err(e.clone()));
+                    continue;
+                }
+            };
+            let prepared = should_write(w, cur).and_then(|write| {
+                if !write {
+                    return Ok(None);
+                }
+                self.write_ops(w, cur, &encode_record(w)).map(Some)
+            });
+            match prepared {
+                Ok(Some((cmp, ops))) => pending.push((i, cmp, ops)),
+                Ok(None) => {
+                    results[i] = Some(Ok(UpsertOutcome::Unchanged {
+                        mod_revision: cur.map_or(0, |c| c.mod_revision),
+                    }))
+                }
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        let mut chunks: Vec<Vec<(usize, Compare, Vec<TxnOp>)>> = Vec::new();
+        while !pending.is_empty() {
+            let rest = pending.split_off(pending.len().min(WRITE_CHUNK));
+            chunks.push(std::mem::replace(&mut pending, rest));
+        }
+        let futs: Vec<futures::future::BoxFuture<'_, Vec<(usize, StoreResult<UpsertOutcome>)>>> =
+            chunks
+                .into_iter()
+                .map(|chunk| {
+                    let current = &current;
+                    async move {
+                        let idx: Vec<usize> = chunk.iter().map(|(i, _, _)| *i).collect();
+                        let (cmps, ops): (Vec<Compare>, Vec<Vec<TxnOp>>) =
+                            chunk.into_iter().map(|(_, c, o)| (c, o)).unzip();
+                        let txn = Txn::new()
+                            .when(cmps)
+                            .and_then(ops.into_iter().flatten().collect::<Vec<_>>());
+                        match self.kv().txn(txn).await {
+                            Ok(resp) if resp.succeeded() => {
+                                let revision = resp.header().map_or(0, |h| h.revision());
+                                idx.iter()
+                                    .map(|&i| {
+                                        let existed = matches!(current[i], Ok(Some(_)));
+                                        let outcome = if existed {
+                                            UpsertOutcome::Updated { revision }
+                                        } else {
+                                            UpsertOutcome::Inserted { revision }
+                                        };
+                                        (i, Ok(outcome))
+                                    })
+                                    .collect()
+                            }
+                            Ok(_) => {
+                                let mut out = Vec::with_capacity(idx.len());
+                                for i in idx {
+                                    out.push((i, self.upsert_if_newer(writes[i]).await));
+                                }
+                                out
+                            }
+                            Err(e) => {
+                                let e = map_err(e);
+                                idx.into_iter().map(|i| (i, Err(e.clone()))).collect()
+                            }
+                        }
+                    }
+                    .boxed()
+                })
+                .collect();
+        let written: Vec<Vec<(usize, StoreResult<UpsertOutcome>)>> = futures::stream::iter(futs)
+            .buffer_unordered(BATCH_CONCURRENCY)
+            .collect()
+            .await;
+        for (i, r) in written.into_iter().flatten() {
+            results[i] = Some(r);
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| Err(StoreError::Unavailable("write not attempted".into())))
+            })
+            .collect()
+    }
+
     async fn delete_if_unchanged(&self, key: &EntityKey, mod_revision: i64) -> StoreResult<bool> {
         let primary = self.ks.primary(key);
-        let mut kv = self.client.kv_client();
+        let mut kv = self.kv();
         let resp = kv.get(primary.as_str(), None).await.map_err(map_err)?;
         let Some(current) = resp.kvs().first() else {
             return Ok(false);
@@ -237,7 +424,7 @@ impl StateStore for EtcdStore {
         if let Some(rev) = revision {
             opts = opts.with_revision(rev);
         }
-        let resp = match self.client.kv_client().get(primary, Some(opts)).await {
+        let resp = match self.kv().get(primary, Some(opts)).await {
             Ok(r) => r,
             Err(e) => return Err(self.read_err(e, revision).await),
         };
@@ -265,7 +452,7 @@ impl StateStore for EtcdStore {
         if let Some(rev) = req.revision {
             opts = opts.with_revision(rev);
         }
-        let resp = match self.client.kv_client().get(start, Some(opts)).await {
+        let resp = match self.kv().get(start, Some(opts)).await {
             Ok(r) => r,
             Err(e) => return Err(self.read_err(e, req.revision).await),
         };
@@ -290,8 +477,7 @@ impl StateStore for EtcdStore {
             .with_start_revision(from_revision)
             .with_prev_key();
         let mut stream = self
-            .client
-            .watch_client()
+            .watcher()
             .watch(self.ks.kind_prefix(kind), Some(opts))
             .await
             .map_err(map_err)?;
@@ -371,8 +557,7 @@ impl StateStore for EtcdStore {
 
     async fn current_revision(&self) -> StoreResult<i64> {
         let resp = self
-            .client
-            .kv_client()
+            .kv()
             .get(
                 self.ks.meta("revision-probe"),
                 Some(GetOptions::new().with_count_only()),
@@ -387,7 +572,7 @@ impl StateStore for EtcdStore {
         // fails exactly when that revision is compacted: binary search it.
         // Only error paths (410 answers) and compaction ask for it.
         let current = self.current_revision().await?;
-        let mut kv = self.client.kv_client();
+        let mut kv = self.kv();
         let probe = self.ks.meta("revision-probe");
         let (mut lo, mut hi) = (1i64, current);
         while lo < hi {
@@ -405,8 +590,7 @@ impl StateStore for EtcdStore {
 
     async fn compact(&self, revision: i64) -> StoreResult<()> {
         let res = self
-            .client
-            .kv_client()
+            .kv()
             .compact(revision, Some(CompactionOptions::new().with_physical()))
             .await;
         match res {

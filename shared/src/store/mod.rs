@@ -44,6 +44,9 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Requests in flight at once for one batch of writes.
+pub const UPSERT_CONCURRENCY: usize = 32;
+
 /// Where a write came from; kept in the record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -204,6 +207,17 @@ pub trait StateStore: Send + Sync {
     /// Writes the entity if the version guard lets it (compare-and-swap on the
     /// stored record's mod_revision; a lost race is retried).
     async fn upsert_if_newer(&self, w: Upsert<'_>) -> StoreResult<UpsertOutcome>;
+    /// Applies writes of distinct entities; one result per write, in order.
+    /// Stores may batch them into fewer transactions.
+    async fn upsert_many(&self, writes: &[Upsert<'_>]) -> Vec<StoreResult<UpsertOutcome>> {
+        use futures::StreamExt;
+        // Collected first: a closure held across the await trips the Send proof.
+        let futs: Vec<_> = writes.iter().map(|w| self.upsert_if_newer(*w)).collect();
+        futures::stream::iter(futs)
+            .buffered(UPSERT_CONCURRENCY)
+            .collect()
+            .await
+    }
     /// Deletes the record if its mod_revision is still `mod_revision`.
     async fn delete_if_unchanged(&self, key: &EntityKey, mod_revision: i64) -> StoreResult<bool>;
     async fn get(

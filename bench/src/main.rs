@@ -1,0 +1,48 @@
+//! css-bench: measures the service next to a baseline taken in the same run
+//! (raw etcd calls with the same client), against a local etcd it starts.
+
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+
+mod ingest;
+
+#[derive(Parser)]
+#[command(about = "Benchmarks of cluster-state-service against raw etcd, in one run")]
+struct Cli {
+    /// Repetitions per figure; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(Subcommand)]
+enum What {
+    /// Events per second applied by the ingest handler vs raw etcd puts.
+    Ingest {
+        /// Events in the workload.
+        #[arg(long, default_value_t = 10_000)]
+        events: usize,
+    },
+}
+
+pub fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[xs.len() / 2]
+}
+
+pub async fn timed<F: std::future::Future<Output = ()>>(f: F) -> Duration {
+    let t = Instant::now();
+    f.await;
+    t.elapsed()
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let etcd = css_tests::EtcdServer::start();
+    match cli.what {
+        What::Ingest { events } => ingest::run(&etcd, events, cli.runs.max(1)).await,
+    }
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what building and testing need, idempotently; where it cannot,
+# stops with one line saying what is missing and how to get it.
+#   scripts/prereqs.sh run    # build and run server mode
+#   scripts/prereqs.sh test   # also etcd and moto for the test suite
+set -euo pipefail
+mode="${1:-test}"
+
+die() { echo "missing prerequisite: $*" >&2; exit 1; }
+
+command -v cargo >/dev/null 2>&1 || die "cargo (Rust toolchain): install rustup from rustup.rs, then 'rustup default stable'"
+
+apt_pkgs=()
+command -v protoc >/dev/null 2>&1 || apt_pkgs+=(protobuf-compiler)
+if [ "$mode" = test ]; then
+  [ -x /usr/bin/etcd ] || command -v etcd >/dev/null 2>&1 || apt_pkgs+=(etcd-server)
+  command -v python3 >/dev/null 2>&1 || apt_pkgs+=(python3 python3-pip)
+fi
+if [ ${#apt_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing ${apt_pkgs[*]} with apt-get" >&2
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_pkgs[@]}" >/dev/null
+  else
+    die "${apt_pkgs[*]}: run 'sudo apt-get install ${apt_pkgs[*]}'"
+  fi
+fi
+
+if [ "$mode" = test ]; then
+  if ! python3 -c 'import moto.server, flask_cors' >/dev/null 2>&1; then
+    echo "installing moto[server] with pip" >&2
+    python3 -m pip install -q 'moto[server]>=5' >/dev/null 2>&1 \
+      || die "moto[server] (Python): run 'python3 -m pip install \"moto[server]>=5\"'"
+  fi
+fi
+exit 0

@@ -28,34 +28,49 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 pub struct StoreArgs {
     /// etcd endpoints, comma-separated (e.g. http://10.0.0.5:2379). Without
     /// them server mode uses its embedded store; the Lambdas require them.
-    #[arg(long, env = "CSS_ETCD_ENDPOINTS", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "CSS_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        value_name = "CSS_ETCD_ENDPOINTS"
+    )]
     pub etcd_endpoints: Vec<String>,
     /// etcd user name (with CSS_ETCD_PASSWORD).
-    #[arg(long, env = "CSS_ETCD_USERNAME")]
+    #[arg(long, env = "CSS_ETCD_USERNAME", value_name = "CSS_ETCD_USERNAME")]
     pub etcd_username: Option<String>,
     /// etcd password.
-    #[arg(long, env = "CSS_ETCD_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "CSS_ETCD_PASSWORD",
+        hide_env_values = true,
+        value_name = "CSS_ETCD_PASSWORD"
+    )]
     pub etcd_password: Option<String>,
     /// PEM file of the CA that signed etcd's certificate (enables TLS).
-    #[arg(long, env = "CSS_ETCD_CA_FILE")]
+    #[arg(long, env = "CSS_ETCD_CA_FILE", value_name = "CSS_ETCD_CA_FILE")]
     pub etcd_ca_file: Option<String>,
     /// PEM client certificate for mutual TLS (with CSS_ETCD_KEY_FILE).
-    #[arg(long, env = "CSS_ETCD_CERT_FILE")]
+    #[arg(long, env = "CSS_ETCD_CERT_FILE", value_name = "CSS_ETCD_CERT_FILE")]
     pub etcd_cert_file: Option<String>,
     /// PEM client key for mutual TLS.
-    #[arg(long, env = "CSS_ETCD_KEY_FILE")]
+    #[arg(long, env = "CSS_ETCD_KEY_FILE", value_name = "CSS_ETCD_KEY_FILE")]
     pub etcd_key_file: Option<String>,
     /// Timeout of one etcd request.
-    #[arg(long, env = "CSS_ETCD_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "CSS_ETCD_TIMEOUT", default_value = "5s", value_parser = parse_duration, value_name = "CSS_ETCD_TIMEOUT")]
     pub etcd_timeout: Duration,
     /// Key prefix of everything the service stores.
-    #[arg(long, env = "CSS_KEY_PREFIX", default_value = "/ecs-css/v1/")]
+    #[arg(
+        long,
+        env = "CSS_KEY_PREFIX",
+        default_value = "/ecs-css/v1/",
+        value_name = "CSS_KEY_PREFIX"
+    )]
     pub key_prefix: String,
     /// How much store history to keep for watches and paginated lists.
-    #[arg(long, env = "CSS_HISTORY_RETENTION", default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, env = "CSS_HISTORY_RETENTION", default_value = "1h", value_parser = parse_duration, value_name = "CSS_HISTORY_RETENTION")]
     pub history_retention: Duration,
     /// Log level or filter (e.g. info, debug, css=trace); RUST_LOG also works.
-    #[arg(long, env = "CSS_LOG_LEVEL")]
+    #[arg(long, env = "CSS_LOG_LEVEL", value_name = "CSS_LOG_LEVEL")]
     pub log_level: Option<String>,
 }
 

@@ -4,8 +4,11 @@
 //! Layers, bottom up: `model` and `events` (pure), `store` (state stores),
 //! `ingest` (SQS batches into the store), `config` (settings, logging).
 
+pub mod api;
+pub mod compaction;
 pub mod config;
 pub mod events;
 pub mod ingest;
 pub mod model;
+pub mod query;
 pub mod store;

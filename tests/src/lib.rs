@@ -6,3 +6,5 @@ pub mod etcd;
 pub mod fixtures;
 
 pub use etcd::EtcdServer;
+pub mod openapi;
+pub mod server;

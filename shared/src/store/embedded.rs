@@ -268,6 +268,22 @@ impl StateStore for EmbeddedStore {
         })
     }
 
+    async fn get_meta(&self, name: &str) -> StoreResult<Option<Bytes>> {
+        let inner = self.lock();
+        let rev = inner.revision;
+        Ok(inner.at(&self.ks.meta(name), rev).map(|v| v.2))
+    }
+
+    async fn put_meta(&self, name: &str, value: Bytes) -> StoreResult<()> {
+        let mut inner = self.lock();
+        let rev = inner.revision + 1;
+        inner.put(self.ks.meta(name), value, rev);
+        inner.revision = rev;
+        drop(inner);
+        self.notify.send_replace(rev);
+        Ok(())
+    }
+
     async fn watch(&self, kind: Kind, from_revision: i64) -> StoreResult<WatchStream> {
         {
             let inner = self.lock();

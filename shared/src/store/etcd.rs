@@ -20,6 +20,8 @@ const MAX_ATTEMPTS: usize = 64;
 const READ_CHUNK: usize = 100;
 /// Entities per multi-entity write transaction (up to 3 operations each).
 const WRITE_CHUNK: usize = 32;
+/// Bytes per multi-entity write transaction.
+const WRITE_CHUNK_BYTES: usize = 1 << 20;
 /// Batch transactions in flight at once.
 const BATCH_CONCURRENCY: usize = 8;
 /// Largest gRPC answer accepted (a 1,000-record page of big tasks).
@@ -301,6 +303,7 @@ impl StateStore for EtcdStore {
         let current = self.read_many(&primaries).await;
         let mut results: Vec<Option<StoreResult<UpsertOutcome>>> = vec![None; writes.len()];
         let mut pending: Vec<(usize, Compare, Vec<TxnOp>)> = Vec::new();
+        let mut sizes: Vec<usize> = Vec::new();
         for (i, (w, cur)) in writes.iter().zip(&current).enumerate() {
             let cur = match cur {
                 Ok(c) => c.as_ref(),
@@ -313,10 +316,15 @@ impl StateStore for EtcdStore {
                 if !write {
                     return Ok(None);
                 }
-                self.write_ops(w, cur, &encode_record(w)).map(Some)
+                let value = encode_record(w);
+                let size = 2 * (value.len() + primaries[i].len()) + 64;
+                self.write_ops(w, cur, &value).map(|ops| Some((ops, size)))
             });
             match prepared {
-                Ok(Some((cmp, ops))) => pending.push((i, cmp, ops)),
+                Ok(Some(((cmp, ops), size))) => {
+                    pending.push((i, cmp, ops));
+                    sizes.push(size);
+                }
                 Ok(None) => {
                     results[i] = Some(Ok(UpsertOutcome::Unchanged {
                         mod_revision: cur.map_or(0, |c| c.mod_revision),
@@ -325,10 +333,22 @@ impl StateStore for EtcdStore {
                 Err(e) => results[i] = Some(Err(e)),
             }
         }
+        // Chunks bounded in entities and in bytes (etcd refuses requests
+        // over --max-request-bytes, 1.5 MiB by default).
         let mut chunks: Vec<Vec<(usize, Compare, Vec<TxnOp>)>> = Vec::new();
-        while !pending.is_empty() {
-            let rest = pending.split_off(pending.len().min(WRITE_CHUNK));
-            chunks.push(std::mem::replace(&mut pending, rest));
+        let mut bytes = 0usize;
+        for (p, size) in pending.into_iter().zip(sizes) {
+            let full = chunks
+                .last()
+                .is_none_or(|c| c.len() >= WRITE_CHUNK || bytes + size > WRITE_CHUNK_BYTES);
+            if full {
+                chunks.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += size;
+            if let Some(c) = chunks.last_mut() {
+                c.push(p);
+            }
         }
         let futs: Vec<futures::future::BoxFuture<'_, Vec<(usize, StoreResult<UpsertOutcome>)>>> =
             chunks
@@ -469,6 +489,26 @@ impl StateStore for EtcdStore {
             revision,
             more: resp.more(),
         })
+    }
+
+    async fn get_meta(&self, name: &str) -> StoreResult<Option<Bytes>> {
+        let resp = self
+            .kv()
+            .get(self.ks.meta(name), None)
+            .await
+            .map_err(map_err)?;
+        Ok(resp
+            .kvs()
+            .first()
+            .map(|kv| Bytes::copy_from_slice(kv.value())))
+    }
+
+    async fn put_meta(&self, name: &str, value: Bytes) -> StoreResult<()> {
+        self.kv()
+            .put(self.ks.meta(name), value.to_vec(), None)
+            .await
+            .map_err(map_err)?;
+        Ok(())
     }
 
     async fn watch(&self, kind: Kind, from_revision: i64) -> StoreResult<WatchStream> {

@@ -226,6 +226,10 @@ pub trait StateStore: Send + Sync {
         revision: Option<i64>,
     ) -> StoreResult<Option<StoredRecord>>;
     async fn list(&self, req: &ListRequest) -> StoreResult<ListPage>;
+    /// The service's own bookkeeping (e.g. compaction checkpoints), outside
+    /// the entity keys: never listed or watched.
+    async fn get_meta(&self, name: &str) -> StoreResult<Option<Bytes>>;
+    async fn put_meta(&self, name: &str, value: Bytes) -> StoreResult<()>;
     /// Every change of `kind` with revision >= `from_revision`.
     async fn watch(&self, kind: Kind, from_revision: i64) -> StoreResult<WatchStream>;
     async fn current_revision(&self) -> StoreResult<i64>;

@@ -1,0 +1,14 @@
+//! css-api: API Gateway HTTP API Lambda serving list and describe.
+
+use css::api::{self, AppState};
+use css::config::{from_env, init_logging, StoreArgs};
+use lambda_http::Error;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let args: StoreArgs = from_env()?;
+    init_logging(true, args.log_level.as_deref());
+    let store = args.connect_etcd().await?;
+    let app = api::router(AppState { store });
+    lambda_http::run(api::lambda::service(app)).await
+}

@@ -1,0 +1,337 @@
+//! A simulated, lively ECS fleet fed through the real ingest path: EventBridge
+//! envelopes in, version-guarded upserts out.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use css::ingest::{apply_batch, Message};
+use css::store::StateStore;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+/// (name, account, region): two clusters named "web" in different accounts.
+const CLUSTERS: &[(&str, &str, &str)] = &[
+    ("web", "123456789012", "us-east-1"),
+    ("batch", "123456789012", "us-east-1"),
+    ("web", "210987654321", "eu-west-1"),
+];
+const INSTANCES_PER_CLUSTER: usize = 8;
+const TASKS_PER_CLUSTER: usize = 100;
+/// Ticks a STOPPED task is remembered (it stays in the store).
+const STOPPED_TICKS: u32 = 5;
+
+struct Instance {
+    cluster: usize,
+    id: String,
+    version: u64,
+    status: &'static str,
+}
+
+struct Task {
+    cluster: usize,
+    id: String,
+    version: u64,
+    status: &'static str,
+    desired: &'static str,
+    instance: usize,
+    group: &'static str,
+    created_at: String,
+    stopped_for: u32,
+}
+
+struct Fleet {
+    rng: StdRng,
+    instances: Vec<Instance>,
+    tasks: Vec<Task>,
+    events: Vec<String>,
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+fn cluster_arn(c: usize) -> String {
+    let (name, account, region) = CLUSTERS[c];
+    format!("arn:aws:ecs:{region}:{account}:cluster/{name}")
+}
+
+fn envelope(c: usize, detail_type: &str, resource: &str, detail: Value) -> String {
+    let (_, account, region) = CLUSTERS[c];
+    json!({
+        "version": "0",
+        "id": format!("demo-{}", resource.len() ^ detail.to_string().len()),
+        "detail-type": detail_type,
+        "source": "aws.ecs",
+        "account": account,
+        "time": now(),
+        "region": region,
+        "resources": [resource],
+        "detail": detail,
+    })
+    .to_string()
+}
+
+impl Fleet {
+    fn new(seed: u64) -> Fleet {
+        let mut f = Fleet {
+            rng: StdRng::seed_from_u64(seed),
+            instances: Vec::new(),
+            tasks: Vec::new(),
+            events: Vec::new(),
+        };
+        for c in 0..CLUSTERS.len() {
+            for _ in 0..INSTANCES_PER_CLUSTER {
+                let id = f.hex_id();
+                f.instances.push(Instance {
+                    cluster: c,
+                    id,
+                    version: 1,
+                    status: "ACTIVE",
+                });
+                let i = f.instances.len() - 1;
+                f.emit_instance(i);
+            }
+            for _ in 0..TASKS_PER_CLUSTER {
+                f.start_task(c, "RUNNING");
+            }
+        }
+        f
+    }
+
+    fn hex_id(&mut self) -> String {
+        format!(
+            "{:016x}{:016x}",
+            self.rng.random::<u64>(),
+            self.rng.random::<u64>()
+        )
+    }
+
+    fn instance_arn(&self, i: usize) -> String {
+        let inst = &self.instances[i];
+        let (name, account, region) = CLUSTERS[inst.cluster];
+        format!(
+            "arn:aws:ecs:{region}:{account}:container-instance/{name}/{}",
+            inst.id
+        )
+    }
+
+    fn emit_instance(&mut self, i: usize) {
+        let inst = &self.instances[i];
+        let arn = self.instance_arn(i);
+        let running = self
+            .tasks
+            .iter()
+            .filter(|t| t.instance == i && t.status == "RUNNING")
+            .count();
+        let detail = json!({
+            "agentConnected": true,
+            "attributes": [{"name": "ecs.os-type", "value": "linux"}, {"name": "ecs.cpu-architecture", "value": "arm64"}],
+            "clusterArn": cluster_arn(inst.cluster),
+            "containerInstanceArn": arn,
+            "ec2InstanceId": format!("i-0{}", &inst.id[..16]),
+            "pendingTasksCount": 0,
+            "registeredResources": [{"name": "CPU", "type": "INTEGER", "integerValue": 4096}, {"name": "MEMORY", "type": "INTEGER", "integerValue": 15360}],
+            "remainingResources": [{"name": "CPU", "type": "INTEGER", "integerValue": 4096 - 256 * running.min(16) as i64}],
+            "runningTasksCount": running,
+            "status": inst.status,
+            "updatedAt": now(),
+            "version": inst.version,
+            "versionInfo": {"agentVersion": "1.89.2", "dockerVersion": "DockerVersion: 25.0.6"}
+        });
+        let ev = envelope(
+            inst.cluster,
+            "ECS Container Instance State Change",
+            &arn,
+            detail,
+        );
+        self.events.push(ev);
+    }
+
+    fn emit_task(&mut self, t: usize) {
+        let task = &self.tasks[t];
+        let (name, account, region) = CLUSTERS[task.cluster];
+        let arn = format!("arn:aws:ecs:{region}:{account}:task/{name}/{}", task.id);
+        let image = if task.group.ends_with("worker") {
+            "worker"
+        } else {
+            "web"
+        };
+        let mut detail = json!({
+            "attachments": [],
+            "availabilityZone": format!("{region}a"),
+            "clusterArn": cluster_arn(task.cluster),
+            "containerInstanceArn": self.instance_arn(task.instance),
+            "containers": [{
+                "containerArn": format!("arn:aws:ecs:{region}:{account}:container/{name}/{}/{}", task.id, &task.id[..8]),
+                "lastStatus": task.status,
+                "name": image,
+                "image": format!("{account}.dkr.ecr.{region}.amazonaws.com/{image}:1.4.2"),
+                "taskArn": arn,
+                "cpu": "256",
+                "memory": "512"
+            }],
+            "cpu": "256",
+            "memory": "512",
+            "createdAt": task.created_at,
+            "desiredStatus": task.desired,
+            "group": task.group,
+            "launchType": "EC2",
+            "lastStatus": task.status,
+            "startedBy": format!("ecs-svc/{}", task.group.len() * 1_000_003),
+            "taskArn": arn,
+            "taskDefinitionArn": format!("arn:aws:ecs:{region}:{account}:task-definition/{image}:12"),
+            "updatedAt": now(),
+            "version": task.version
+        });
+        if task.status == "STOPPED" {
+            detail["stoppedAt"] = json!(now());
+            detail["stopCode"] = json!("ServiceSchedulerInitiated");
+            detail["stoppedReason"] = json!("Scaling activity initiated by deployment");
+        }
+        let ev = envelope(task.cluster, "ECS Task State Change", &arn, detail);
+        self.events.push(ev);
+    }
+
+    fn start_task(&mut self, c: usize, status: &'static str) {
+        let id = self.hex_id();
+        let base = c * INSTANCES_PER_CLUSTER;
+        let instance = base + self.rng.random_range(0..INSTANCES_PER_CLUSTER);
+        let group = if self.rng.random_bool(0.7) {
+            "service:frontend"
+        } else {
+            "service:worker"
+        };
+        self.tasks.push(Task {
+            cluster: c,
+            id,
+            version: 1,
+            status,
+            desired: "RUNNING",
+            instance,
+            group,
+            created_at: now(),
+            stopped_for: 0,
+        });
+        let t = self.tasks.len() - 1;
+        self.emit_task(t);
+    }
+
+    fn advance(&mut self, t: usize, status: &'static str, desired: &'static str) {
+        let task = &mut self.tasks[t];
+        task.status = status;
+        task.desired = desired;
+        task.version += 1;
+        self.emit_task(t);
+    }
+
+    /// One step: pending tasks start, some running ones stop, replacements
+    /// are launched, and now and then an instance drains or returns.
+    fn tick(&mut self) {
+        for t in 0..self.tasks.len() {
+            match self.tasks[t].status {
+                "PENDING" => self.advance(t, "RUNNING", "RUNNING"),
+                "STOPPING" => self.advance(t, "STOPPED", "STOPPED"),
+                "RUNNING" if self.rng.random_bool(0.015) => self.advance(t, "STOPPING", "STOPPED"),
+                "STOPPED" => self.tasks[t].stopped_for += 1,
+                _ => {}
+            }
+        }
+        self.tasks.retain(|t| t.stopped_for < STOPPED_TICKS);
+        for c in 0..CLUSTERS.len() {
+            let live = self
+                .tasks
+                .iter()
+                .filter(|t| t.cluster == c && t.desired == "RUNNING")
+                .count();
+            for _ in live..TASKS_PER_CLUSTER {
+                self.start_task(c, "PENDING");
+            }
+        }
+        if self.rng.random_bool(0.2) {
+            let i = self.rng.random_range(0..self.instances.len());
+            let inst = &mut self.instances[i];
+            inst.status = if inst.status == "ACTIVE" {
+                "DRAINING"
+            } else {
+                "ACTIVE"
+            };
+            inst.version += 1;
+            self.emit_instance(i);
+        }
+    }
+
+    fn drain_events(&mut self) -> Vec<Message> {
+        self.events
+            .drain(..)
+            .enumerate()
+            .map(|(i, body)| Message {
+                id: Some(format!("demo-{i}")),
+                body: Some(body),
+            })
+            .collect()
+    }
+}
+
+async fn apply(store: &dyn StateStore, fleet: &mut Fleet) {
+    let batch = fleet.drain_events();
+    let outcome = apply_batch(store, &batch).await;
+    if !outcome.failures.is_empty() {
+        tracing::warn!(failures = outcome.failures.len(), "demo events not applied");
+    }
+}
+
+pub async fn run(store: Arc<dyn StateStore>, every: Duration, mut stop: watch::Receiver<bool>) {
+    let mut fleet = Fleet::new(rand::random());
+    apply(store.as_ref(), &mut fleet).await;
+    tracing::info!(
+        clusters = CLUSTERS.len(),
+        tasks = fleet.tasks.len(),
+        instances = fleet.instances.len(),
+        "demo fleet started"
+    );
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(50)));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+        }
+        fleet.tick();
+        apply(store.as_ref(), &mut fleet).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fleet_keeps_its_size_and_emits_valid_events() {
+        let mut f = Fleet::new(7);
+        let first = f.drain_events();
+        assert_eq!(
+            first.len(),
+            CLUSTERS.len() * (INSTANCES_PER_CLUSTER + TASKS_PER_CLUSTER)
+        );
+        for _ in 0..20 {
+            f.tick();
+            for m in f.drain_events() {
+                let body = m.body.unwrap_or_default();
+                assert!(
+                    css::events::parse(&body).is_ok(),
+                    "demo event parses: {body}"
+                );
+            }
+        }
+        for c in 0..CLUSTERS.len() {
+            let live = f
+                .tasks
+                .iter()
+                .filter(|t| t.cluster == c && t.desired == "RUNNING")
+                .count();
+            assert_eq!(live, TASKS_PER_CLUSTER);
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Server mode: the same router as the Lambdas, served by axum, plus what the
+//! AWS plumbing does for the Lambdas (SQS polling, the compaction timer) and
+//! an optional simulated fleet.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use clap::Parser;
+use css::api::{self, AppState};
+use css::config::{ConfigError, StoreArgs};
+use css::store::StateStore;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub mod demo;
+pub mod sqs;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "css-server",
+    version,
+    about = "cluster-state-service in one process: the query API on an embedded store (or etcd), \
+             fed by an SQS queue of ECS events and/or a simulated demo fleet",
+    after_help = "Every flag can also be set by the environment variable shown with it."
+)]
+pub struct ServerConfig {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "CSS_BIND", default_value = "127.0.0.1:3000")]
+    pub bind: SocketAddr,
+    /// SQS queue of ECS events (EventBridge messages) to long-poll, as the
+    /// Lambda event source would; malformed messages stay for the redrive policy.
+    #[arg(long, env = "CSS_QUEUE_URL")]
+    pub queue_url: Option<String>,
+    /// Simulate a lively fleet (3 clusters, a few hundred tasks, tasks starting
+    /// and stopping every few seconds) through the ingest path.
+    #[arg(long)]
+    pub demo: bool,
+    /// How often the demo fleet changes.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub demo_interval: Duration,
+    /// How often to checkpoint and compact history (see CSS_HISTORY_RETENTION).
+    #[arg(long, env = "CSS_COMPACTION_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub compaction_interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A running server; stop it with `shutdown`.
+pub struct Server {
+    addr: SocketAddr,
+    store: Arc<dyn StateStore>,
+    stop: watch::Sender<bool>,
+    http: JoinHandle<Result<(), ServerError>>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Connects the store, binds, and starts serving and the background tasks.
+    /// `sqs` overrides the client built from the environment (tests).
+    pub async fn start(
+        cfg: ServerConfig,
+        sqs: Option<aws_sdk_sqs::Client>,
+    ) -> Result<Server, ServerError> {
+        let store = cfg.store.connect_any().await?;
+        let listener = tokio::net::TcpListener::bind(cfg.bind)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: cfg.bind,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(ServerError::Serve)?;
+        let (stop, stopped) = watch::channel(false);
+        let app = api::router(AppState {
+            store: store.clone(),
+        });
+        let mut rx = stopped.clone();
+        let http = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await
+                .map_err(ServerError::Serve)
+        });
+        let mut background = vec![tokio::spawn(compactor(
+            store.clone(),
+            cfg.store.history_retention,
+            cfg.compaction_interval,
+            stopped.clone(),
+        ))];
+        if let Some(url) = cfg.queue_url.clone() {
+            let client = match sqs {
+                Some(c) => c,
+                None => aws_sdk_sqs::Client::new(&aws_config::load_from_env().await),
+            };
+            background.push(tokio::spawn(sqs::poll(
+                client,
+                url,
+                store.clone(),
+                stopped.clone(),
+            )));
+        }
+        if cfg.demo {
+            background.push(tokio::spawn(demo::run(
+                store.clone(),
+                cfg.demo_interval,
+                stopped.clone(),
+            )));
+        }
+        tracing::info!(%addr, demo = cfg.demo, queue = cfg.queue_url.as_deref().unwrap_or("-"), "serving");
+        Ok(Server {
+            addr,
+            store,
+            stop,
+            http,
+            background,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn store(&self) -> Arc<dyn StateStore> {
+        self.store.clone()
+    }
+
+    /// Stops accepting, finishes in-flight requests, stops background tasks.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        let _ = self.stop.send(true);
+        for b in self.background {
+            let _ = b.await;
+        }
+        match self.http.await {
+            Ok(r) => r,
+            Err(e) => Err(ServerError::Serve(std::io::Error::other(e))),
+        }
+    }
+}
+
+async fn compactor(
+    store: Arc<dyn StateStore>,
+    retention: Duration,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+        }
+        match css::compaction::checkpoint_and_compact(store.as_ref(), retention, SystemTime::now())
+            .await
+        {
+            Ok(report) if report.compacted_to.is_some() => {
+                tracing::info!(?report, "compacted history")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "compaction failed; will retry"),
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! css-server: cluster-state-service in one process.
+
+use clap::Parser;
+use css_server::{Server, ServerConfig};
+
+#[tokio::main]
+async fn main() {
+    let cfg = match ServerConfig::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            // One line naming the setting, not a usage screen.
+            let text = e.to_string();
+            let line = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments");
+            eprintln!("css-server: {}", line.trim_start_matches("error: "));
+            std::process::exit(2);
+        }
+    };
+    css::config::init_logging(false, cfg.store.log_level.as_deref());
+    let server = match Server::start(cfg, None).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("css-server: {e}");
+            std::process::exit(1);
+        }
+    };
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    if let Err(e) = server.shutdown().await {
+        eprintln!("css-server: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

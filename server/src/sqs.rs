@@ -1,0 +1,105 @@
+//! Long-polls an SQS queue and applies messages through the ingest code,
+//! deleting only what the Lambda event source would treat as succeeded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
+use aws_sdk_sqs::Client;
+use css::ingest::{apply_batch, Message};
+use css::store::StateStore;
+use tokio::sync::watch;
+
+/// Messages per receive: the SQS maximum (and the Lambda default batch).
+const BATCH: i32 = 10;
+const WAIT_SECONDS: i32 = 20;
+
+pub async fn poll(
+    client: Client,
+    queue_url: String,
+    store: Arc<dyn StateStore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let receive = client
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(BATCH)
+            .wait_time_seconds(WAIT_SECONDS)
+            .send();
+        let resp = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            r = receive => r,
+        };
+        let msgs = match resp {
+            Ok(r) => {
+                backoff = Duration::from_millis(500);
+                r.messages.unwrap_or_default()
+            }
+            Err(e) => {
+                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "receiving from SQS failed; retrying");
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(20));
+                continue;
+            }
+        };
+        if msgs.is_empty() {
+            continue;
+        }
+        let batch: Vec<Message> = msgs
+            .iter()
+            .map(|m| Message {
+                id: m.message_id.clone(),
+                body: m.body.clone(),
+            })
+            .collect();
+        let outcome = apply_batch(store.as_ref(), &batch).await;
+        let mut failed = vec![false; msgs.len()];
+        for (i, f) in &outcome.failures {
+            failed[*i] = true;
+            tracing::warn!(message_id = msgs[*i].message_id.as_deref().unwrap_or("-"), error = %f, "message not applied; left on the queue");
+        }
+        let entries: Vec<DeleteMessageBatchRequestEntry> = msgs
+            .iter()
+            .zip(&failed)
+            .enumerate()
+            .filter(|(_, (_, failed))| !**failed)
+            .filter_map(|(i, (m, _))| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(format!("m{i}"))
+                    .set_receipt_handle(m.receipt_handle.clone())
+                    .build()
+                    .ok()
+            })
+            .collect();
+        if entries.is_empty() {
+            continue;
+        }
+        match client
+            .delete_message_batch()
+            .queue_url(&queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+        {
+            Ok(r) => {
+                for f in r.failed {
+                    tracing::warn!(
+                        id = f.id,
+                        code = f.code,
+                        "delete failed; the message will be redelivered"
+                    );
+                }
+            }
+            // Redelivered later: harmless, the version guard makes it a no-op.
+            Err(e) => {
+                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "delete batch failed")
+            }
+        }
+        tracing::debug!(stats = ?outcome.stats, "applied SQS batch");
+    }
+}

@@ -1,0 +1,101 @@
+//! Every error the API answers with, and the one place that picks its status.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::query::QueryError;
+use crate::store::StoreError;
+
+/// Seconds a client should wait before retrying a 503.
+const RETRY_AFTER_SECS: &str = "2";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    BadParam { name: String, message: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        match e {
+            QueryError::BadParam { name, message } => ApiError::BadParam { name, message },
+            QueryError::NotFound => ApiError::NotFound("no such entity".into()),
+            QueryError::Store(s) => ApiError::Store(s),
+        }
+    }
+}
+
+pub fn json_response(status: StatusCode, body: String) -> Response {
+    let mut resp = (status, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = match &self {
+            ApiError::BadParam { name, message } => (
+                StatusCode::BAD_REQUEST,
+                json!({"code": "InvalidParameter", "parameter": name, "message": message}),
+            ),
+            ApiError::NotFound(m) => (
+                StatusCode::NOT_FOUND,
+                json!({"code": "NotFound", "message": m}),
+            ),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"code": "MethodNotAllowed", "message": "method not allowed on this path"}),
+            ),
+            ApiError::Store(StoreError::Compacted {
+                oldest, current, ..
+            }) => (
+                StatusCode::GONE,
+                json!({
+                    "code": "Expired",
+                    "message": "the requested revision has been compacted; list again",
+                    "oldestRevision": oldest.to_string(),
+                    "currentRevision": current.to_string(),
+                }),
+            ),
+            ApiError::Store(StoreError::FutureRevision { requested, current }) => (
+                StatusCode::BAD_REQUEST,
+                json!({
+                    "code": "InvalidParameter",
+                    "parameter": "revision",
+                    "message": format!("revision {requested} is ahead of the current revision {current}"),
+                }),
+            ),
+            ApiError::Store(e @ (StoreError::Unavailable(_) | StoreError::Contended(..))) => {
+                tracing::warn!(error = %e, "store unavailable");
+                let mut resp = json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"code": "ServiceUnavailable", "message": "the state store is unavailable; retry later"})
+                        .to_string(),
+                );
+                resp.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(RETRY_AFTER_SECS),
+                );
+                return resp;
+            }
+            ApiError::Store(e @ StoreError::Corrupt { .. }) => {
+                tracing::error!(error = %e, "corrupt record");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({"code": "InternalError", "message": "a stored record could not be read"}),
+                )
+            }
+        };
+        json_response(status, body.to_string())
+    }
+}

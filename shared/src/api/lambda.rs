@@ -1,0 +1,52 @@
+//! The router behind API Gateway: strips a named stage's `/<stage>` prefix,
+//! which lambda_http leaves in the path, before routing.
+
+use axum::http::{Request, Uri};
+use axum::Router;
+use lambda_http::request::RequestContext;
+use lambda_http::RequestExt;
+use tower::util::MapRequest;
+use tower::ServiceExt;
+
+/// The stage named in the API Gateway request context, unless `$default`.
+fn stage_of<B>(req: &Request<B>) -> Option<String> {
+    let stage = match req.request_context_ref()? {
+        RequestContext::ApiGatewayV2(ctx) => ctx.stage.clone(),
+        RequestContext::ApiGatewayV1(ctx) => ctx.stage.clone(),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }?;
+    (!stage.is_empty() && stage != "$default").then_some(stage)
+}
+
+pub fn strip_stage<B>(mut req: Request<B>) -> Request<B> {
+    let Some(stage) = stage_of(&req) else {
+        return req;
+    };
+    let prefix = format!("/{stage}");
+    let path = req.uri().path();
+    let rest = match path.strip_prefix(&prefix) {
+        Some("") => "/",
+        Some(r) if r.starts_with('/') => r,
+        _ => return req,
+    };
+    let path_and_query = match req.uri().query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest.to_string(),
+    };
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(pq) = path_and_query.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
+}
+
+/// What `lambda_http::run` serves.
+pub fn service(
+    router: Router,
+) -> MapRequest<Router, fn(Request<lambda_http::Body>) -> Request<lambda_http::Body>> {
+    router.map_request(strip_stage::<lambda_http::Body> as fn(_) -> _)
+}

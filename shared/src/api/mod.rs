@@ -1,0 +1,199 @@
+//! The one HTTP router (SPEC §4), served by `lambda_http::run` in Lambda and
+//! by `axum::serve` in server mode.
+
+use std::sync::Arc;
+
+use axum::extract::{RawQuery, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+
+use crate::model::Kind;
+use crate::query::{self, filter_params, Filters, Params, QueryError, DEFAULT_LIMIT, MAX_LIMIT};
+use crate::store::{StateStore, StoreError};
+
+mod error;
+pub mod lambda;
+
+pub use error::{json_response, ApiError};
+
+/// Every route: method, router path, and the path as the OpenAPI document names it.
+pub const ROUTES: &[(&str, &str, &str)] = &[
+    ("GET", "/v1/ping", "/v1/ping"),
+    ("GET", "/v1/tasks", "/v1/tasks"),
+    (
+        "GET",
+        "/v1/tasks/{*rest}",
+        "/v1/tasks/{cluster}/{taskArnOrId}",
+    ),
+    ("GET", "/v1/instances", "/v1/instances"),
+    (
+        "GET",
+        "/v1/instances/{*rest}",
+        "/v1/instances/{cluster}/{instanceArnOrId}",
+    ),
+];
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn StateStore>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(ROUTES[0].1, get(ping))
+        .route(ROUTES[1].1, get(list_tasks))
+        .route(ROUTES[2].1, get(describe_task))
+        .route(ROUTES[3].1, get(list_instances))
+        .route(ROUTES[4].1, get(describe_instance))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+fn ok_json(body: String) -> Response {
+    json_response(StatusCode::OK, body)
+}
+
+async fn ping(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    Params::parse(q.as_deref(), &[])?;
+    let rev = s.store.current_revision().await?;
+    Ok(ok_json(
+        serde_json::json!({ "revision": rev.to_string() }).to_string(),
+    ))
+}
+
+async fn list_tasks(
+    State(s): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    list(&s, Kind::Task, q.as_deref()).await
+}
+
+async fn list_instances(
+    State(s): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    list(&s, Kind::Instance, q.as_deref()).await
+}
+
+async fn list(s: &AppState, kind: Kind, q: Option<&str>) -> Result<Response, ApiError> {
+    let mut allowed = filter_params(kind).to_vec();
+    allowed.extend(["limit", "nextToken"]);
+    let p = Params::parse(q, &allowed)?;
+    let filters = Filters::from_params(kind, &p)?;
+    let limit = p.int("limit", 1..=MAX_LIMIT as u64, DEFAULT_LIMIT as u64)? as usize;
+    let out = query::list(s.store.as_ref(), &filters, limit, p.get("nextToken"))
+        .await
+        .map_err(|e| match e {
+            // Only a token can ask for a revision.
+            QueryError::Store(StoreError::FutureRevision { .. }) => ApiError::BadParam {
+                name: "nextToken".into(),
+                message: "'nextToken' is not a token of this store".into(),
+            },
+            e => e.into(),
+        })?;
+    Ok(ok_json(out.to_json()))
+}
+
+async fn describe_task(
+    State(s): State<AppState>,
+    uri: Uri,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    describe(&s, Kind::Task, &uri, q.as_deref()).await
+}
+
+async fn describe_instance(
+    State(s): State<AppState>,
+    uri: Uri,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    describe(&s, Kind::Instance, &uri, q.as_deref()).await
+}
+
+async fn describe(
+    s: &AppState,
+    kind: Kind,
+    uri: &Uri,
+    q: Option<&str>,
+) -> Result<Response, ApiError> {
+    Params::parse(q, &[])?;
+    let prefix = format!("/v1/{}/", kind.plural());
+    let rest = uri.path().strip_prefix(&prefix).unwrap_or_default();
+    let (cluster, id) = split_describe_path(rest)?;
+    let record = query::describe(s.store.as_ref(), kind, &cluster, &id).await?;
+    Ok(ok_json(query::wrap(&record)?))
+}
+
+/// `{cluster}/{arnOrId}` where either may be an ARN with its `/` and `:`
+/// encoded or not (API Gateway hands over decoded paths).
+fn split_describe_path(rest: &str) -> Result<(String, String), ApiError> {
+    let decoded = percent_encoding::percent_decode_str(rest)
+        .decode_utf8()
+        .map_err(|_| ApiError::BadParam {
+            name: "cluster".into(),
+            message: "the path is not valid UTF-8".into(),
+        })?;
+    let rest = decoded.as_ref();
+    // A cluster ARN holds one '/', before the cluster name.
+    let cluster_end = if rest.starts_with("arn:") {
+        rest.find('/')
+            .and_then(|first| rest[first + 1..].find('/').map(|second| first + 1 + second))
+    } else {
+        rest.find('/')
+    };
+    match cluster_end {
+        Some(end) if end > 0 && end + 1 < rest.len() => {
+            Ok((rest[..end].to_string(), rest[end + 1..].to_string()))
+        }
+        _ => Err(ApiError::NotFound(
+            "no such route: expected {cluster}/{arnOrId}".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_describe_paths() {
+        let ok = |s: &str| split_describe_path(s).unwrap();
+        assert_eq!(ok("c1/abc"), ("c1".into(), "abc".into()));
+        assert_eq!(
+            ok("c1/arn:aws:ecs:us-east-1:123456789012:task/c1/abc"),
+            (
+                "c1".into(),
+                "arn:aws:ecs:us-east-1:123456789012:task/c1/abc".into()
+            )
+        );
+        assert_eq!(
+            ok("arn%3Aaws%3Aecs%3Aus-east-1%3A123456789012%3Acluster%2Fc1/arn%3Aaws%3Aecs%3Aus-east-1%3A123456789012%3Atask%2Fc1%2Fabc"),
+            (
+                "arn:aws:ecs:us-east-1:123456789012:cluster/c1".into(),
+                "arn:aws:ecs:us-east-1:123456789012:task/c1/abc".into()
+            )
+        );
+        assert_eq!(
+            ok("arn:aws:ecs:us-east-1:123456789012:cluster/c1/abc"),
+            (
+                "arn:aws:ecs:us-east-1:123456789012:cluster/c1".into(),
+                "abc".into()
+            )
+        );
+        assert!(split_describe_path("c1").is_err());
+        assert!(split_describe_path("c1/").is_err());
+        assert!(split_describe_path("arn:aws:ecs:us-east-1:123456789012:cluster/c1").is_err());
+    }
+}

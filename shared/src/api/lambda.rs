@@ -44,9 +44,9 @@ pub fn strip_stage<B>(mut req: Request<B>) -> Request<B> {
     req
 }
 
+type LambdaRequest = Request<lambda_http::Body>;
+
 /// What `lambda_http::run` serves.
-pub fn service(
-    router: Router,
-) -> MapRequest<Router, fn(Request<lambda_http::Body>) -> Request<lambda_http::Body>> {
+pub fn service(router: Router) -> MapRequest<Router, fn(LambdaRequest) -> LambdaRequest> {
     router.map_request(strip_stage::<lambda_http::Body> as fn(_) -> _)
 }

@@ -6,5 +6,6 @@ pub mod etcd;
 pub mod fixtures;
 
 pub use etcd::EtcdServer;
+pub mod moto;
 pub mod openapi;
 pub mod server;

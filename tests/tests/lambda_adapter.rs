@@ -1,0 +1,106 @@
+//! API Gateway HTTP API (payload 2.0) requests from events/ through the
+//! Lambda adapter (lambda_http's request conversion and our stage handling)
+//! into the one router, on a real etcd fed with the sample SQS events.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use css::api::{self, AppState};
+use css::store::StateStore;
+use css_tests::openapi::OpenApi;
+use css_tests::EtcdServer;
+use serde_json::Value;
+use tower::ServiceExt;
+
+fn events_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../events")
+}
+
+async fn invoke(store: Arc<dyn StateStore>, file: &str) -> (u16, Value) {
+    let text =
+        std::fs::read_to_string(events_dir().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let req = lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let svc = api::lambda::service(api::router(AppState { store }));
+    let resp = svc.oneshot(req).await.expect("infallible");
+    let status = resp.status().as_u16();
+    assert_eq!(resp.headers()["content-type"], "application/json", "{file}");
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{file}: {e}")),
+    )
+}
+
+#[tokio::test]
+async fn api_gateway_requests_reach_the_router() {
+    let etcd = EtcdServer::start();
+    let store: Arc<dyn StateStore> = etcd.store("/ecs-css/v1/").await;
+    for sample in [
+        "sqs-task-state-change.json",
+        "sqs-instance-state-change.json",
+    ] {
+        let text = std::fs::read_to_string(events_dir().join(sample)).unwrap();
+        let resp = css::ingest::handle_sqs(store.as_ref(), serde_json::from_str(&text).unwrap())
+            .await
+            .unwrap();
+        assert!(resp.batch_item_failures.is_empty());
+    }
+    let api = OpenApi::load();
+    let task_arn =
+        "arn:aws:ecs:us-east-1:123456789012:task/orders/0a1b2c3d4e5f40718293a4b5c6d7e8f9";
+
+    let (status, body) = invoke(store.clone(), "apigw-ping.json").await;
+    assert_eq!(status, 200);
+    api.check("Ping", &body);
+
+    let (status, body) = invoke(store.clone(), "apigw-list-tasks-staged.json").await;
+    assert_eq!(status, 200, "the /prod stage prefix is stripped: {body}");
+    api.check("TaskList", &body);
+    assert_eq!(body["items"][0]["entity"]["taskArn"], task_arn);
+
+    let (status, body) = invoke(store.clone(), "apigw-list-instances.json").await;
+    assert_eq!(status, 200, "{body}");
+    api.check("InstanceList", &body);
+    assert_eq!(body["items"].as_array().unwrap().len(), 1);
+
+    for file in [
+        "apigw-describe-task-decoded-arns.json",
+        "apigw-describe-task-staged.json",
+    ] {
+        let (status, body) = invoke(store.clone(), file).await;
+        assert_eq!(status, 200, "{file}: {body}");
+        api.check("TaskItem", &body);
+        assert_eq!(body["entity"]["taskArn"], task_arn, "{file}");
+    }
+
+    let (status, body) = invoke(store.clone(), "apigw-describe-instance.json").await;
+    assert_eq!(status, 200, "{body}");
+    api.check("InstanceItem", &body);
+
+    let (status, body) = invoke(store.clone(), "apigw-bad-parameter.json").await;
+    assert_eq!(status, 400);
+    assert_eq!(body["parameter"], "status");
+
+    let (status, body) = invoke(store.clone(), "apigw-unknown-task.json").await;
+    assert_eq!(status, 404);
+    api.check("Error", &body);
+}
+
+#[test]
+fn stage_prefix_is_stripped_only_for_named_stages() {
+    use lambda_http::request::from_str;
+    let text = std::fs::read_to_string(events_dir().join("apigw-list-tasks-staged.json")).unwrap();
+    let req = from_str(&text).unwrap();
+    assert_eq!(api::lambda::strip_stage(req).uri().path(), "/v1/tasks");
+    let text = std::fs::read_to_string(events_dir().join("apigw-describe-task-decoded-arns.json"))
+        .unwrap();
+    let req = from_str(&text).unwrap();
+    let path = req.uri().path().to_string();
+    assert_eq!(
+        api::lambda::strip_stage(req).uri().path(),
+        path,
+        "$default: untouched"
+    );
+}

@@ -32,5 +32,11 @@ if [ "$mode" = test ]; then
     python3 -m pip install -q 'moto[server]>=5' >/dev/null 2>&1 \
       || die "moto[server] (Python): run 'python3 -m pip install \"moto[server]>=5\"'"
   fi
+  if ! command -v st >/dev/null 2>&1; then
+    echo "installing schemathesis with pip" >&2
+    python3 -m pip install -q 'schemathesis>=4' >/dev/null 2>&1 \
+      || die "schemathesis (Python): run 'python3 -m pip install \"schemathesis>=4\"'"
+  fi
+  command -v curl >/dev/null 2>&1 || die "curl: run 'sudo apt-get install curl'"
 fi
 exit 0

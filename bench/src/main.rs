@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 
 mod ingest;
+mod list;
 
 #[derive(Parser)]
 #[command(about = "Benchmarks of cluster-state-service against raw etcd, in one run")]
@@ -25,6 +26,10 @@ enum What {
         #[arg(long, default_value_t = 10_000)]
         events: usize,
     },
+    /// Latency of a filtered list through the router vs a raw etcd range read.
+    List,
+    /// Everything, in order.
+    All,
 }
 
 pub fn median(mut xs: Vec<f64>) -> f64 {
@@ -44,5 +49,11 @@ async fn main() {
     let etcd = css_tests::EtcdServer::start();
     match cli.what {
         What::Ingest { events } => ingest::run(&etcd, events, cli.runs.max(1)).await,
+        What::List => list::run(&etcd, cli.runs).await,
+        What::All => {
+            ingest::run(&etcd, 10_000, cli.runs.max(1)).await;
+            println!();
+            list::run(&etcd, cli.runs).await;
+        }
     }
 }

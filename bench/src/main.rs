@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod ingest;
 mod list;
+mod reconcile;
 
 #[derive(Parser)]
 #[command(about = "Benchmarks of cluster-state-service against raw etcd, in one run")]
@@ -28,6 +29,8 @@ enum What {
     },
     /// Latency of a filtered list through the router vs a raw etcd range read.
     List,
+    /// One reconcile run over a moto fleet: API calls and wall time.
+    Reconcile,
     /// Everything, in order.
     All,
 }
@@ -50,10 +53,13 @@ async fn main() {
     match cli.what {
         What::Ingest { events } => ingest::run(&etcd, events, cli.runs.max(1)).await,
         What::List => list::run(&etcd, cli.runs).await,
+        What::Reconcile => reconcile::run(&etcd, cli.runs).await,
         What::All => {
             ingest::run(&etcd, 10_000, cli.runs.max(1)).await;
             println!();
             list::run(&etcd, cli.runs).await;
+            println!();
+            reconcile::run(&etcd, cli.runs).await;
         }
     }
 }

@@ -9,6 +9,8 @@ use std::time::{Duration, SystemTime};
 use clap::Parser;
 use css::api::{self, AppState};
 use css::config::{ConfigError, StoreArgs};
+use css::reconcile::aws::AwsEcs;
+use css::reconcile::{EcsSource, Reconciler, RunScope, SourceError};
 use css::store::StateStore;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -41,7 +43,14 @@ pub struct ServerConfig {
     /// How often the demo fleet changes.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub demo_interval: Duration,
-    /// How often to checkpoint and compact history (see CSS_HISTORY_RETENTION).
+    /// Reconcile the store with the ECS API of the running identity's account
+    /// and region (AWS credentials and region from the usual AWS variables).
+    #[arg(long, env = "CSS_RECONCILE", conflicts_with = "demo")]
+    pub reconcile: bool,
+    /// How often to reconcile (with --reconcile); each run also compacts history.
+    #[arg(long, env = "CSS_RECONCILE_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub reconcile_interval: Duration,
+    /// How often to checkpoint and compact history when not reconciling (see CSS_HISTORY_RETENTION).
     #[arg(long, env = "CSS_COMPACTION_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
     pub compaction_interval: Duration,
 }
@@ -57,6 +66,15 @@ pub enum ServerError {
     },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+    #[error("AWS: {0}")]
+    Aws(SourceError),
+}
+
+/// Clients to use instead of those built from the environment.
+#[derive(Default)]
+pub struct AwsOverrides {
+    pub sqs: Option<aws_sdk_sqs::Client>,
+    pub ecs: Option<(Arc<dyn EcsSource>, RunScope)>,
 }
 
 /// A running server; stop it with `shutdown`.
@@ -70,11 +88,8 @@ pub struct Server {
 
 impl Server {
     /// Connects the store, binds, and starts serving and the background tasks.
-    /// `sqs` overrides the client built from the environment (tests).
-    pub async fn start(
-        cfg: ServerConfig,
-        sqs: Option<aws_sdk_sqs::Client>,
-    ) -> Result<Server, ServerError> {
+    /// `aws` overrides the clients built from the environment (tests).
+    pub async fn start(cfg: ServerConfig, aws: AwsOverrides) -> Result<Server, ServerError> {
         let store = cfg.store.connect_any().await?;
         let listener = tokio::net::TcpListener::bind(cfg.bind)
             .await
@@ -96,14 +111,41 @@ impl Server {
                 .await
                 .map_err(ServerError::Serve)
         });
-        let mut background = vec![tokio::spawn(compactor(
-            store.clone(),
-            cfg.store.history_retention,
-            cfg.compaction_interval,
-            stopped.clone(),
-        ))];
+        let mut background = Vec::new();
+        if cfg.reconcile {
+            let (source, scope) = match aws.ecs {
+                Some(o) => o,
+                None => {
+                    let sdk = aws_config::load_from_env().await;
+                    let account = css::reconcile::aws::caller_account(&sdk)
+                        .await
+                        .map_err(ServerError::Aws)?;
+                    let region = sdk
+                        .region()
+                        .map(|r| r.to_string())
+                        .ok_or(ServerError::Config(ConfigError::Missing("AWS_REGION")))?;
+                    let source: Arc<dyn EcsSource> = Arc::new(AwsEcs::new(&sdk));
+                    (source, RunScope { account, region })
+                }
+            };
+            background.push(tokio::spawn(reconciler(
+                store.clone(),
+                source,
+                scope,
+                cfg.store.history_retention,
+                cfg.reconcile_interval,
+                stopped.clone(),
+            )));
+        } else {
+            background.push(tokio::spawn(compactor(
+                store.clone(),
+                cfg.store.history_retention,
+                cfg.compaction_interval,
+                stopped.clone(),
+            )));
+        }
         if let Some(url) = cfg.queue_url.clone() {
-            let client = match sqs {
+            let client = match aws.sqs {
                 Some(c) => c,
                 None => aws_sdk_sqs::Client::new(&aws_config::load_from_env().await),
             };
@@ -173,5 +215,35 @@ async fn compactor(
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "compaction failed; will retry"),
         }
+    }
+}
+
+async fn reconciler(
+    store: Arc<dyn StateStore>,
+    source: Arc<dyn EcsSource>,
+    scope: RunScope,
+    retention: Duration,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
+    // One run at a time: a slow run delays the next instead of overlapping it.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+        }
+        let run = Reconciler {
+            store: store.as_ref(),
+            source: source.as_ref(),
+            scope: scope.clone(),
+            retention,
+        };
+        let summary = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            s = run.run() => s,
+        };
+        tracing::info!(summary = %serde_json::to_string(&summary).unwrap_or_default(), "reconcile run");
     }
 }

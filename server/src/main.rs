@@ -1,7 +1,7 @@
 //! css-server: cluster-state-service in one process.
 
 use clap::Parser;
-use css_server::{Server, ServerConfig};
+use css_server::{AwsOverrides, Server, ServerConfig};
 
 #[tokio::main]
 async fn main() {
@@ -20,7 +20,7 @@ async fn main() {
         }
     };
     css::config::init_logging(false, cfg.store.log_level.as_deref());
-    let server = match Server::start(cfg, None).await {
+    let server = match Server::start(cfg, AwsOverrides::default()).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("css-server: {e}");

@@ -11,4 +11,5 @@ pub mod events;
 pub mod ingest;
 pub mod model;
 pub mod query;
+pub mod reconcile;
 pub mod store;

@@ -76,3 +76,39 @@ impl Drop for MotoServer {
         let _ = self.child.wait();
     }
 }
+
+impl MotoServer {
+    /// An SDK config pointed at this moto server (us-east-1, dummy keys).
+    pub fn sdk_config(&self) -> aws_config::SdkConfig {
+        use aws_sdk_sqs::config::{
+            BehaviorVersion, Credentials, Region, SharedCredentialsProvider,
+        };
+        aws_config::SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                "testing", "testing", None, None, "moto",
+            )))
+            .build()
+    }
+
+    /// Builds an ECS fleet through moto's API with tests/moto/seed_ecs.py
+    /// (boto3); answers the created ARNs per cluster.
+    pub fn seed_ecs(&self, spec: &serde_json::Value) -> serde_json::Value {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("moto/seed_ecs.py");
+        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+        let out = Command::new(python)
+            .arg(script)
+            .arg(self.endpoint())
+            .arg(spec.to_string())
+            .output()
+            .expect("run seed_ecs.py");
+        assert!(
+            out.status.success(),
+            "seed_ecs.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("seed_ecs.py prints JSON")
+    }
+}

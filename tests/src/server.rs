@@ -1,7 +1,7 @@
 //! Server mode started in-process on a free loopback port, on either store.
 
 use clap::Parser;
-use css_server::{Server, ServerConfig};
+use css_server::{AwsOverrides, Server, ServerConfig};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -35,11 +35,11 @@ impl TestServer {
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         let cfg = ServerConfig::try_parse_from(args).expect("valid server flags");
-        Self::start_with(cfg, None).await
+        Self::start_with(cfg, AwsOverrides::default()).await
     }
 
-    pub async fn start_with(cfg: ServerConfig, sqs: Option<aws_sdk_sqs::Client>) -> TestServer {
-        let server = Server::start(cfg, sqs).await.expect("server starts");
+    pub async fn start_with(cfg: ServerConfig, aws: AwsOverrides) -> TestServer {
+        let server = Server::start(cfg, aws).await.expect("server starts");
         let base = format!("http://{}", server.addr());
         TestServer {
             server,

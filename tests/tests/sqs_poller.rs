@@ -100,7 +100,10 @@ async fn run(etcd: Option<&EtcdServer>) {
     }
     let s = TestServer::start_with(
         ServerConfig::try_parse_from(args).unwrap(),
-        Some(sqs.clone()),
+        css_server::AwsOverrides {
+            sqs: Some(sqs.clone()),
+            ecs: None,
+        },
     )
     .await;
 

@@ -134,6 +134,40 @@ impl EmbeddedStore {
         }
     }
 
+    /// Live entries of a list's range at its revision, mapped by `f`.
+    fn scan<T>(
+        &self,
+        req: &ListRequest,
+        f: impl Fn(&str, EntityKey, (i64, i64, Bytes)) -> T,
+    ) -> StoreResult<(Vec<T>, i64, bool)> {
+        let prefix = self
+            .ks
+            .list_prefix(req.kind, &req.cluster, req.status.as_deref());
+        let end = String::from_utf8(prefix_end(&prefix)).unwrap_or_default();
+        let start = match &req.start_after {
+            Some(after) if after.as_str() >= prefix.as_str() => Bound::Excluded(after.clone()),
+            _ => Bound::Included(prefix.clone()),
+        };
+        let inner = self.lock();
+        let rev = inner.check_read(req.revision)?;
+        let mut out = Vec::new();
+        let mut more = false;
+        for (k, versions) in inner.keys.range((start, Bound::Excluded(end))) {
+            let Some(v) = version_at(versions, rev) else {
+                continue;
+            };
+            if out.len() == req.limit {
+                more = true;
+                break;
+            }
+            let Some(key) = self.ks.parse(k) else {
+                continue;
+            };
+            out.push(f(k, key, v));
+        }
+        Ok((out, rev, more))
+    }
+
     /// Bytes held by live values and keys: for memory reports.
     pub fn approximate_size(&self) -> usize {
         let inner = self.lock();
@@ -236,34 +270,24 @@ impl StateStore for EmbeddedStore {
     }
 
     async fn list(&self, req: &ListRequest) -> StoreResult<ListPage> {
-        let prefix = self
-            .ks
-            .list_prefix(req.kind, &req.cluster, req.status.as_deref());
-        let end = String::from_utf8(prefix_end(&prefix)).unwrap_or_default();
-        let start = match &req.start_after {
-            Some(after) if after.as_str() >= prefix.as_str() => Bound::Excluded(after.clone()),
-            _ => Bound::Included(prefix.clone()),
-        };
-        let inner = self.lock();
-        let rev = inner.check_read(req.revision)?;
-        let mut records = Vec::new();
-        let mut more = false;
-        for (k, versions) in inner.keys.range((start, Bound::Excluded(end))) {
-            let Some(v) = version_at(versions, rev) else {
-                continue;
-            };
-            if records.len() == req.limit {
-                more = true;
-                break;
-            }
-            let Some(key) = self.ks.parse(k) else {
-                continue;
-            };
-            records.push(self.record(&key, k.clone(), v));
-        }
+        let (records, revision, more) =
+            self.scan(req, |k, key, v| self.record(&key, k.to_string(), v))?;
         Ok(ListPage {
             records,
-            revision: rev,
+            revision,
+            more,
+        })
+    }
+
+    async fn list_keys(&self, req: &ListRequest) -> StoreResult<KeyPage> {
+        let (keys, revision, more) = self.scan(req, |k, key, v| KeyRef {
+            key,
+            store_key: k.to_string(),
+            mod_revision: v.0,
+        })?;
+        Ok(KeyPage {
+            keys,
+            revision,
             more,
         })
     }

@@ -196,6 +196,42 @@ impl EtcdStore {
             .max_decoding_message_size(MAX_MESSAGE)
     }
 
+    /// One range read for a list request; answers the response and its revision.
+    async fn range(
+        &self,
+        req: &ListRequest,
+        keys_only: bool,
+    ) -> StoreResult<(etcd_client::GetResponse, i64)> {
+        let prefix = self
+            .ks
+            .list_prefix(req.kind, &req.cluster, req.status.as_deref());
+        let start = match &req.start_after {
+            Some(after) if after.as_str() >= prefix.as_str() => {
+                let mut k = after.as_bytes().to_vec();
+                k.push(0);
+                k
+            }
+            _ => prefix.as_bytes().to_vec(),
+        };
+        let mut opts = GetOptions::new()
+            .with_range(prefix_end(&prefix))
+            .with_limit(req.limit.max(1) as i64);
+        if keys_only {
+            opts = opts.with_keys_only();
+        }
+        if let Some(rev) = req.revision {
+            opts = opts.with_revision(rev);
+        }
+        let resp = match self.kv().get(start, Some(opts)).await {
+            Ok(r) => r,
+            Err(e) => return Err(self.read_err(e, req.revision).await),
+        };
+        let revision = req
+            .revision
+            .unwrap_or_else(|| resp.header().map_or(0, |h| h.revision()));
+        Ok((resp, revision))
+    }
+
     pub fn keyspace(&self) -> &Keyspace {
         &self.ks
     }
@@ -455,30 +491,7 @@ impl StateStore for EtcdStore {
     }
 
     async fn list(&self, req: &ListRequest) -> StoreResult<ListPage> {
-        let prefix = self
-            .ks
-            .list_prefix(req.kind, &req.cluster, req.status.as_deref());
-        let start = match &req.start_after {
-            Some(after) if after.as_str() >= prefix.as_str() => {
-                let mut k = after.as_bytes().to_vec();
-                k.push(0);
-                k
-            }
-            _ => prefix.as_bytes().to_vec(),
-        };
-        let mut opts = GetOptions::new()
-            .with_range(prefix_end(&prefix))
-            .with_limit(req.limit.max(1) as i64);
-        if let Some(rev) = req.revision {
-            opts = opts.with_revision(rev);
-        }
-        let resp = match self.kv().get(start, Some(opts)).await {
-            Ok(r) => r,
-            Err(e) => return Err(self.read_err(e, req.revision).await),
-        };
-        let revision = req
-            .revision
-            .unwrap_or_else(|| resp.header().map_or(0, |h| h.revision()));
+        let (resp, revision) = self.range(req, false).await?;
         let records = resp
             .kvs()
             .iter()
@@ -486,6 +499,37 @@ impl StateStore for EtcdStore {
             .collect::<StoreResult<Vec<_>>>()?;
         Ok(ListPage {
             records,
+            revision,
+            more: resp.more(),
+        })
+    }
+
+    async fn list_keys(&self, req: &ListRequest) -> StoreResult<KeyPage> {
+        let (resp, revision) = self.range(req, true).await?;
+        let keys = resp
+            .kvs()
+            .iter()
+            .map(|kv| {
+                let store_key = kv.key_str().map_err(|e| StoreError::Corrupt {
+                    key: String::from_utf8_lossy(kv.key()).into_owned(),
+                    reason: e.to_string(),
+                })?;
+                let key = self
+                    .ks
+                    .parse(store_key)
+                    .ok_or_else(|| StoreError::Corrupt {
+                        key: store_key.to_string(),
+                        reason: "not an entity key".into(),
+                    })?;
+                Ok(KeyRef {
+                    key,
+                    store_key: store_key.to_string(),
+                    mod_revision: kv.mod_revision(),
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(KeyPage {
+            keys,
             revision,
             more: resp.more(),
         })

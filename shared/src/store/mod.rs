@@ -180,6 +180,21 @@ pub struct ListPage {
     pub more: bool,
 }
 
+/// A record's identity and version, without its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRef {
+    pub key: EntityKey,
+    pub store_key: String,
+    pub mod_revision: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeyPage {
+    pub keys: Vec<KeyRef>,
+    pub revision: i64,
+    pub more: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventType {
     Put,
@@ -226,6 +241,8 @@ pub trait StateStore: Send + Sync {
         revision: Option<i64>,
     ) -> StoreResult<Option<StoredRecord>>;
     async fn list(&self, req: &ListRequest) -> StoreResult<ListPage>;
+    /// As `list`, without values: keys and mod_revisions (snapshots).
+    async fn list_keys(&self, req: &ListRequest) -> StoreResult<KeyPage>;
     /// The service's own bookkeeping (e.g. compaction checkpoints), outside
     /// the entity keys: never listed or watched.
     async fn get_meta(&self, name: &str) -> StoreResult<Option<Bytes>>;

@@ -1,0 +1,308 @@
+//! The ECS calls reconciliation needs, over aws-sdk-ecs (adaptive retries;
+//! AWS_ENDPOINT_URL and friends honoured by the SDK's config loader).
+//!
+//! Described entities are taken from the raw JSON answer (ECS's own shape,
+//! camelCase, every field kept) rather than rebuilt from the SDK's types;
+//! only epoch-second timestamps (`...At` fields) become ISO-8601 strings, as
+//! in event details.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use aws_sdk_ecs::config::retry::RetryConfig;
+use aws_sdk_ecs::types::DesiredStatus;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    AfterDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+};
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use super::{EcsSource, SourceError};
+
+/// Counts every request attempt (retries included).
+#[derive(Debug, Clone, Default)]
+struct CountAttempts(Arc<AtomicU64>);
+
+impl Intercept for CountAttempts {
+    fn name(&self) -> &'static str {
+        "CountAttempts"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _ctx: &BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Keeps the raw body of one operation's answer.
+#[derive(Debug, Clone, Default)]
+struct CaptureBody(Arc<Mutex<Option<Vec<u8>>>>);
+
+impl Intercept for CaptureBody {
+    fn name(&self) -> &'static str {
+        "CaptureBody"
+    }
+
+    fn read_after_deserialization(
+        &self,
+        ctx: &AfterDeserializationInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        // Only successful answers count as ECS's word.
+        if !ctx.response().status().is_success() {
+            return Ok(());
+        }
+        if let Some(bytes) = ctx.response().body().bytes() {
+            *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(bytes.to_vec());
+        }
+        Ok(())
+    }
+}
+
+impl CaptureBody {
+    fn take(&self) -> Option<Vec<u8>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+pub struct AwsEcs {
+    client: aws_sdk_ecs::Client,
+    calls: Arc<AtomicU64>,
+}
+
+fn err(operation: &'static str, e: impl std::error::Error) -> SourceError {
+    SourceError {
+        operation,
+        message: aws_sdk_ecs::error::DisplayErrorContext(e).to_string(),
+    }
+}
+
+/// Epoch-second numbers in `...At` fields become ISO-8601 strings, recursively.
+fn iso_timestamps(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for (k, val) in map.iter_mut() {
+                if k.ends_with("At") {
+                    if let Some(secs) = val.as_f64() {
+                        let millis = (secs * 1000.0).round() as i64;
+                        if let Some(t) = chrono::DateTime::from_timestamp_millis(millis) {
+                            *val = Value::String(
+                                t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                            );
+                            continue;
+                        }
+                    }
+                }
+                iso_timestamps(val);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(iso_timestamps),
+        _ => {}
+    }
+}
+
+/// The entities under `field` of a Describe* answer, in event-detail shape
+/// (which, unlike DescribeContainerInstances, always names the cluster).
+fn entities(
+    body: Option<Vec<u8>>,
+    field: &str,
+    cluster: &str,
+    operation: &'static str,
+) -> Result<Vec<Box<RawValue>>, SourceError> {
+    let body = body.ok_or_else(|| SourceError {
+        operation,
+        message: "no response body".into(),
+    })?;
+    // An HTTP 200 whose body is not ECS's answer shape fails here, loudly.
+    let mut v: Value = serde_json::from_slice(&body).map_err(|e| err(operation, e))?;
+    let Some(Value::Array(items)) = v.get_mut(field).map(Value::take) else {
+        return Ok(Vec::new());
+    };
+    items
+        .into_iter()
+        .map(|mut item| {
+            iso_timestamps(&mut item);
+            if let Value::Object(map) = &mut item {
+                map.entry("clusterArn")
+                    .or_insert_with(|| Value::String(cluster.to_string()));
+            }
+            serde_json::value::to_raw_value(&item).map_err(|e| err(operation, e))
+        })
+        .collect()
+}
+
+/// The raw body of a successful answer. An answer the SDK's typed model
+/// cannot read (a field ECS or an emulator types differently) is still
+/// used: only the raw JSON is stored, so the model's view does not matter.
+fn raw_answer<T, E: std::error::Error + 'static, R: std::fmt::Debug>(
+    res: Result<T, aws_sdk_ecs::error::SdkError<E, R>>,
+    capture: &CaptureBody,
+    operation: &'static str,
+) -> Result<Vec<u8>, SourceError> {
+    match res {
+        Ok(_) => capture.take().ok_or_else(|| SourceError {
+            operation,
+            message: "no response body".into(),
+        }),
+        Err(aws_sdk_ecs::error::SdkError::ResponseError(e)) => {
+            capture.take().ok_or_else(|| SourceError {
+                operation,
+                message: format!("unreadable response: {e:?}"),
+            })
+        }
+        Err(e) => Err(err(operation, e)),
+    }
+}
+
+impl AwsEcs {
+    pub fn new(sdk: &aws_config::SdkConfig) -> AwsEcs {
+        let calls = Arc::new(AtomicU64::new(0));
+        let conf = aws_sdk_ecs::config::Builder::from(sdk)
+            .retry_config(RetryConfig::adaptive().with_max_attempts(5))
+            .interceptor(CountAttempts(calls.clone()))
+            .build();
+        AwsEcs {
+            client: aws_sdk_ecs::Client::from_conf(conf),
+            calls,
+        }
+    }
+}
+
+#[async_trait]
+impl EcsSource for AwsEcs {
+    async fn list_clusters(&self) -> Result<Vec<String>, SourceError> {
+        let mut out = Vec::new();
+        let mut pages = self.client.list_clusters().into_paginator().send();
+        while let Some(page) = pages.next().await {
+            out.extend(
+                page.map_err(|e| err("ListClusters", e))?
+                    .cluster_arns
+                    .unwrap_or_default(),
+            );
+        }
+        Ok(out)
+    }
+
+    async fn list_container_instances(&self, cluster: &str) -> Result<Vec<String>, SourceError> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .list_container_instances()
+            .cluster(cluster)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            out.extend(
+                page.map_err(|e| err("ListContainerInstances", e))?
+                    .container_instance_arns
+                    .unwrap_or_default(),
+            );
+        }
+        Ok(out)
+    }
+
+    async fn describe_container_instances(
+        &self,
+        cluster: &str,
+        arns: &[String],
+    ) -> Result<Vec<Box<RawValue>>, SourceError> {
+        let capture = CaptureBody::default();
+        let res = self
+            .client
+            .describe_container_instances()
+            .cluster(cluster)
+            .set_container_instances(Some(arns.to_vec()))
+            .customize()
+            .interceptor(capture.clone())
+            .send()
+            .await;
+        let body = raw_answer(res, &capture, "DescribeContainerInstances")?;
+        entities(
+            Some(body),
+            "containerInstances",
+            cluster,
+            "DescribeContainerInstances",
+        )
+    }
+
+    async fn list_tasks(&self, cluster: &str, desired: &str) -> Result<Vec<String>, SourceError> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .list_tasks()
+            .cluster(cluster)
+            .desired_status(DesiredStatus::from(desired))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            out.extend(
+                page.map_err(|e| err("ListTasks", e))?
+                    .task_arns
+                    .unwrap_or_default(),
+            );
+        }
+        Ok(out)
+    }
+
+    async fn describe_tasks(
+        &self,
+        cluster: &str,
+        arns: &[String],
+    ) -> Result<Vec<Box<RawValue>>, SourceError> {
+        let capture = CaptureBody::default();
+        let res = self
+            .client
+            .describe_tasks()
+            .cluster(cluster)
+            .set_tasks(Some(arns.to_vec()))
+            .customize()
+            .interceptor(capture.clone())
+            .send()
+            .await;
+        let body = raw_answer(res, &capture, "DescribeTasks")?;
+        entities(Some(body), "tasks", cluster, "DescribeTasks")
+    }
+
+    fn api_calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+}
+
+/// The account of the running identity, for server mode (STS GetCallerIdentity).
+pub async fn caller_account(sdk: &aws_config::SdkConfig) -> Result<String, SourceError> {
+    let sts = aws_sdk_sts::Client::new(sdk);
+    let id = sts
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| err("GetCallerIdentity", e))?;
+    id.account.ok_or_else(|| SourceError {
+        operation: "GetCallerIdentity",
+        message: "no account in the answer".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_become_iso_8601() {
+        let mut v = serde_json::json!({"createdAt": 1764000000.5, "containers": [{"startedAt": 1764000001}], "name": "x", "count": 3});
+        iso_timestamps(&mut v);
+        assert_eq!(v["createdAt"], "2025-11-24T16:00:00.500Z");
+        assert_eq!(v["containers"][0]["startedAt"], "2025-11-24T16:00:01.000Z");
+        assert_eq!(v["count"], 3);
+    }
+}

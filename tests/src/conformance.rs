@@ -8,7 +8,6 @@ use css::store::{
     ClusterScope, EventType, ListRequest, Source, StateStore, StoreError, Upsert, UpsertOutcome,
     WatchEvent,
 };
-use futures::StreamExt;
 use serde_json::Value;
 
 use crate::fixtures::*;
@@ -318,11 +317,12 @@ pub async fn snapshot_guard_without_version(store: &dyn StateStore) {
 }
 
 async fn next_batch(stream: &mut css::store::WatchStream) -> Vec<WatchEvent> {
-    tokio::time::timeout(Duration::from_secs(10), stream.next())
+    let batch = tokio::time::timeout(Duration::from_secs(10), stream.next())
         .await
         .expect("watch event within 10 s")
-        .expect("stream open")
-        .expect("no watch error")
+        .expect("no watch error");
+    assert!(batch.events.iter().all(|e| e.revision <= batch.progress));
+    batch.events
 }
 
 /// A watch replays history from a revision, then follows live changes.
@@ -447,10 +447,10 @@ pub async fn compaction(store: &dyn StateStore) {
         Err(StoreError::Compacted { oldest, .. }) => assert_eq!(oldest, cut),
         Err(other) => panic!("expected Compacted, got {other:?}"),
         Ok(mut s) => match tokio::time::timeout(Duration::from_secs(10), s.next()).await {
-            Ok(Some(Err(StoreError::Compacted { oldest, .. }))) => assert_eq!(oldest, cut),
+            Ok(Err(StoreError::Compacted { oldest, .. })) => assert_eq!(oldest, cut),
             other => panic!(
                 "expected a Compacted error, got {:?}",
-                other.map(|o| o.map(|r| r.map(|b| b.len())))
+                other.map(|r| r.map(|b| b.events.len()))
             ),
         },
     }
@@ -615,4 +615,40 @@ pub async fn batched_writes(store: std::sync::Arc<dyn StateStore>) {
         .records
         .iter()
         .all(|r| r.meta().unwrap().ecs_version == 12));
+}
+
+/// A progress request answers even when nothing of the kind changed, and
+/// covers the store's revision at the time of the request.
+pub async fn watch_progress(store: &dyn StateStore) {
+    let start = store.current_revision().await.unwrap() + 1;
+    let mut w = store.watch(Kind::Task, start).await.unwrap();
+    // Only instance changes and bookkeeping: nothing for a task watch.
+    put(
+        store,
+        &entity(
+            Kind::Instance,
+            &instance_detail("c1", ACCOUNT, "i1", "ACTIVE", 1),
+        ),
+    )
+    .await;
+    store
+        .put_meta("probe", bytes::Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    let target = store.current_revision().await.unwrap();
+    let mut reached = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while reached < target {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "progress reached {reached}, wanted {target}"
+        );
+        w.request_progress().await.unwrap();
+        if let Ok(b) = tokio::time::timeout(Duration::from_secs(2), w.next()).await {
+            let b = b.unwrap();
+            assert!(b.events.is_empty());
+            reached = b.progress;
+        }
+    }
+    assert!(reached >= target);
 }

@@ -446,11 +446,10 @@ async fn compaction_keeps_the_retention(store: &dyn StateStore) {
         Err(StoreError::Compacted { .. }) => {}
         Err(e) => panic!("{e}"),
         Ok(mut w) => {
-            use futures::StreamExt;
             let first = tokio::time::timeout(Duration::from_secs(10), w.next())
                 .await
                 .unwrap();
-            assert!(matches!(first, Some(Err(StoreError::Compacted { .. }))));
+            assert!(matches!(first, Err(StoreError::Compacted { .. })));
         }
     }
 }

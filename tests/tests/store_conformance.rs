@@ -61,4 +61,5 @@ conformance!(
     snapshot_guard_without_version,
     watch_from_revision,
     compaction,
+    watch_progress,
 );

@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::stream;
 use tokio::sync::watch;
 
 use super::*;
@@ -319,54 +318,13 @@ impl StateStore for EmbeddedStore {
                 });
             }
         }
-        let inner = self.inner.clone();
-        let rx = self.notify.subscribe();
-        let state = (inner, rx, from_revision);
-        Ok(Box::pin(stream::unfold(
-            state,
-            move |(inner, mut rx, mut next)| async move {
-                loop {
-                    let batch = {
-                        let guard = inner.lock().unwrap_or_else(|e| e.into_inner());
-                        if next < guard.compacted {
-                            let err = StoreError::Compacted {
-                                requested: next,
-                                oldest: guard.compacted,
-                                current: guard.revision,
-                            };
-                            drop(guard);
-                            // Ends the stream after reporting.
-                            return Some((Err(err), (inner, rx, i64::MAX)));
-                        }
-                        let start = guard.log.partition_point(|e| e.revision < next);
-                        let mut batch: Vec<WatchEvent> = Vec::new();
-                        let mut end = guard.revision + 1;
-                        for e in guard.log.range(start..) {
-                            // Bounded batches, but never split one revision.
-                            if batch.len() >= MAX_WATCH_BATCH
-                                && batch
-                                    .last()
-                                    .is_some_and(|l: &WatchEvent| l.revision != e.revision)
-                            {
-                                end = e.revision;
-                                break;
-                            }
-                            if e.key.kind == kind {
-                                batch.push(e.clone());
-                            }
-                        }
-                        next = next.max(end);
-                        batch
-                    };
-                    if !batch.is_empty() {
-                        return Some((Ok(batch), (inner, rx, next)));
-                    }
-                    if next == i64::MAX || rx.changed().await.is_err() {
-                        return None;
-                    }
-                }
-            },
-        )))
+        Ok(Box::new(EmbeddedWatcher {
+            inner: self.inner.clone(),
+            rx: self.notify.subscribe(),
+            next: from_revision,
+            kind,
+            progress_requested: false,
+        }))
     }
 
     async fn current_revision(&self) -> StoreResult<i64> {
@@ -403,6 +361,65 @@ impl StateStore for EmbeddedStore {
         drop(inner);
         // Wake watches so that a lagging one reports the compaction.
         self.notify.send_modify(|_| {});
+        Ok(())
+    }
+}
+
+struct EmbeddedWatcher {
+    inner: Arc<Mutex<Inner>>,
+    rx: watch::Receiver<i64>,
+    /// The next revision to deliver.
+    next: i64,
+    kind: Kind,
+    progress_requested: bool,
+}
+
+#[async_trait]
+impl Watcher for EmbeddedWatcher {
+    async fn next(&mut self) -> StoreResult<WatchBatch> {
+        loop {
+            let batch = {
+                let guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+                if self.next < guard.compacted {
+                    return Err(StoreError::Compacted {
+                        requested: self.next,
+                        oldest: guard.compacted,
+                        current: guard.revision,
+                    });
+                }
+                let start = guard.log.partition_point(|e| e.revision < self.next);
+                let mut events: Vec<WatchEvent> = Vec::new();
+                let mut end = guard.revision + 1;
+                for e in guard.log.range(start..) {
+                    // Bounded batches, but never split one revision.
+                    if events.len() >= MAX_WATCH_BATCH
+                        && events.last().is_some_and(|l| l.revision != e.revision)
+                    {
+                        end = e.revision;
+                        break;
+                    }
+                    if e.key.kind == self.kind {
+                        events.push(e.clone());
+                    }
+                }
+                self.next = self.next.max(end);
+                WatchBatch {
+                    events,
+                    progress: self.next - 1,
+                }
+            };
+            if !batch.events.is_empty() || self.progress_requested {
+                self.progress_requested = false;
+                return Ok(batch);
+            }
+            if self.rx.changed().await.is_err() {
+                return Err(StoreError::Unavailable("store closed".into()));
+            }
+        }
+    }
+
+    async fn request_progress(&mut self) -> StoreResult<()> {
+        self.progress_requested = true;
         Ok(())
     }
 }

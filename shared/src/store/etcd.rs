@@ -573,70 +573,12 @@ impl StateStore for EtcdStore {
             Some(_) => {}
             None => return Err(StoreError::Unavailable("watch closed by etcd".into())),
         }
-        let ks = self.ks.clone();
-        let this = self.clone();
-        let out = futures::stream::unfold(Some(stream), move |state| {
-            let ks = ks.clone();
-            let this = this.clone();
-            async move {
-                let mut stream = state?;
-                loop {
-                    let resp = match stream.message().await {
-                        Ok(Some(resp)) => resp,
-                        Ok(None) => {
-                            return Some((
-                                Err(StoreError::Unavailable("watch closed by etcd".into())),
-                                None,
-                            ));
-                        }
-                        Err(e) => return Some((Err(map_err(e)), None)),
-                    };
-                    if resp.compact_revision() > 0 {
-                        let err = this.compacted_error(from_revision).await;
-                        return Some((Err(err), None));
-                    }
-                    if resp.canceled() {
-                        let reason = resp.cancel_reason().to_string();
-                        return Some((
-                            Err(StoreError::Unavailable(format!("watch canceled: {reason}"))),
-                            None,
-                        ));
-                    }
-                    let mut batch = Vec::with_capacity(resp.events().len());
-                    for ev in resp.events() {
-                        let Some(kv) = ev.kv() else { continue };
-                        let prev = match ev.prev_kv() {
-                            Some(p) => match record_from_kv(&ks, p) {
-                                Ok(r) => Some(r),
-                                Err(e) => return Some((Err(e), None)),
-                            },
-                            None => None,
-                        };
-                        let Some(key) = kv.key_str().ok().and_then(|k| ks.parse(k)) else {
-                            continue;
-                        };
-                        let (event_type, record) = match ev.event_type() {
-                            etcd_client::EventType::Put => match record_from_kv(&ks, kv) {
-                                Ok(r) => (EventType::Put, Some(r)),
-                                Err(e) => return Some((Err(e), None)),
-                            },
-                            etcd_client::EventType::Delete => (EventType::Delete, None),
-                        };
-                        batch.push(WatchEvent {
-                            event_type,
-                            revision: kv.mod_revision(),
-                            key,
-                            record,
-                            prev,
-                        });
-                    }
-                    if !batch.is_empty() {
-                        return Some((Ok(batch), Some(stream)));
-                    }
-                }
-            }
-        });
-        Ok(out.boxed())
+        Ok(Box::new(EtcdWatcher {
+            stream,
+            store: self.clone(),
+            from_revision,
+            progress: from_revision - 1,
+        }))
     }
 
     async fn current_revision(&self) -> StoreResult<i64> {
@@ -691,5 +633,80 @@ impl StateStore for EtcdStore {
                 other => Err(other),
             },
         }
+    }
+}
+
+struct EtcdWatcher {
+    stream: etcd_client::WatchStream,
+    store: EtcdStore,
+    from_revision: i64,
+    progress: i64,
+}
+
+#[async_trait]
+impl Watcher for EtcdWatcher {
+    async fn next(&mut self) -> StoreResult<WatchBatch> {
+        loop {
+            let resp = match self.stream.message().await {
+                Ok(Some(resp)) => resp,
+                Ok(None) => return Err(StoreError::Unavailable("watch closed by etcd".into())),
+                Err(e) => return Err(map_err(e)),
+            };
+            if resp.compact_revision() > 0 {
+                return Err(self
+                    .store
+                    .compacted_error(self.from_revision.max(self.progress + 1))
+                    .await);
+            }
+            if resp.canceled() {
+                let reason = resp.cancel_reason().to_string();
+                return Err(StoreError::Unavailable(format!("watch canceled: {reason}")));
+            }
+            if resp.events().is_empty() {
+                // A progress notification: everything up to the header's
+                // revision has been sent.
+                let rev = resp.header().map_or(0, |h| h.revision());
+                if rev > self.progress {
+                    self.progress = rev;
+                }
+                return Ok(WatchBatch {
+                    events: Vec::new(),
+                    progress: self.progress,
+                });
+            }
+            let ks = &self.store.ks;
+            let mut events = Vec::with_capacity(resp.events().len());
+            for ev in resp.events() {
+                let Some(kv) = ev.kv() else { continue };
+                let prev = ev.prev_kv().map(|p| record_from_kv(ks, p)).transpose()?;
+                let Some(key) = kv.key_str().ok().and_then(|k| ks.parse(k)) else {
+                    continue;
+                };
+                let (event_type, record) = match ev.event_type() {
+                    etcd_client::EventType::Put => (EventType::Put, Some(record_from_kv(ks, kv)?)),
+                    etcd_client::EventType::Delete => (EventType::Delete, None),
+                };
+                events.push(WatchEvent {
+                    event_type,
+                    revision: kv.mod_revision(),
+                    key,
+                    record,
+                    prev,
+                });
+            }
+            if let Some(last) = events.last() {
+                self.progress = self.progress.max(last.revision);
+            }
+            if !events.is_empty() {
+                return Ok(WatchBatch {
+                    events,
+                    progress: self.progress,
+                });
+            }
+        }
+    }
+
+    async fn request_progress(&mut self) -> StoreResult<()> {
+        self.stream.request_progress().await.map_err(map_err)
     }
 }

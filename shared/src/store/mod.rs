@@ -10,7 +10,6 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -213,9 +212,26 @@ pub struct WatchEvent {
     pub prev: Option<StoredRecord>,
 }
 
-/// Batches of watch events in revision order; one revision is never split
-/// across two batches.
-pub type WatchStream = BoxStream<'static, StoreResult<Vec<WatchEvent>>>;
+/// Changes in revision order; one revision is never split across batches.
+#[derive(Debug, Clone, Default)]
+pub struct WatchBatch {
+    pub events: Vec<WatchEvent>,
+    /// Every change of the watched kind with a revision up to this one has
+    /// been delivered (by this batch or earlier ones).
+    pub progress: i64,
+}
+
+/// A running watch.
+#[async_trait]
+pub trait Watcher: Send {
+    /// The next batch of changes (or a progress batch, after `request_progress`).
+    async fn next(&mut self) -> StoreResult<WatchBatch>;
+    /// Asks for a batch whose `progress` reaches the store's revision at the
+    /// time of the request, even if no change of this kind happened.
+    async fn request_progress(&mut self) -> StoreResult<()>;
+}
+
+pub type WatchStream = Box<dyn Watcher>;
 
 #[async_trait]
 pub trait StateStore: Send + Sync {

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use clap::Parser;
 use css::api::{self, AppState};
 use css::config::{ConfigError, StoreArgs};
+use css::cursor::{CursorStore, DynamoCursorStore, EmbeddedCursorStore};
 use css::reconcile::aws::AwsEcs;
 use css::reconcile::{EcsSource, Reconciler, RunScope, SourceError};
 use css::store::StateStore;
@@ -74,6 +75,7 @@ pub enum ServerError {
 #[derive(Default)]
 pub struct AwsOverrides {
     pub sqs: Option<aws_sdk_sqs::Client>,
+    pub dynamodb: Option<aws_sdk_dynamodb::Client>,
     pub ecs: Option<(Arc<dyn EcsSource>, RunScope)>,
 }
 
@@ -99,9 +101,17 @@ impl Server {
             })?;
         let addr = listener.local_addr().map_err(ServerError::Serve)?;
         let (stop, stopped) = watch::channel(false);
-        let app = api::router(AppState {
-            store: store.clone(),
-        });
+        let cursors: Arc<dyn CursorStore> = match &cfg.store.cursor_table {
+            Some(table) => {
+                let client = match aws.dynamodb.clone() {
+                    Some(c) => c,
+                    None => aws_sdk_dynamodb::Client::new(&aws_config::load_from_env().await),
+                };
+                Arc::new(DynamoCursorStore::new(client, table.clone()))
+            }
+            None => Arc::new(EmbeddedCursorStore::new()),
+        };
+        let app = api::router(AppState::local(store.clone(), cursors));
         let mut rx = stopped.clone();
         let http = tokio::spawn(async move {
             axum::serve(listener, app)

@@ -66,6 +66,10 @@ pub struct StoreArgs {
         value_name = "CSS_KEY_PREFIX"
     )]
     pub key_prefix: String,
+    /// DynamoDB table of subscription cursors (partition key `id`). The watch
+    /// Lambda requires it; server mode keeps cursors in memory without it.
+    #[arg(long, env = "CSS_CURSOR_TABLE", value_name = "CSS_CURSOR_TABLE")]
+    pub cursor_table: Option<String>,
     /// How much store history to keep for watches and paginated lists.
     #[arg(long, env = "CSS_HISTORY_RETENTION", default_value = "1h", value_parser = parse_duration, value_name = "CSS_HISTORY_RETENTION")]
     pub history_retention: Duration,
@@ -228,6 +232,7 @@ mod tests {
             etcd_key_file: None,
             etcd_timeout: Duration::from_secs(5),
             key_prefix: "/x/".into(),
+            cursor_table: None,
             history_retention: Duration::from_secs(3600),
             log_level: None,
         };

@@ -7,9 +7,11 @@
 pub mod api;
 pub mod compaction;
 pub mod config;
+pub mod cursor;
 pub mod events;
 pub mod ingest;
 pub mod model;
 pub mod query;
 pub mod reconcile;
 pub mod store;
+pub mod watch;

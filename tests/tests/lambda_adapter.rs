@@ -20,7 +20,12 @@ async fn invoke(store: Arc<dyn StateStore>, file: &str) -> (u16, Value) {
     let text =
         std::fs::read_to_string(events_dir().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
     let req = lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
-    let svc = api::lambda::service(api::router(AppState { store }));
+    let svc = api::lambda::service(api::router(AppState {
+        store,
+        cursors: Some(Arc::new(css::cursor::EmbeddedCursorStore::new())),
+        identity: api::Identity::Iam,
+        subscription_ttl: api::DEFAULT_SUBSCRIPTION_TTL,
+    }));
     let resp = svc.oneshot(req).await.expect("infallible");
     let status = resp.status().as_u16();
     assert_eq!(resp.headers()["content-type"], "application/json", "{file}");

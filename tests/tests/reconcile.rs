@@ -486,6 +486,7 @@ async fn server_mode_reconciles_on_its_interval() {
         css_server::AwsOverrides {
             sqs: None,
             ecs: Some((source, scope())),
+            dynamodb: None,
         },
     )
     .await;

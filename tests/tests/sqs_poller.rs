@@ -103,6 +103,7 @@ async fn run(etcd: Option<&EtcdServer>) {
         css_server::AwsOverrides {
             sqs: Some(sqs.clone()),
             ecs: None,
+            dynamodb: None,
         },
     )
     .await;

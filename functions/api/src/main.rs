@@ -1,6 +1,6 @@
 //! css-api: API Gateway HTTP API Lambda serving list and describe.
 
-use css::api::{self, AppState};
+use css::api::{self, AppState, Identity};
 use css::config::{from_env, init_logging, StoreArgs};
 use lambda_http::Error;
 
@@ -9,6 +9,12 @@ async fn main() -> Result<(), Error> {
     let args: StoreArgs = from_env()?;
     init_logging(true, args.log_level.as_deref());
     let store = args.connect_etcd().await?;
-    let app = api::router(AppState { store });
+    // Subscriptions are served by css-watch, which has the cursor table.
+    let app = api::router(AppState {
+        store,
+        cursors: None,
+        identity: Identity::Iam,
+        subscription_ttl: api::DEFAULT_SUBSCRIPTION_TTL,
+    });
     lambda_http::run(api::lambda::service(app)).await
 }

@@ -18,6 +18,12 @@ pub enum ApiError {
     NotFound(String),
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("no caller identity")]
+    Forbidden,
+    #[error("revision compacted")]
+    Expired { oldest: i64, current: i64 },
+    #[error(transparent)]
+    Cursor(#[from] crate::cursor::CursorError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -56,6 +62,37 @@ impl IntoResponse for ApiError {
                 StatusCode::METHOD_NOT_ALLOWED,
                 json!({"code": "MethodNotAllowed", "message": "method not allowed on this path"}),
             ),
+            ApiError::Forbidden => (
+                StatusCode::FORBIDDEN,
+                json!({"code": "Forbidden", "message": "the request carries no IAM caller identity"}),
+            ),
+            ApiError::Expired { oldest, current } => (
+                StatusCode::GONE,
+                json!({
+                    "code": "Expired",
+                    "message": "the requested revision has been compacted; list again and watch from the list's revision",
+                    "oldestRevision": oldest.to_string(),
+                    "currentRevision": current.to_string(),
+                }),
+            ),
+            ApiError::Cursor(e @ crate::cursor::CursorError::Unavailable(_)) => {
+                tracing::warn!(error = %e, "cursor store unavailable");
+                let mut resp = json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"code": "ServiceUnavailable", "message": "the subscription store is unavailable; retry later"})
+                        .to_string(),
+                );
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+                return resp;
+            }
+            ApiError::Cursor(e @ crate::cursor::CursorError::Corrupt { .. }) => {
+                tracing::error!(error = %e, "corrupt subscription");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({"code": "InternalError", "message": "a subscription could not be read"}),
+                )
+            }
             ApiError::Store(StoreError::Compacted {
                 oldest, current, ..
             }) => (

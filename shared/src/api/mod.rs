@@ -2,19 +2,22 @@
 //! by `axum::serve` in server mode.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 
+use crate::cursor::CursorStore;
 use crate::model::Kind;
 use crate::query::{self, filter_params, Filters, Params, QueryError, DEFAULT_LIMIT, MAX_LIMIT};
 use crate::store::{StateStore, StoreError};
 
 mod error;
 pub mod lambda;
+mod watch;
 
 pub use error::{json_response, ApiError};
 
@@ -33,12 +36,46 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "/v1/instances/{*rest}",
         "/v1/instances/{cluster}/{instanceArnOrId}",
     ),
+    ("GET", "/v1/stream/tasks", "/v1/stream/tasks"),
+    ("GET", "/v1/stream/instances", "/v1/stream/instances"),
+    ("POST", "/v1/subscriptions", "/v1/subscriptions"),
+    ("GET", "/v1/subscriptions/{id}", "/v1/subscriptions/{id}"),
+    ("DELETE", "/v1/subscriptions/{id}", "/v1/subscriptions/{id}"),
+    ("GET", "/v1/subscriptions/{id}/events", "/v1/subscriptions/{id}/events"),
 ];
+
+/// How callers are identified (subscriptions belong to their creator).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identity {
+    /// Server mode: one local principal.
+    Local,
+    /// Behind API Gateway: the IAM caller from the request context.
+    Iam,
+}
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn StateStore>,
+    /// None where subscriptions are not served (the css-api function).
+    pub cursors: Option<Arc<dyn CursorStore>>,
+    pub identity: Identity,
+    /// Idle subscriptions expire after this long.
+    pub subscription_ttl: Duration,
+}
+
+pub const DEFAULT_SUBSCRIPTION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+impl AppState {
+    /// Server mode's state: one local principal.
+    pub fn local(store: Arc<dyn StateStore>, cursors: Arc<dyn CursorStore>) -> AppState {
+        AppState {
+            store,
+            cursors: Some(cursors),
+            identity: Identity::Local,
+            subscription_ttl: DEFAULT_SUBSCRIPTION_TTL,
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -48,6 +85,11 @@ pub fn router(state: AppState) -> Router {
         .route(ROUTES[2].1, get(describe_task))
         .route(ROUTES[3].1, get(list_instances))
         .route(ROUTES[4].1, get(describe_instance))
+        .route(ROUTES[5].1, get(watch::stream_tasks))
+        .route(ROUTES[6].1, get(watch::stream_instances))
+        .route(ROUTES[7].1, post(watch::create_subscription))
+        .route(ROUTES[8].1, get(watch::get_subscription).delete(watch::delete_subscription))
+        .route(ROUTES[10].1, get(watch::subscription_events))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

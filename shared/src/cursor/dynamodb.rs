@@ -1,0 +1,154 @@
+//! Cursors in DynamoDB (table with partition key `id`; `expiresAt` is the
+//! TTL attribute). The cursor only moves forward: a conditional update.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::Client;
+
+use super::{CursorError, CursorStore, Subscription};
+
+pub struct DynamoCursorStore {
+    client: Client,
+    table: String,
+}
+
+fn unavailable(e: impl std::error::Error) -> CursorError {
+    CursorError::Unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
+}
+
+fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_string())
+}
+
+fn decode(item: &HashMap<String, AttributeValue>) -> Result<Subscription, CursorError> {
+    let id = item.get("id").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+    let corrupt = |reason: &str| CursorError::Corrupt {
+        id: id.clone(),
+        reason: reason.to_string(),
+    };
+    let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().ok_or_else(|| corrupt(k));
+    let num = |k: &str| {
+        item.get(k)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+            .ok_or_else(|| corrupt(k))
+    };
+    Ok(Subscription {
+        id: id.clone(),
+        principal: text("principal")?,
+        resource: text("resource")?,
+        filters: serde_json::from_str(&text("filters")?).map_err(|_| corrupt("filters"))?,
+        cursor: num("cursor")?,
+        created_at: num("createdAt")?,
+        expires_at: num("expiresAt")?,
+    })
+}
+
+impl DynamoCursorStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoCursorStore {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl CursorStore for DynamoCursorStore {
+    async fn create(&self, sub: &Subscription) -> Result<(), CursorError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("id", s(&sub.id))
+            .item("principal", s(&sub.principal))
+            .item("resource", s(&sub.resource))
+            .item("filters", s(&serde_json::to_string(&sub.filters).unwrap_or_default()))
+            .item("cursor", n(sub.cursor))
+            .item("createdAt", n(sub.created_at))
+            .item("expiresAt", n(sub.expires_at))
+            .condition_expression("attribute_not_exists(id)")
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn get(&self, id: &str, now: i64) -> Result<Option<Subscription>, CursorError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("id", s(id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        // TTL deletion is lazy (up to days): expired means gone.
+        match out.item {
+            Some(item) => decode(&item).map(|sub| (sub.expires_at >= now).then_some(sub)),
+            None => Ok(None),
+        }
+    }
+
+    async fn advance(&self, id: &str, cursor: i64, expires_at: i64, now: i64) -> Result<Option<Subscription>, CursorError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("id", s(id))
+            .update_expression("SET #c = :c, expiresAt = :e")
+            .condition_expression("attribute_exists(id) AND expiresAt >= :now AND #c < :c")
+            .expression_attribute_names("#c", "cursor")
+            .expression_attribute_values(":c", n(cursor))
+            .expression_attribute_values(":e", n(expires_at))
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await;
+        match res {
+            Ok(_) => {}
+            // Not ahead of the stored cursor (or gone): only refresh the expiry.
+            Err(SdkError::ServiceError(e)) if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) => {
+                let touch = self
+                    .client
+                    .update_item()
+                    .table_name(&self.table)
+                    .key("id", s(id))
+                    .update_expression("SET expiresAt = :e")
+                    .condition_expression("attribute_exists(id) AND expiresAt >= :now AND expiresAt < :e")
+                    .expression_attribute_values(":e", n(expires_at))
+                    .expression_attribute_values(":now", n(now))
+                    .send()
+                    .await;
+                match touch {
+                    Ok(_) => {}
+                    Err(SdkError::ServiceError(e))
+                        if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) => {}
+                    Err(e) => return Err(unavailable(e)),
+                }
+            }
+            Err(e) => return Err(unavailable(e)),
+        }
+        self.get(id, now).await
+    }
+
+    async fn delete(&self, id: &str) -> Result<bool, CursorError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("id", s(id))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
+    }
+}

@@ -1,0 +1,173 @@
+//! Long-poll watching (SPEC §6): every change after `since` that matches the
+//! filters, whole revisions at a time, answered as soon as there is one; with
+//! nothing to say by the end of `wait`, a bookmark at the store's revision.
+//!
+//! Filters apply before and after each change, as Kubernetes watch caches do:
+//! an entity that stops matching arrives as a DELETE carrying its new state,
+//! one that starts matching as a PUT, so a filtered client's rebuilt state
+//! always equals the filtered list.
+
+use std::time::Duration;
+
+use tokio::time::{timeout_at, Instant};
+
+use crate::query::Filters;
+use crate::store::{EventType, StateStore, StoreError, StoredRecord, WatchEvent};
+
+/// After `wait`, how long to wait for the store to confirm progress.
+const PROGRESS_GRACE: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("'since' {since} is ahead of the current revision {current}")]
+    FutureSince { since: i64, current: i64 },
+    #[error("revision {since} has been compacted")]
+    Expired { since: i64, oldest: i64, current: i64 },
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for WatchError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Compacted {
+                requested,
+                oldest,
+                current,
+            } => WatchError::Expired {
+                since: requested - 1,
+                // `since` is exclusive: the oldest one served is one below
+                // the oldest readable revision.
+                oldest: (oldest - 1).max(0),
+                current,
+            },
+            other => WatchError::Store(other),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PollRequest {
+    pub filters: Filters,
+    /// Exclusive; None starts at the current revision.
+    pub since: Option<i64>,
+    pub wait: Duration,
+    pub limit: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct PollOutput {
+    /// Serialized `{"type","revision","item"}` events.
+    pub events: Vec<String>,
+    /// Everything matching up to here has been delivered: the next `since`.
+    pub revision: i64,
+    pub more: bool,
+}
+
+impl PollOutput {
+    pub fn to_json(&self) -> String {
+        let mut s = String::with_capacity(self.events.iter().map(|e| e.len() + 1).sum::<usize>() + 64);
+        s.push_str(r#"{"events":["#);
+        for (i, e) in self.events.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            s.push_str(e);
+        }
+        s.push_str(r#"],"revision":""#);
+        s.push_str(&self.revision.to_string());
+        s.push_str(r#"","more":"#);
+        s.push_str(if self.more { "true" } else { "false" });
+        s.push('}');
+        s
+    }
+}
+
+fn event_json(kind: &str, revision: i64, record: &StoredRecord) -> Result<String, StoreError> {
+    Ok(format!(
+        r#"{{"type":"{kind}","revision":"{revision}","item":{}}}"#,
+        crate::query::wrap(record)?
+    ))
+}
+
+/// What one change means to a filtered watcher, if anything.
+fn translate(filters: &Filters, ev: &WatchEvent) -> Result<Option<String>, StoreError> {
+    let before = ev.prev.as_ref().filter(|p| filters.matches(p));
+    match (ev.event_type, &ev.record) {
+        (EventType::Put, Some(new)) => {
+            if filters.matches(new) {
+                Ok(Some(event_json("PUT", ev.revision, new)?))
+            } else if before.is_some() {
+                // Stopped matching: gone from this watcher's view, as it is now.
+                Ok(Some(event_json("DELETE", ev.revision, new)?))
+            } else {
+                Ok(None)
+            }
+        }
+        _ => match before {
+            Some(last) => Ok(Some(event_json("DELETE", ev.revision, last)?)),
+            None => Ok(None),
+        },
+    }
+}
+
+pub async fn poll(store: &dyn StateStore, req: &PollRequest) -> Result<PollOutput, WatchError> {
+    let current = store.current_revision().await?;
+    let since = req.since.unwrap_or(current);
+    if since > current {
+        return Err(WatchError::FutureSince { since, current });
+    }
+    let mut watcher = store.watch(req.filters.kind, since + 1).await?;
+    let deadline = Instant::now() + req.wait;
+    let mut out = PollOutput {
+        revision: since,
+        ..Default::default()
+    };
+    // The store revision a bookmark must reach, once `wait` is over.
+    let mut bookmark_target: Option<(i64, Instant)> = None;
+    loop {
+        let until = bookmark_target.map_or(deadline, |(_, t)| t);
+        let batch = match timeout_at(until, watcher.next()).await {
+            Ok(b) => b?,
+            Err(_) if bookmark_target.is_none() => {
+                let target = store.current_revision().await?;
+                watcher.request_progress().await?;
+                bookmark_target = Some((target, Instant::now() + PROGRESS_GRACE));
+                continue;
+            }
+            // The store did not confirm progress in time: answer with what
+            // is known to be complete (never a revision not yet seen).
+            Err(_) => return Ok(out),
+        };
+        // Whole revisions only; stop at a revision boundary past `limit`.
+        let mut i = 0;
+        let events = &batch.events;
+        while i < events.len() {
+            let rev = events[i].revision;
+            let end = events[i..]
+                .iter()
+                .position(|e| e.revision != rev)
+                .map_or(events.len(), |n| i + n);
+            if out.events.len() >= req.limit && !out.events.is_empty() {
+                out.more = true;
+                return Ok(out);
+            }
+            for ev in &events[i..end] {
+                if let Some(json) = translate(&req.filters, ev)? {
+                    out.events.push(json);
+                }
+            }
+            out.revision = rev;
+            i = end;
+        }
+        out.revision = out.revision.max(batch.progress);
+        if !out.events.is_empty() {
+            return Ok(out);
+        }
+        if let Some((target, _)) = bookmark_target {
+            if out.revision >= target {
+                return Ok(out);
+            }
+        }
+    }
+}

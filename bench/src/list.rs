@@ -52,7 +52,10 @@ async fn write(store: &dyn StateStore, batch: &[css::model::Entity]) {
 }
 
 async fn via_router(store: Arc<dyn StateStore>) -> f64 {
-    let app = api::router(AppState::local(store, Arc::new(css::cursor::EmbeddedCursorStore::new())));
+    let app = api::router(AppState::local(
+        store,
+        Arc::new(css::cursor::EmbeddedCursorStore::new()),
+    ));
     let req = Request::get("/v1/tasks?cluster=bench-0&status=RUNNING&limit=1000")
         .body(Body::empty())
         .expect("request");

@@ -22,7 +22,11 @@ pub enum WatchError {
     #[error("'since' {since} is ahead of the current revision {current}")]
     FutureSince { since: i64, current: i64 },
     #[error("revision {since} has been compacted")]
-    Expired { since: i64, oldest: i64, current: i64 },
+    Expired {
+        since: i64,
+        oldest: i64,
+        current: i64,
+    },
     #[error(transparent)]
     Store(StoreError),
 }
@@ -66,7 +70,8 @@ pub struct PollOutput {
 
 impl PollOutput {
     pub fn to_json(&self) -> String {
-        let mut s = String::with_capacity(self.events.iter().map(|e| e.len() + 1).sum::<usize>() + 64);
+        let mut s =
+            String::with_capacity(self.events.iter().map(|e| e.len() + 1).sum::<usize>() + 64);
         s.push_str(r#"{"events":["#);
         for (i, e) in self.events.iter().enumerate() {
             if i > 0 {

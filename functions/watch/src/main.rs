@@ -18,7 +18,10 @@ async fn main() -> Result<(), Error> {
         .ok_or(ConfigError::Missing("CSS_CURSOR_TABLE"))?;
     let store = args.connect_etcd().await?;
     let sdk = aws_config::load_from_env().await;
-    let cursors = Arc::new(DynamoCursorStore::new(aws_sdk_dynamodb::Client::new(&sdk), table));
+    let cursors = Arc::new(DynamoCursorStore::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        table,
+    ));
     let app = api::router(AppState {
         store,
         cursors: Some(cursors),

@@ -82,8 +82,10 @@ impl IntoResponse for ApiError {
                     json!({"code": "ServiceUnavailable", "message": "the subscription store is unavailable; retry later"})
                         .to_string(),
                 );
-                resp.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+                resp.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(RETRY_AFTER_SECS),
+                );
                 return resp;
             }
             ApiError::Cursor(e @ crate::cursor::CursorError::Corrupt { .. }) => {

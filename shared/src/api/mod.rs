@@ -41,7 +41,11 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("POST", "/v1/subscriptions", "/v1/subscriptions"),
     ("GET", "/v1/subscriptions/{id}", "/v1/subscriptions/{id}"),
     ("DELETE", "/v1/subscriptions/{id}", "/v1/subscriptions/{id}"),
-    ("GET", "/v1/subscriptions/{id}/events", "/v1/subscriptions/{id}/events"),
+    (
+        "GET",
+        "/v1/subscriptions/{id}/events",
+        "/v1/subscriptions/{id}/events",
+    ),
 ];
 
 /// How callers are identified (subscriptions belong to their creator).
@@ -88,7 +92,10 @@ pub fn router(state: AppState) -> Router {
         .route(ROUTES[5].1, get(watch::stream_tasks))
         .route(ROUTES[6].1, get(watch::stream_instances))
         .route(ROUTES[7].1, post(watch::create_subscription))
-        .route(ROUTES[8].1, get(watch::get_subscription).delete(watch::delete_subscription))
+        .route(
+            ROUTES[8].1,
+            get(watch::get_subscription).delete(watch::delete_subscription),
+        )
         .route(ROUTES[10].1, get(watch::subscription_events))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -26,14 +26,18 @@ impl From<WatchError> for ApiError {
                 name: "since".into(),
                 message: format!("'since' {since} is ahead of the current revision {current}"),
             },
-            WatchError::Expired { oldest, current, .. } => ApiError::Expired { oldest, current },
+            WatchError::Expired {
+                oldest, current, ..
+            } => ApiError::Expired { oldest, current },
             WatchError::Store(s) => ApiError::Store(s),
         }
     }
 }
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn iso(secs: i64) -> String {
@@ -61,11 +65,17 @@ fn poll_params(p: &Params) -> Result<(Duration, usize), ApiError> {
     Ok((Duration::from_secs(wait), limit))
 }
 
-pub(super) async fn stream_tasks(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+pub(super) async fn stream_tasks(
+    State(s): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
     stream(&s, Kind::Task, q.as_deref()).await
 }
 
-pub(super) async fn stream_instances(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+pub(super) async fn stream_instances(
+    State(s): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
     stream(&s, Kind::Instance, q.as_deref()).await
 }
 
@@ -138,31 +148,52 @@ pub(super) async fn create_subscription(
     Params::parse(q.as_deref(), &[])?;
     let who = principal(&s, &ext)?;
     let cursors = cursors(&s)?;
-    let v: Value = serde_json::from_slice(&body).map_err(|e| bad_body("body", format!("the body is not JSON: {e}")))?;
-    let obj = v.as_object().ok_or_else(|| bad_body("body", "the body must be a JSON object"))?;
-    if let Some(k) = obj.keys().find(|k| !["resource", "filters", "since"].contains(&k.as_str())) {
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|e| bad_body("body", format!("the body is not JSON: {e}")))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| bad_body("body", "the body must be a JSON object"))?;
+    if let Some(k) = obj
+        .keys()
+        .find(|k| !["resource", "filters", "since"].contains(&k.as_str()))
+    {
         return Err(bad_body(k, format!("unknown field '{k}'")));
     }
     let kind = match obj.get("resource").and_then(Value::as_str) {
         Some("tasks") => Kind::Task,
         Some("instances") => Kind::Instance,
-        _ => return Err(bad_body("resource", "'resource' must be \"tasks\" or \"instances\"")),
+        _ => {
+            return Err(bad_body(
+                "resource",
+                "'resource' must be \"tasks\" or \"instances\"",
+            ))
+        }
     };
     let mut filters = BTreeMap::new();
     match obj.get("filters") {
         None | Some(Value::Null) => {}
         Some(Value::Object(f)) => {
             for (k, v) in f {
-                let v = v
-                    .as_str()
-                    .ok_or_else(|| bad_body(&format!("filters.{k}"), format!("filter '{k}' must be a string")))?;
+                let v = v.as_str().ok_or_else(|| {
+                    bad_body(
+                        &format!("filters.{k}"),
+                        format!("filter '{k}' must be a string"),
+                    )
+                })?;
                 filters.insert(k.clone(), v.to_string());
             }
         }
-        Some(_) => return Err(bad_body("filters", "'filters' must be an object of strings")),
+        Some(_) => {
+            return Err(bad_body(
+                "filters",
+                "'filters' must be an object of strings",
+            ))
+        }
     }
     // Same validation as the list's query parameters.
-    let query: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(&filters).finish();
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(&filters)
+        .finish();
     Filters::from_params(kind, &Params::parse(Some(&query), filter_params(kind))?)?;
     let since = match obj.get("since") {
         None | Some(Value::Null) => None,
@@ -172,7 +203,10 @@ pub(super) async fn create_subscription(
     let current = s.store.current_revision().await?;
     let cursor = match since {
         Some(r) if r > current => {
-            return Err(ApiError::from(WatchError::FutureSince { since: r, current }));
+            return Err(ApiError::from(WatchError::FutureSince {
+                since: r,
+                current,
+            }));
         }
         Some(r) => {
             let compacted = s.store.compacted_revision().await?;
@@ -202,9 +236,16 @@ pub(super) async fn create_subscription(
 
 /// The subscription id of `/v1/subscriptions/{id}[/events]`.
 fn sub_id(uri: &Uri) -> Result<String, ApiError> {
-    let rest = uri.path().strip_prefix("/v1/subscriptions/").unwrap_or_default();
+    let rest = uri
+        .path()
+        .strip_prefix("/v1/subscriptions/")
+        .unwrap_or_default();
     let id = rest.strip_suffix("/events").unwrap_or(rest);
-    if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+    if id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
         Ok(id.to_string())
     } else {
         Err(ApiError::NotFound("no such subscription".into()))
@@ -273,8 +314,14 @@ pub(super) async fn subscription_events(
         .advance(&sub.id, ack.unwrap_or(sub.cursor), expires, t)
         .await?
         .ok_or_else(|| ApiError::NotFound("no such subscription".into()))?;
-    let kind = if sub.resource == "instances" { Kind::Instance } else { Kind::Task };
-    let query: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(&sub.filters).finish();
+    let kind = if sub.resource == "instances" {
+        Kind::Instance
+    } else {
+        Kind::Task
+    };
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(&sub.filters)
+        .finish();
     let filters = Filters::from_params(kind, &Params::parse(Some(&query), filter_params(kind))?)?;
     let out = poll(
         s.store.as_ref(),

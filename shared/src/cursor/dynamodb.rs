@@ -29,12 +29,21 @@ fn s(v: &str) -> AttributeValue {
 }
 
 fn decode(item: &HashMap<String, AttributeValue>) -> Result<Subscription, CursorError> {
-    let id = item.get("id").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+    let id = item
+        .get("id")
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+        .unwrap_or_default();
     let corrupt = |reason: &str| CursorError::Corrupt {
         id: id.clone(),
         reason: reason.to_string(),
     };
-    let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().ok_or_else(|| corrupt(k));
+    let text = |k: &str| {
+        item.get(k)
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .ok_or_else(|| corrupt(k))
+    };
     let num = |k: &str| {
         item.get(k)
             .and_then(|v| v.as_n().ok())
@@ -70,7 +79,10 @@ impl CursorStore for DynamoCursorStore {
             .item("id", s(&sub.id))
             .item("principal", s(&sub.principal))
             .item("resource", s(&sub.resource))
-            .item("filters", s(&serde_json::to_string(&sub.filters).unwrap_or_default()))
+            .item(
+                "filters",
+                s(&serde_json::to_string(&sub.filters).unwrap_or_default()),
+            )
             .item("cursor", n(sub.cursor))
             .item("createdAt", n(sub.created_at))
             .item("expiresAt", n(sub.expires_at))
@@ -98,7 +110,13 @@ impl CursorStore for DynamoCursorStore {
         }
     }
 
-    async fn advance(&self, id: &str, cursor: i64, expires_at: i64, now: i64) -> Result<Option<Subscription>, CursorError> {
+    async fn advance(
+        &self,
+        id: &str,
+        cursor: i64,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<Option<Subscription>, CursorError> {
         let res = self
             .client
             .update_item()
@@ -115,14 +133,18 @@ impl CursorStore for DynamoCursorStore {
         match res {
             Ok(_) => {}
             // Not ahead of the stored cursor (or gone): only refresh the expiry.
-            Err(SdkError::ServiceError(e)) if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) => {
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
                 let touch = self
                     .client
                     .update_item()
                     .table_name(&self.table)
                     .key("id", s(id))
                     .update_expression("SET expiresAt = :e")
-                    .condition_expression("attribute_exists(id) AND expiresAt >= :now AND expiresAt < :e")
+                    .condition_expression(
+                        "attribute_exists(id) AND expiresAt >= :now AND expiresAt < :e",
+                    )
                     .expression_attribute_values(":e", n(expires_at))
                     .expression_attribute_values(":now", n(now))
                     .send()
@@ -130,7 +152,10 @@ impl CursorStore for DynamoCursorStore {
                 match touch {
                     Ok(_) => {}
                     Err(SdkError::ServiceError(e))
-                        if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) => {}
+                        if matches!(
+                            e.err(),
+                            UpdateItemError::ConditionalCheckFailedException(_)
+                        ) => {}
                     Err(e) => return Err(unavailable(e)),
                 }
             }

@@ -37,7 +37,13 @@ impl CursorStore for EmbeddedCursorStore {
         Ok(subs.get(id).cloned())
     }
 
-    async fn advance(&self, id: &str, cursor: i64, expires_at: i64, now: i64) -> Result<Option<Subscription>, CursorError> {
+    async fn advance(
+        &self,
+        id: &str,
+        cursor: i64,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<Option<Subscription>, CursorError> {
         let mut subs = self.lock();
         match subs.get_mut(id) {
             Some(s) if s.expires_at >= now => {

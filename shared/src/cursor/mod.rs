@@ -43,6 +43,12 @@ pub trait CursorStore: Send + Sync {
     async fn get(&self, id: &str, now: i64) -> Result<Option<Subscription>, CursorError>;
     /// Moves the cursor forward to `cursor` (an older one is a no-op) and
     /// refreshes the expiry; answers the stored subscription afterwards.
-    async fn advance(&self, id: &str, cursor: i64, expires_at: i64, now: i64) -> Result<Option<Subscription>, CursorError>;
+    async fn advance(
+        &self,
+        id: &str,
+        cursor: i64,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<Option<Subscription>, CursorError>;
     async fn delete(&self, id: &str) -> Result<bool, CursorError>;
 }

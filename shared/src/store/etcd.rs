@@ -556,6 +556,27 @@ impl StateStore for EtcdStore {
     }
 
     async fn watch(&self, kind: Kind, from_revision: i64) -> StoreResult<WatchStream> {
+        // etcd reports a compacted start revision only some time after the
+        // watch is created (and may send progress before that), so check it
+        // first: a read at a revision fails exactly when it is compacted.
+        let probe = GetOptions::new()
+            .with_count_only()
+            .with_revision(from_revision.max(1));
+        match self
+            .kv()
+            .get(self.ks.meta("revision-probe"), Some(probe))
+            .await
+        {
+            Ok(_) => {}
+            Err(e) => match map_err(e) {
+                StoreError::Compacted { .. } => {
+                    return Err(self.compacted_error(from_revision).await)
+                }
+                // Ahead of the store: nothing compacted there.
+                StoreError::Unavailable(m) if m.contains("future revision") => {}
+                other => return Err(other),
+            },
+        }
         let opts = WatchOptions::new()
             .with_prefix()
             .with_start_revision(from_revision)

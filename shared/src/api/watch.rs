@@ -171,7 +171,7 @@ pub(super) async fn create_subscription(
     };
     let mut filters = BTreeMap::new();
     match obj.get("filters") {
-        None | Some(Value::Null) => {}
+        None => {}
         Some(Value::Object(f)) => {
             for (k, v) in f {
                 let v = v.as_str().ok_or_else(|| {
@@ -196,7 +196,7 @@ pub(super) async fn create_subscription(
         .finish();
     Filters::from_params(kind, &Params::parse(Some(&query), filter_params(kind))?)?;
     let since = match obj.get("since") {
-        None | Some(Value::Null) => None,
+        None => None,
         Some(Value::String(t)) => revision_param("since", Some(t))?,
         Some(_) => return Err(bad_body("since", "'since' must be a revision string")),
     };

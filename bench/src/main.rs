@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod ingest;
 mod list;
 mod reconcile;
+mod watch;
 
 #[derive(Parser)]
 #[command(about = "Benchmarks of cluster-state-service against raw etcd, in one run")]
@@ -31,6 +32,8 @@ enum What {
     List,
     /// One reconcile run over a moto fleet: API calls and wall time.
     Reconcile,
+    /// Latency from a write to the long poll carrying it, 1 and 100 watchers.
+    Watch,
     /// Everything, in order.
     All,
 }
@@ -54,12 +57,15 @@ async fn main() {
         What::Ingest { events } => ingest::run(&etcd, events, cli.runs.max(1)).await,
         What::List => list::run(&etcd, cli.runs).await,
         What::Reconcile => reconcile::run(&etcd, cli.runs).await,
+        What::Watch => watch::run(&etcd, cli.runs).await,
         What::All => {
             ingest::run(&etcd, 10_000, cli.runs.max(1)).await;
             println!();
             list::run(&etcd, cli.runs).await;
             println!();
             reconcile::run(&etcd, cli.runs).await;
+            println!();
+            watch::run(&etcd, cli.runs).await;
         }
     }
 }

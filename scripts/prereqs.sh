@@ -3,6 +3,7 @@
 # stops with one line saying what is missing and how to get it.
 #   scripts/prereqs.sh run    # build and run server mode
 #   scripts/prereqs.sh test   # also etcd and moto for the test suite
+#   scripts/prereqs.sh sam    # SAM CLI, cfn-lint, cargo-lambda (zig), aarch64 target
 set -euo pipefail
 mode="${1:-test}"
 
@@ -38,5 +39,19 @@ if [ "$mode" = test ]; then
       || die "schemathesis (Python): run 'python3 -m pip install \"schemathesis>=4\"'"
   fi
   command -v curl >/dev/null 2>&1 || die "curl: run 'sudo apt-get install curl'"
+fi
+if [ "$mode" = sam ]; then
+  for tool in sam cfn-lint cargo-lambda; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+      echo "installing aws-sam-cli, cfn-lint and cargo-lambda with pip" >&2
+      python3 -m pip install -q aws-sam-cli cfn-lint cargo-lambda >/dev/null 2>&1 \
+        || die "SAM tools (Python): run 'python3 -m pip install aws-sam-cli cfn-lint cargo-lambda'"
+      break
+    fi
+  done
+  command -v file >/dev/null 2>&1 || { apt-get install -y -qq file >/dev/null 2>&1 || die "file: run 'sudo apt-get install file'"; }
+  rustup target list --installed 2>/dev/null | grep -q aarch64-unknown-linux-gnu \
+    || rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1 \
+    || die "the aarch64 Rust target: run 'rustup target add aarch64-unknown-linux-gnu'"
 fi
 exit 0

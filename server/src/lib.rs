@@ -91,7 +91,8 @@ pub struct Server {
 impl Server {
     /// Connects the store, binds, and starts serving and the background tasks.
     /// `aws` overrides the clients built from the environment (tests).
-    pub async fn start(cfg: ServerConfig, aws: AwsOverrides) -> Result<Server, ServerError> {
+    pub async fn start(mut cfg: ServerConfig, aws: AwsOverrides) -> Result<Server, ServerError> {
+        cfg.store = cfg.store.normalized();
         let store = cfg.store.connect_any().await?;
         let listener = tokio::net::TcpListener::bind(cfg.bind)
             .await

@@ -107,7 +107,37 @@ fn read_file(name: &'static str, path: &str) -> Result<Vec<u8>, ConfigError> {
     })
 }
 
+/// A setting given as an empty string (as templates do for optional ones)
+/// counts as not given.
+fn given(v: &Option<String>) -> Option<&str> {
+    v.as_deref().filter(|s| !s.trim().is_empty())
+}
+
 impl StoreArgs {
+    /// The Lambdas' settings: the environment alone, empty values dropped.
+    pub fn from_env() -> Result<StoreArgs, String> {
+        from_env::<StoreArgs>().map(StoreArgs::normalized)
+    }
+
+    /// Drops empty values, so `CSS_ETCD_USERNAME=""` means "no username".
+    pub fn normalized(mut self) -> Self {
+        for f in [
+            &mut self.etcd_username,
+            &mut self.etcd_password,
+            &mut self.etcd_ca_file,
+            &mut self.etcd_cert_file,
+            &mut self.etcd_key_file,
+            &mut self.cursor_table,
+            &mut self.log_level,
+        ] {
+            if given(f).is_none() {
+                *f = None;
+            }
+        }
+        self.etcd_endpoints.retain(|e| !e.trim().is_empty());
+        self
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         for ep in &self.etcd_endpoints {
             let ep = ep.trim();

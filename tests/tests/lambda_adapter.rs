@@ -109,3 +109,75 @@ fn stage_prefix_is_stripped_only_for_named_stages() {
         "$default: untouched"
     );
 }
+
+/// The watch routes' API Gateway samples through the adapter. The
+/// subscription samples name the placeholder id 000...0, replaced here by the
+/// id the create sample answered.
+#[tokio::test]
+async fn watch_requests_reach_the_router() {
+    let etcd = EtcdServer::start();
+    let store: Arc<dyn StateStore> = etcd.store("/ecs-css/v1/").await;
+    for sample in [
+        "sqs-task-state-change.json",
+        "sqs-instance-state-change.json",
+    ] {
+        let text = std::fs::read_to_string(events_dir().join(sample)).unwrap();
+        css::ingest::handle_sqs(store.as_ref(), serde_json::from_str(&text).unwrap())
+            .await
+            .unwrap();
+    }
+    let api = OpenApi::load();
+    let app = api::router(AppState {
+        store: store.clone(),
+        cursors: Some(Arc::new(css::cursor::EmbeddedCursorStore::new())),
+        identity: api::Identity::Iam,
+        subscription_ttl: api::DEFAULT_SUBSCRIPTION_TTL,
+    });
+    let run = |text: String| {
+        let app = app.clone();
+        async move {
+            let req = lambda_http::request::from_str(&text).unwrap();
+            let resp = api::lambda::service(app).oneshot(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            (
+                status,
+                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+            )
+        }
+    };
+    let read = |f: &str| std::fs::read_to_string(events_dir().join(f)).unwrap();
+
+    let (status, body) = run(read("apigw-stream-tasks.json")).await;
+    assert_eq!(status, 200, "{body}");
+    api.check("EventBatch", &body);
+    assert_eq!(
+        body["events"][0]["item"]["entity"]["clusterArn"],
+        "arn:aws:ecs:us-east-1:123456789012:cluster/orders"
+    );
+    let (status, body) = run(read("apigw-stream-instances-staged.json")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["events"].as_array().unwrap().len(), 1);
+
+    let (status, created) = run(read("apigw-create-subscription.json")).await;
+    assert_eq!(status, 201, "{created}");
+    api.check("Subscription", &created);
+    let id = created["id"].as_str().unwrap();
+    let with_id = |f: &str| read(f).replace("00000000000000000000000000000000", id);
+    let (status, got) = run(with_id("apigw-get-subscription.json")).await;
+    assert_eq!((status, &got), (200, &created));
+    let (status, events) = run(with_id("apigw-subscription-events.json")).await;
+    assert_eq!(status, 200, "{events}");
+    api.check("EventBatch", &events);
+    assert_eq!(
+        events["events"].as_array().unwrap().len(),
+        1,
+        "the RUNNING orders task"
+    );
+    let (status, _) = run(with_id("apigw-delete-subscription.json")).await;
+    assert_eq!(status, 204);
+    let (status, _) = run(read("apigw-get-subscription.json")).await;
+    assert_eq!(status, 404);
+}

@@ -509,3 +509,52 @@ async fn server_mode_reconciles_on_its_interval() {
     );
     s.server.shutdown().await.unwrap();
 }
+
+/// events/scheduled-reconcile.json through the scheduled function's handler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_event_through_the_handler() {
+    let moto = MotoServer::start();
+    moto.seed_ecs(&json!({"clusters": {"alpha": {"instances": 1, "running": 2}}}));
+    let etcd = EtcdServer::start();
+    let store = etcd.store("/ecs-css/v1/").await;
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events/scheduled-reconcile.json");
+    let event: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let source = AwsEcs::new(&moto.sdk_config());
+    let out = css::reconcile::handle_scheduled_event(
+        store.as_ref(),
+        &source,
+        &event,
+        "arn:aws:lambda:us-east-1:123456789012:function:css-reconcile",
+        REGION,
+        Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out["inserted"], 3, "{out}");
+    assert_eq!(out["errors"], json!([]));
+    for k in [
+        "clusters",
+        "listed",
+        "described",
+        "inserted",
+        "updated",
+        "unchanged",
+        "deleted",
+        "apiCalls",
+        "errors",
+        "durationMs",
+    ] {
+        assert!(out.get(k).is_some(), "summary has {k}");
+    }
+    assert!(css::reconcile::handle_scheduled_event(
+        store.as_ref(),
+        &source,
+        &event,
+        "not-an-arn",
+        REGION,
+        Duration::from_secs(60)
+    )
+    .await
+    .is_err());
+}

@@ -1,12 +1,12 @@
 //! css-api: API Gateway HTTP API Lambda serving list and describe.
 
 use css::api::{self, AppState, Identity};
-use css::config::{from_env, init_logging, StoreArgs};
+use css::config::{init_logging, StoreArgs};
 use lambda_http::Error;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let args: StoreArgs = from_env()?;
+    let args = StoreArgs::from_env()?;
     init_logging(true, args.log_level.as_deref());
     let store = args.connect_etcd().await?;
     // Subscriptions are served by css-watch, which has the cursor table.

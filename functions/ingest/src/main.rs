@@ -1,12 +1,12 @@
 //! css-ingest: SQS-triggered Lambda applying ECS events to etcd.
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use css::config::{from_env, init_logging, StoreArgs};
+use css::config::{init_logging, StoreArgs};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let args: StoreArgs = from_env()?;
+    let args = StoreArgs::from_env()?;
     init_logging(true, args.log_level.as_deref());
     let store = args.connect_etcd().await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {

@@ -1,14 +1,14 @@
 //! css-reconcile: scheduled Lambda reconciling the store with the ECS API.
 
-use css::config::{from_env, init_logging, StoreArgs};
+use css::config::{init_logging, StoreArgs};
 use css::reconcile::aws::AwsEcs;
-use css::reconcile::{Reconciler, RunScope};
+use css::reconcile::handle_scheduled_event;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let args: StoreArgs = from_env()?;
+    let args = StoreArgs::from_env()?;
     init_logging(true, args.log_level.as_deref());
     let store = args.connect_etcd().await?;
     let sdk = aws_config::load_from_env().await;
@@ -17,30 +17,21 @@ async fn main() -> Result<(), Error> {
         .map(|r| r.to_string())
         .ok_or("AWS_REGION is required")?;
     let ecs = AwsEcs::new(&sdk);
+    let retention = args.history_retention;
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
-        let (store, ecs, region, retention) =
-            (store.clone(), &ecs, region.clone(), args.history_retention);
+        let (store, ecs, region) = (store.clone(), &ecs, region.clone());
         async move {
-            // The run acts only on records of this function's own account.
-            let account = event
-                .context
-                .invoked_function_arn
-                .split(':')
-                .nth(4)
-                .unwrap_or_default()
-                .to_string();
-            let scope = RunScope { account, region };
-            let summary = Reconciler {
-                store: store.as_ref(),
-                source: ecs,
-                scope,
+            let arn = event.context.invoked_function_arn.clone();
+            handle_scheduled_event(
+                store.as_ref(),
+                ecs,
+                &event.payload,
+                &arn,
+                &region,
                 retention,
-            }
-            .run()
-            .await;
-            let json = serde_json::to_value(&summary)?;
-            tracing::info!(summary = %json, "reconcile run");
-            Ok::<Value, Error>(json)
+            )
+            .await
+            .map_err(Error::from)
         }
     }))
     .await

@@ -4,13 +4,13 @@
 use std::sync::Arc;
 
 use css::api::{self, AppState, Identity};
-use css::config::{from_env, init_logging, ConfigError, StoreArgs};
+use css::config::{init_logging, ConfigError, StoreArgs};
 use css::cursor::DynamoCursorStore;
 use lambda_http::Error;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let args: StoreArgs = from_env()?;
+    let args = StoreArgs::from_env()?;
     init_logging(true, args.log_level.as_deref());
     let table = args
         .cursor_table

@@ -577,13 +577,19 @@ impl StateStore for EtcdStore {
                 other => return Err(other),
             },
         }
+        // Watch every key after the index range (both kinds' records and the
+        // service's bookkeeping), not only this kind's: events come in
+        // revision order, so any event at or past a revision proves that
+        // everything before it was delivered. etcd 3.4's progress
+        // notifications can overtake pending events, so they are not used.
+        let start = self.ks.kind_prefix(Kind::Instance);
         let opts = WatchOptions::new()
-            .with_prefix()
+            .with_range(prefix_end(self.ks.prefix()))
             .with_start_revision(from_revision)
             .with_prev_key();
         let mut stream = self
             .watcher()
-            .watch(self.ks.kind_prefix(kind), Some(opts))
+            .watch(start, Some(opts))
             .await
             .map_err(map_err)?;
         // The first answer confirms the watch, or cancels it as compacted.
@@ -597,8 +603,10 @@ impl StateStore for EtcdStore {
         Ok(Box::new(EtcdWatcher {
             stream,
             store: self.clone(),
+            kind,
             from_revision,
             progress: from_revision - 1,
+            target: None,
         }))
     }
 
@@ -660,14 +668,25 @@ impl StateStore for EtcdStore {
 struct EtcdWatcher {
     stream: etcd_client::WatchStream,
     store: EtcdStore,
+    kind: Kind,
     from_revision: i64,
+    /// Highest revision seen on the watch (of any key it covers).
     progress: i64,
+    /// A requested progress point not yet reached.
+    target: Option<i64>,
 }
 
 #[async_trait]
 impl Watcher for EtcdWatcher {
     async fn next(&mut self) -> StoreResult<WatchBatch> {
         loop {
+            if self.target.is_some_and(|t| self.progress >= t) {
+                self.target = None;
+                return Ok(WatchBatch {
+                    events: Vec::new(),
+                    progress: self.progress,
+                });
+            }
             let resp = match self.stream.message().await {
                 Ok(Some(resp)) => resp,
                 Ok(None) => return Err(StoreError::Unavailable("watch closed by etcd".into())),
@@ -683,26 +702,18 @@ impl Watcher for EtcdWatcher {
                 let reason = resp.cancel_reason().to_string();
                 return Err(StoreError::Unavailable(format!("watch canceled: {reason}")));
             }
-            if resp.events().is_empty() {
-                // A progress notification: everything up to the header's
-                // revision has been sent.
-                let rev = resp.header().map_or(0, |h| h.revision());
-                if rev > self.progress {
-                    self.progress = rev;
-                }
-                return Ok(WatchBatch {
-                    events: Vec::new(),
-                    progress: self.progress,
-                });
-            }
             let ks = &self.store.ks;
             let mut events = Vec::with_capacity(resp.events().len());
             for ev in resp.events() {
                 let Some(kv) = ev.kv() else { continue };
-                let prev = ev.prev_kv().map(|p| record_from_kv(ks, p)).transpose()?;
+                self.progress = self.progress.max(kv.mod_revision());
                 let Some(key) = kv.key_str().ok().and_then(|k| ks.parse(k)) else {
                     continue;
                 };
+                if key.kind != self.kind || kv.key_str().is_ok_and(|k| k != ks.primary(&key)) {
+                    continue;
+                }
+                let prev = ev.prev_kv().map(|p| record_from_kv(ks, p)).transpose()?;
                 let (event_type, record) = match ev.event_type() {
                     etcd_client::EventType::Put => (EventType::Put, Some(record_from_kv(ks, kv)?)),
                     etcd_client::EventType::Delete => (EventType::Delete, None),
@@ -715,9 +726,6 @@ impl Watcher for EtcdWatcher {
                     prev,
                 });
             }
-            if let Some(last) = events.last() {
-                self.progress = self.progress.max(last.revision);
-            }
             if !events.is_empty() {
                 return Ok(WatchBatch {
                     events,
@@ -728,6 +736,9 @@ impl Watcher for EtcdWatcher {
     }
 
     async fn request_progress(&mut self) -> StoreResult<()> {
-        self.stream.request_progress().await.map_err(map_err)
+        // Reached once an event at or past the current revision arrives
+        // (the caller bounds the wait when the last write was elsewhere).
+        self.target = Some(self.store.current_revision().await?);
+        Ok(())
     }
 }

@@ -16,42 +16,62 @@ fn events_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../events")
 }
 
-async fn invoke(store: Arc<dyn StateStore>, file: &str) -> (u16, Value) {
-    let text =
-        std::fs::read_to_string(events_dir().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
-    let req = lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
-    let svc = api::lambda::service(api::router(AppState {
+/// The router as the Lambdas build it behind API Gateway (IAM callers).
+fn app(store: Arc<dyn StateStore>) -> axum::Router {
+    api::router(AppState {
         store,
         cursors: Some(Arc::new(css::cursor::EmbeddedCursorStore::new())),
         identity: api::Identity::Iam,
         subscription_ttl: api::DEFAULT_SUBSCRIPTION_TTL,
-    }));
-    let resp = svc.oneshot(req).await.expect("infallible");
+    })
+}
+
+/// One API Gateway request (JSON text) through the adapter.
+async fn send(app: &axum::Router, text: &str) -> (u16, Value) {
+    let req = lambda_http::request::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let resp = api::lambda::service(app.clone())
+        .oneshot(req)
+        .await
+        .expect("infallible");
     let status = resp.status().as_u16();
-    assert_eq!(resp.headers()["content-type"], "application/json", "{file}");
+    if status != 204 {
+        assert_eq!(resp.headers()["content-type"], "application/json", "{text}");
+    }
     let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
         .await
         .expect("body");
     (
         status,
-        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{file}: {e}")),
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     )
+}
+
+fn read(file: &str) -> String {
+    std::fs::read_to_string(events_dir().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+async fn invoke(store: Arc<dyn StateStore>, file: &str) -> (u16, Value) {
+    send(&app(store), &read(file)).await
+}
+
+/// The sample task and instance events, through the ingest handler.
+async fn seed(store: &dyn StateStore) {
+    for sample in [
+        "sqs-task-state-change.json",
+        "sqs-instance-state-change.json",
+    ] {
+        let resp = css::ingest::handle_sqs(store, serde_json::from_str(&read(sample)).unwrap())
+            .await
+            .unwrap();
+        assert!(resp.batch_item_failures.is_empty());
+    }
 }
 
 #[tokio::test]
 async fn api_gateway_requests_reach_the_router() {
     let etcd = EtcdServer::start();
     let store: Arc<dyn StateStore> = etcd.store("/ecs-css/v1/").await;
-    for sample in [
-        "sqs-task-state-change.json",
-        "sqs-instance-state-change.json",
-    ] {
-        let text = std::fs::read_to_string(events_dir().join(sample)).unwrap();
-        let resp = css::ingest::handle_sqs(store.as_ref(), serde_json::from_str(&text).unwrap())
-            .await
-            .unwrap();
-        assert!(resp.batch_item_failures.is_empty());
-    }
+    seed(store.as_ref()).await;
     let api = OpenApi::load();
     let task_arn =
         "arn:aws:ecs:us-east-1:123456789012:task/orders/0a1b2c3d4e5f40718293a4b5c6d7e8f9";
@@ -117,38 +137,13 @@ fn stage_prefix_is_stripped_only_for_named_stages() {
 async fn watch_requests_reach_the_router() {
     let etcd = EtcdServer::start();
     let store: Arc<dyn StateStore> = etcd.store("/ecs-css/v1/").await;
-    for sample in [
-        "sqs-task-state-change.json",
-        "sqs-instance-state-change.json",
-    ] {
-        let text = std::fs::read_to_string(events_dir().join(sample)).unwrap();
-        css::ingest::handle_sqs(store.as_ref(), serde_json::from_str(&text).unwrap())
-            .await
-            .unwrap();
-    }
+    seed(store.as_ref()).await;
     let api = OpenApi::load();
-    let app = api::router(AppState {
-        store: store.clone(),
-        cursors: Some(Arc::new(css::cursor::EmbeddedCursorStore::new())),
-        identity: api::Identity::Iam,
-        subscription_ttl: api::DEFAULT_SUBSCRIPTION_TTL,
-    });
+    let app = app(store);
     let run = |text: String| {
         let app = app.clone();
-        async move {
-            let req = lambda_http::request::from_str(&text).unwrap();
-            let resp = api::lambda::service(app).oneshot(req).await.unwrap();
-            let status = resp.status().as_u16();
-            let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-                .await
-                .unwrap();
-            (
-                status,
-                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
-            )
-        }
+        async move { send(&app, &text).await }
     };
-    let read = |f: &str| std::fs::read_to_string(events_dir().join(f)).unwrap();
 
     let (status, body) = run(read("apigw-stream-tasks.json")).await;
     assert_eq!(status, 200, "{body}");

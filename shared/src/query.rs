@@ -353,21 +353,30 @@ pub struct ListOutput {
     pub next_token: Option<String>,
 }
 
+/// `{"<field>":[items...],"revision":"<rev>"` without the closing brace:
+/// list and watch answers splice already-serialized items.
+pub(crate) fn json_array_and_revision(field: &str, items: &[String], revision: i64) -> String {
+    let size: usize = items.iter().map(|i| i.len() + 1).sum();
+    let mut s = String::with_capacity(size + 128);
+    s.push_str(r#"{""#);
+    s.push_str(field);
+    s.push_str(r#"":["#);
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(item);
+    }
+    s.push_str(r#"],"revision":""#);
+    s.push_str(&revision.to_string());
+    s.push('"');
+    s
+}
+
 impl ListOutput {
     /// `{"items":[...],"revision":"<rev>","nextToken"?:"..."}`.
     pub fn to_json(&self) -> String {
-        let size: usize = self.items.iter().map(|i| i.len() + 1).sum();
-        let mut s = String::with_capacity(size + 128);
-        s.push_str(r#"{"items":["#);
-        for (i, item) in self.items.iter().enumerate() {
-            if i > 0 {
-                s.push(',');
-            }
-            s.push_str(item);
-        }
-        s.push_str(r#"],"revision":""#);
-        s.push_str(&self.revision.to_string());
-        s.push('"');
+        let mut s = json_array_and_revision("items", &self.items, self.revision);
         if let Some(t) = &self.next_token {
             s.push_str(r#","nextToken":""#);
             s.push_str(t);

@@ -70,18 +70,8 @@ pub struct PollOutput {
 
 impl PollOutput {
     pub fn to_json(&self) -> String {
-        let mut s =
-            String::with_capacity(self.events.iter().map(|e| e.len() + 1).sum::<usize>() + 64);
-        s.push_str(r#"{"events":["#);
-        for (i, e) in self.events.iter().enumerate() {
-            if i > 0 {
-                s.push(',');
-            }
-            s.push_str(e);
-        }
-        s.push_str(r#"],"revision":""#);
-        s.push_str(&self.revision.to_string());
-        s.push_str(r#"","more":"#);
+        let mut s = crate::query::json_array_and_revision("events", &self.events, self.revision);
+        s.push_str(r#","more":"#);
         s.push_str(if self.more { "true" } else { "false" });
         s.push('}');
         s

@@ -101,17 +101,43 @@ impl Server {
                 source,
             })?;
         let addr = listener.local_addr().map_err(ServerError::Serve)?;
-        let (stop, stopped) = watch::channel(false);
+        // Every AWS client is set up before anything is spawned, so a failure
+        // here leaves nothing running; the SDK config is loaded once, if at all.
+        let sdk = tokio::sync::OnceCell::new();
+        let load_sdk = || sdk.get_or_init(aws_config::load_from_env);
         let cursors: Arc<dyn CursorStore> = match &cfg.store.cursor_table {
             Some(table) => {
                 let client = match aws.dynamodb.clone() {
                     Some(c) => c,
-                    None => aws_sdk_dynamodb::Client::new(&aws_config::load_from_env().await),
+                    None => aws_sdk_dynamodb::Client::new(load_sdk().await),
                 };
                 Arc::new(DynamoCursorStore::new(client, table.clone()))
             }
             None => Arc::new(EmbeddedCursorStore::new()),
         };
+        let reconcile = match (cfg.reconcile, aws.ecs) {
+            (false, _) => None,
+            (true, Some(o)) => Some(o),
+            (true, None) => {
+                let sdk = load_sdk().await;
+                let account = css::reconcile::aws::caller_account(sdk)
+                    .await
+                    .map_err(ServerError::Aws)?;
+                let region = sdk
+                    .region()
+                    .map(|r| r.to_string())
+                    .ok_or(ServerError::Config(ConfigError::Missing("AWS_REGION")))?;
+                let source: Arc<dyn EcsSource> = Arc::new(AwsEcs::new(sdk));
+                Some((source, RunScope { account, region }))
+            }
+        };
+        let sqs = match (cfg.queue_url.clone(), aws.sqs) {
+            (None, _) => None,
+            (Some(url), Some(c)) => Some((url, c)),
+            (Some(url), None) => Some((url, aws_sdk_sqs::Client::new(load_sdk().await))),
+        };
+
+        let (stop, stopped) = watch::channel(false);
         let app = api::router(AppState::local(store.clone(), cursors));
         let mut rx = stopped.clone();
         let http = tokio::spawn(async move {
@@ -123,22 +149,7 @@ impl Server {
                 .map_err(ServerError::Serve)
         });
         let mut background = Vec::new();
-        if cfg.reconcile {
-            let (source, scope) = match aws.ecs {
-                Some(o) => o,
-                None => {
-                    let sdk = aws_config::load_from_env().await;
-                    let account = css::reconcile::aws::caller_account(&sdk)
-                        .await
-                        .map_err(ServerError::Aws)?;
-                    let region = sdk
-                        .region()
-                        .map(|r| r.to_string())
-                        .ok_or(ServerError::Config(ConfigError::Missing("AWS_REGION")))?;
-                    let source: Arc<dyn EcsSource> = Arc::new(AwsEcs::new(&sdk));
-                    (source, RunScope { account, region })
-                }
-            };
+        if let Some((source, scope)) = reconcile {
             background.push(tokio::spawn(reconciler(
                 store.clone(),
                 source,
@@ -155,11 +166,7 @@ impl Server {
                 stopped.clone(),
             )));
         }
-        if let Some(url) = cfg.queue_url.clone() {
-            let client = match aws.sqs {
-                Some(c) => c,
-                None => aws_sdk_sqs::Client::new(&aws_config::load_from_env().await),
-            };
+        if let Some((url, client)) = sqs {
             background.push(tokio::spawn(sqs::poll(
                 client,
                 url,

@@ -132,6 +132,20 @@ fn sub_json(sub: &Subscription) -> String {
     .to_string()
 }
 
+/// A subscription's filters, validated exactly as the list's query parameters.
+fn subscription_filters(
+    kind: Kind,
+    filters: &BTreeMap<String, String>,
+) -> Result<Filters, ApiError> {
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(filters)
+        .finish();
+    Ok(Filters::from_params(
+        kind,
+        &Params::parse(Some(&query), filter_params(kind))?,
+    )?)
+}
+
 fn bad_body(name: &str, message: impl Into<String>) -> ApiError {
     ApiError::BadParam {
         name: name.into(),
@@ -190,11 +204,7 @@ pub(super) async fn create_subscription(
             ))
         }
     }
-    // Same validation as the list's query parameters.
-    let query: String = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(&filters)
-        .finish();
-    Filters::from_params(kind, &Params::parse(Some(&query), filter_params(kind))?)?;
+    subscription_filters(kind, &filters)?;
     let since = match obj.get("since") {
         None => None,
         Some(Value::String(t)) => revision_param("since", Some(t))?,
@@ -319,10 +329,7 @@ pub(super) async fn subscription_events(
     } else {
         Kind::Task
     };
-    let query: String = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(&sub.filters)
-        .finish();
-    let filters = Filters::from_params(kind, &Params::parse(Some(&query), filter_params(kind))?)?;
+    let filters = subscription_filters(kind, &sub.filters)?;
     let out = poll(
         s.store.as_ref(),
         &PollRequest {

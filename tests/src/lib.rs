@@ -9,3 +9,33 @@ pub use etcd::EtcdServer;
 pub mod moto;
 pub mod openapi;
 pub mod server;
+
+/// Runs each `async fn name(&TestServer, &OpenApi)` scenario of the calling
+/// module against server mode twice: on the embedded store (module
+/// `embedded`) and on a real etcd (module `etcd`).
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let s = $crate::server::TestServer::start(None, &[]).await;
+                    super::$name(&s, &$crate::openapi::OpenApi::load()).await;
+                    s.server.shutdown().await.unwrap();
+                }
+            )*
+        }
+        mod etcd {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let etcd = $crate::EtcdServer::start();
+                    let s = $crate::server::TestServer::start(Some(&etcd), &[]).await;
+                    super::$name(&s, &$crate::openapi::OpenApi::load()).await;
+                    s.server.shutdown().await.unwrap();
+                }
+            )*
+        }
+    };
+}

@@ -369,35 +369,7 @@ async fn pages_stay_under_five_megabytes(s: &TestServer, api: &OpenApi) {
     assert!(pages >= 2);
 }
 
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            use super::*;
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let s = TestServer::start(None, &[]).await;
-                    super::$name(&s, &OpenApi::load()).await;
-                    s.server.shutdown().await.unwrap();
-                }
-            )*
-        }
-        mod etcd {
-            use super::*;
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let etcd = EtcdServer::start();
-                    let s = TestServer::start(Some(&etcd), &[]).await;
-                    super::$name(&s, &OpenApi::load()).await;
-                    s.server.shutdown().await.unwrap();
-                }
-            )*
-        }
-    };
-}
-
-on_both_stores!(
+css_tests::on_both_stores!(
     list_filters,
     pagination_is_a_snapshot,
     bad_requests_name_the_parameter,

@@ -12,7 +12,6 @@ use css::store::{ClusterScope, ListRequest, StateStore};
 use css_tests::fixtures::*;
 use css_tests::openapi::OpenApi;
 use css_tests::server::TestServer;
-use css_tests::EtcdServer;
 use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -506,35 +505,7 @@ async fn subscriptions_ack_and_redeliver(s: &TestServer, api: &OpenApi) {
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
 
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let s = TestServer::start(None, &[]).await;
-                    super::$name(&s, &OpenApi::load()).await;
-                    s.server.shutdown().await.unwrap();
-                }
-            )*
-        }
-        mod etcd {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let etcd = EtcdServer::start();
-                    let s = TestServer::start(Some(&etcd), &[]).await;
-                    super::$name(&s, &OpenApi::load()).await;
-                    s.server.shutdown().await.unwrap();
-                }
-            )*
-        }
-    };
-}
-
-on_both_stores!(
+css_tests::on_both_stores!(
     rebuilds_the_store_state_exactly,
     filtered_watch_equals_filtered_list,
     stop_matching_is_a_delete_and_idle_watchers_get_bookmarks,

@@ -93,7 +93,12 @@ impl Server {
     /// `aws` overrides the clients built from the environment (tests).
     pub async fn start(mut cfg: ServerConfig, aws: AwsOverrides) -> Result<Server, ServerError> {
         cfg.store = cfg.store.normalized();
-        let store = cfg.store.connect_any().await?;
+        let mut store = cfg.store.connect_any().await?;
+        if !cfg.store.etcd_endpoints.is_empty() {
+            // Long polls share one etcd watch per kind (the embedded store's
+            // watches are in-process already).
+            store = Arc::new(css::store::SharedWatchStore::new(store));
+        }
         let listener = tokio::net::TcpListener::bind(cfg.bind)
             .await
             .map_err(|source| ServerError::Bind {
@@ -218,7 +223,11 @@ async fn compactor(
     every: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
+    // The first checkpoint comes one interval after start: right at start there
+    // is no history worth a checkpoint, and a write then would race callers'
+    // first writes.
+    let every = every.max(Duration::from_secs(1));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,

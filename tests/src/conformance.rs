@@ -652,3 +652,90 @@ pub async fn watch_progress(store: &dyn StateStore) {
     }
     assert!(reached >= target);
 }
+
+/// Revisions of task writes (one per write; batches may share one), in order.
+async fn write_tasks(store: &dyn StateStore, cluster: &str, n: usize, version: u64) -> Vec<i64> {
+    let entities: Vec<Entity> = (0..n)
+        .map(|i| task(cluster, &format!("w{i:05}"), "RUNNING", version))
+        .collect();
+    let mut revs = Vec::new();
+    // Small counts one write at a time, so each has its own revision.
+    let chunk_size = if n <= 50 { 1 } else { 200 };
+    for chunk in entities.chunks(chunk_size) {
+        let writes: Vec<Upsert> = chunk.iter().map(Upsert::event).collect();
+        for r in store.upsert_many(&writes).await {
+            match r.expect("write") {
+                UpsertOutcome::Inserted { revision } | UpsertOutcome::Updated { revision } => {
+                    revs.push(revision)
+                }
+                UpsertOutcome::Unchanged { .. } => panic!("every write changes something"),
+            }
+        }
+    }
+    revs.sort_unstable();
+    revs
+}
+
+/// Collects task events until one at or past `last` arrives.
+async fn drain_until(stream: &mut css::store::WatchStream, last: i64) -> Vec<i64> {
+    let mut got = Vec::new();
+    while got.last().is_none_or(|r| *r < last) {
+        got.extend(next_batch(stream).await.iter().map(|e| e.revision));
+    }
+    got
+}
+
+/// The shared watch (server mode on etcd): watchers inside its window, one
+/// that falls behind it, one from before a compaction, and progress requests
+/// all see exactly what a store watch would.
+pub async fn shared_watch(store: std::sync::Arc<dyn StateStore>) {
+    use css::store::SharedWatchStore;
+    let shared = SharedWatchStore::new(store.clone());
+    let start = shared.current_revision().await.unwrap() + 1;
+    let mut first = shared.watch(Kind::Task, start).await.unwrap();
+    let revs = write_tasks(&shared, "sw", 30, 1).await;
+    assert_eq!(drain_until(&mut first, revs[29]).await, revs);
+
+    // A second watcher from the middle of the window gets the rest, in order.
+    let mut middle = shared.watch(Kind::Task, revs[10]).await.unwrap();
+    assert_eq!(drain_until(&mut middle, revs[29]).await, revs[10..]);
+
+    // One that stops reading while more than the window is written still
+    // gets every change, without a gap or a repeat.
+    let from = shared.current_revision().await.unwrap() + 1;
+    let mut lagging = shared.watch(Kind::Task, from).await.unwrap();
+    let many = write_tasks(&shared, "sw", 1500, 2).await;
+    let last = *many.last().unwrap();
+    assert_eq!(drain_until(&mut lagging, last).await, many);
+    assert_eq!(drain_until(&mut first, last).await, many);
+
+    // Instance changes are not in a task watch; progress covers them.
+    put(
+        &shared,
+        &entity(
+            Kind::Instance,
+            &instance_detail("sw", ACCOUNT, "i1", "ACTIVE", 1),
+        ),
+    )
+    .await;
+    let target = shared.current_revision().await.unwrap();
+    first.request_progress().await.unwrap();
+    let b = tokio::time::timeout(Duration::from_secs(10), first.next())
+        .await
+        .expect("progress within 10 s")
+        .unwrap();
+    assert!(b.events.is_empty(), "{:?}", b.events);
+    assert!(b.progress >= target, "progress {} < {target}", b.progress);
+
+    // After a compaction, a watch from before it is refused as the store would.
+    let cut = shared.current_revision().await.unwrap();
+    shared.compact(cut).await.unwrap();
+    match shared.watch(Kind::Task, revs[0]).await {
+        Err(StoreError::Compacted { .. }) => {}
+        Err(e) => panic!("wanted Compacted, got {e}"),
+        Ok(_) => panic!("wanted Compacted, got a watch"),
+    }
+    let mut at_cut = shared.watch(Kind::Task, cut).await.unwrap();
+    let after = write_tasks(&shared, "sw", 3, 3).await;
+    assert_eq!(drain_until(&mut at_cut, after[2]).await, after);
+}

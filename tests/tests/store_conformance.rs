@@ -22,6 +22,11 @@ macro_rules! conformance {
                 conformance::racing_writers(store).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn shared_watch() {
+                let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::new("/ecs-css/v1/"));
+                conformance::shared_watch(store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn batched_writes() {
                 let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::new("/ecs-css/v1/"));
                 conformance::batched_writes(store).await;
@@ -42,6 +47,12 @@ macro_rules! conformance {
                 let etcd = EtcdServer::start();
                 let store: Arc<dyn StateStore> = etcd.store("/ecs-css/v1/").await;
                 conformance::racing_writers(store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn shared_watch() {
+                let etcd = EtcdServer::start();
+                let store: Arc<dyn StateStore> = etcd.store("/ecs-css/v1/").await;
+                conformance::shared_watch(store).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn batched_writes() {

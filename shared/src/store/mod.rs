@@ -17,9 +17,11 @@ use crate::model::{ClusterId, Entity, EntityKey, Kind};
 
 pub mod embedded;
 pub mod etcd;
+pub mod shared_watch;
 
 pub use embedded::EmbeddedStore;
 pub use etcd::EtcdStore;
+pub use shared_watch::SharedWatchStore;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {

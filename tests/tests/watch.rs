@@ -512,3 +512,49 @@ css_tests::on_both_stores!(
     compacted_since_is_a_410,
     subscriptions_ack_and_redeliver,
 );
+
+/// Server mode on etcd shares one store watch among long polls: an etcd
+/// outage answers 503 (never a silent empty answer), and once etcd is back
+/// watching resumes from the client's revision with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_outage_during_watch_is_a_503_then_resumes() {
+    let mut etcd = css_tests::EtcdServer::start();
+    let s = TestServer::start(Some(&etcd), &[]).await;
+    let store = s.server.store();
+    apply_batch(store.as_ref(), &messages(&[task("o", "t1", "RUNNING", 1)])).await;
+    let first = s.get("/v1/stream/tasks?since=0&wait=0").await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    let since: i64 = first.body["revision"].as_str().unwrap().parse().unwrap();
+
+    etcd.stop();
+    let r = s.get(&format!("/v1/stream/tasks?since={since}&wait=1")).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    assert!(r.headers.get("retry-after").is_some());
+    etcd.restart();
+
+    // A change made while no long poll is open still arrives.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let written = tokio::time::timeout(
+            Duration::from_secs(3),
+            apply_batch(store.as_ref(), &messages(&[task("o", "t2", "RUNNING", 1)])),
+        )
+        .await;
+        if written.is_ok_and(|o| o.failures.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "etcd back within 20 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = s.get(&format!("/v1/stream/tasks?since={since}&wait=5")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let ids: Vec<String> = r.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| arn(&e["item"]))
+        .collect();
+    assert_eq!(ids.len(), 1, "{}", r.body);
+    assert!(ids[0].ends_with("/t2"), "{ids:?}");
+    s.server.shutdown().await.unwrap();
+}

@@ -6,8 +6,11 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 
 mod ingest;
+mod lambda;
 mod list;
+mod memory;
 mod reconcile;
+mod sqs;
 mod watch;
 
 #[derive(Parser)]
@@ -34,8 +37,27 @@ enum What {
     Reconcile,
     /// Latency from a write to the long poll carrying it, 1 and 100 watchers.
     Watch,
+    /// Server mode draining a moto SQS queue vs moto alone.
+    Sqs {
+        /// Events in the workload.
+        #[arg(long, default_value_t = 10_000)]
+        events: usize,
+    },
+    /// Lambda bootstrap binaries: cold start, size, ingest peak RSS.
+    Lambda,
+    /// Server mode memory: 100,000 tasks in the embedded store.
+    Memory,
     /// Everything, in order.
     All,
+    /// The cold-start baseline: one request to the runtime API, then exit.
+    #[command(hide = true)]
+    RuntimeProbe,
+    /// Loads tasks into an embedded store and prints RSS figures.
+    #[command(hide = true)]
+    MemoryChild {
+        #[arg(long)]
+        tasks: usize,
+    },
 }
 
 pub fn median(mut xs: Vec<f64>) -> f64 {
@@ -52,20 +74,35 @@ pub async fn timed<F: std::future::Future<Output = ()>>(f: F) -> Duration {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    match cli.what {
+        What::RuntimeProbe => return lambda::probe(),
+        What::MemoryChild { tasks } => return memory::child(tasks).await,
+        _ => {}
+    }
     let etcd = css_tests::EtcdServer::start();
     match cli.what {
         What::Ingest { events } => ingest::run(&etcd, events, cli.runs.max(1)).await,
         What::List => list::run(&etcd, cli.runs).await,
         What::Reconcile => reconcile::run(&etcd, cli.runs).await,
         What::Watch => watch::run(&etcd, cli.runs).await,
+        What::Sqs { events } => sqs::run(&etcd, events, cli.runs.clamp(1, 3)).await,
+        What::Lambda => lambda::run(&etcd, cli.runs).await,
+        What::Memory => memory::run(cli.runs).await,
+        What::RuntimeProbe | What::MemoryChild { .. } => {}
         What::All => {
             ingest::run(&etcd, 10_000, cli.runs.max(1)).await;
+            println!();
+            sqs::run(&etcd, 10_000, cli.runs.clamp(1, 3)).await;
             println!();
             list::run(&etcd, cli.runs).await;
             println!();
             reconcile::run(&etcd, cli.runs).await;
             println!();
             watch::run(&etcd, cli.runs).await;
+            println!();
+            lambda::run(&etcd, cli.runs).await;
+            println!();
+            memory::run(cli.runs).await;
         }
     }
 }

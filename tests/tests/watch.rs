@@ -527,7 +527,9 @@ async fn etcd_outage_during_watch_is_a_503_then_resumes() {
     let since: i64 = first.body["revision"].as_str().unwrap().parse().unwrap();
 
     etcd.stop();
-    let r = s.get(&format!("/v1/stream/tasks?since={since}&wait=1")).await;
+    let r = s
+        .get(&format!("/v1/stream/tasks?since={since}&wait=1"))
+        .await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
     assert!(r.headers.get("retry-after").is_some());
     etcd.restart();
@@ -546,7 +548,9 @@ async fn etcd_outage_during_watch_is_a_503_then_resumes() {
         assert!(Instant::now() < deadline, "etcd back within 20 s");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let r = s.get(&format!("/v1/stream/tasks?since={since}&wait=5")).await;
+    let r = s
+        .get(&format!("/v1/stream/tasks?since={since}&wait=5"))
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let ids: Vec<String> = r.body["events"]
         .as_array()

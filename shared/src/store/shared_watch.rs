@@ -87,7 +87,11 @@ impl Window {
             let Some(first) = self.events.pop_front() else {
                 break;
             };
-            while self.events.front().is_some_and(|e| e.revision == first.revision) {
+            while self
+                .events
+                .front()
+                .is_some_and(|e| e.revision == first.revision)
+            {
                 self.events.pop_front();
             }
             self.start = first.revision + 1;

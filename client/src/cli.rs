@@ -1,0 +1,593 @@
+//! `cssctl`: list, describe and watch tasks and container instances, and
+//! manage subscriptions, from a terminal.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use futures::TryStreamExt;
+
+use crate::types::{ContainerInstance, Entity, Filters, Item, Resource, Task};
+use crate::{Client, Error, Signing, WatchEvent};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cssctl",
+    version,
+    about = "Query and watch cluster-state-service: ECS tasks and container instances",
+    after_help = "Exit codes: 0 ok, 2 usage, 3 endpoint unreachable or unavailable, 4 not authorized (IAM), \
+5 invalid request, 6 not found, 7 server error, 8 AWS credentials, 9 unexpected answer."
+)]
+pub struct Cli {
+    /// The service: server mode, or an API Gateway stage URL (signed with SigV4).
+    #[arg(
+        long,
+        env = "CSS_ENDPOINT",
+        default_value = "http://127.0.0.1:3000",
+        global = true
+    )]
+    pub endpoint: String,
+    /// When to sign requests with SigV4 (auto: for execute-api URLs).
+    #[arg(long, value_enum, default_value = "auto", global = true)]
+    pub sign: SignArg,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum SignArg {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List (or watch) tasks.
+    Tasks(ListArgs),
+    /// List (or watch) container instances.
+    Instances(ListArgs),
+    /// Show one task or container instance as JSON.
+    Describe {
+        #[arg(value_enum)]
+        kind: DescribeKind,
+        /// Cluster name or ARN.
+        cluster: String,
+        /// ARN or bare id.
+        id: String,
+    },
+    /// Server-side watch cursors.
+    #[command(subcommand)]
+    Subscriptions(SubCommand),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum DescribeKind {
+    Task,
+    Instance,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    Table,
+    Wide,
+    Json,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FilterArgs {
+    /// Cluster name (every cluster of that name) or ARN.
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Last status (tasks) or status (instances), any case.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Tasks: desired status.
+    #[arg(long)]
+    pub desired_status: Option<String>,
+    /// Tasks: startedBy.
+    #[arg(long)]
+    pub started_by: Option<String>,
+    /// Tasks: group, e.g. service:web.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Tasks: launch type (EC2, FARGATE, EXTERNAL).
+    #[arg(long)]
+    pub launch_type: Option<String>,
+    /// Tasks: container instance ARN or id.
+    #[arg(long)]
+    pub container_instance: Option<String>,
+}
+
+impl FilterArgs {
+    fn filters(&self) -> Filters {
+        Filters {
+            cluster: self.cluster.clone(),
+            status: self.status.clone(),
+            desired_status: self.desired_status.clone(),
+            started_by: self.started_by.clone(),
+            group: self.group.clone(),
+            launch_type: self.launch_type.clone(),
+            container_instance: self.container_instance.clone(),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub filters: FilterArgs,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: Output,
+    /// After listing, print one line per change (ADDED/MODIFIED/DELETED) until interrupted.
+    #[arg(short, long)]
+    pub watch: bool,
+    /// Items per page requested from the service (1-1000).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub page_size: u32,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SubCommand {
+    /// Create a subscription; prints it as JSON.
+    Create {
+        #[arg(long, value_enum)]
+        resource: ResourceArg,
+        #[command(flatten)]
+        filters: FilterArgs,
+        /// Start after this revision (default: now).
+        #[arg(long)]
+        since: Option<i64>,
+    },
+    /// Show a subscription.
+    Get { id: String },
+    /// Commit --ack (if given), then print the changes after the cursor as JSON.
+    Events {
+        id: String,
+        /// Revision to commit as the cursor first.
+        #[arg(long)]
+        ack: Option<i64>,
+        /// Seconds to wait for a change (0-25).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=25))]
+        wait: u64,
+    },
+    /// Delete a subscription.
+    Delete { id: String },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ResourceArg {
+    Tasks,
+    Instances,
+}
+
+/// Distinct exit codes per kind of failure.
+pub fn exit_code(e: &Error) -> u8 {
+    match e {
+        Error::Unreachable { .. } | Error::Unavailable(_) => 3,
+        Error::Forbidden { .. } => 4,
+        Error::BadRequest { .. } => 5,
+        Error::NotFound(_) | Error::Expired(_) => 6,
+        Error::Server { .. } => 7,
+        Error::Credentials(_) => 8,
+        Error::Decode(_) => 9,
+    }
+}
+
+/// What to tell a person, with what to do about it.
+pub fn explain(e: &Error) -> String {
+    match e {
+        Error::Unreachable { endpoint, message } => format!(
+            "cannot reach {endpoint} ({message}). Is the service running? \
+             Start server mode with scripts/run.sh, or pass --endpoint / set CSS_ENDPOINT."
+        ),
+        Error::Unavailable(m) => {
+            format!("the service is unavailable ({m}); its store may be down. Retry later.")
+        }
+        Error::Forbidden {
+            status,
+            endpoint,
+            message,
+            signed_as,
+        } => match signed_as {
+            Some(key) => format!(
+                "{status} from {endpoint}: {message}. Requests were signed with access key {key}; \
+                 that identity needs execute-api:Invoke on this API (check AWS_PROFILE / credentials)."
+            ),
+            None => format!(
+                "{status} from {endpoint}: {message}. Requests were not signed; \
+                 use --sign always for an API Gateway custom domain."
+            ),
+        },
+        Error::BadRequest { parameter, message } => match parameter {
+            Some(p) => format!("the service refused parameter '{p}': {message}"),
+            None => format!("the service refused the request: {message}"),
+        },
+        other => other.to_string(),
+    }
+}
+
+pub async fn run(cli: Cli, out: &mut dyn Write) -> ExitCode {
+    match execute(cli, out).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = out.flush();
+            eprintln!("cssctl: {}", explain(&e));
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+async fn execute(cli: Cli, out: &mut dyn Write) -> Result<(), Error> {
+    let signing = match cli.sign {
+        SignArg::Auto => Signing::Auto,
+        SignArg::Always => Signing::Always,
+        SignArg::Never => Signing::Never,
+    };
+    let client = Client::new(&cli.endpoint, signing).await?;
+    match cli.command {
+        Command::Tasks(a) => list::<Task>(&client, &a, out).await,
+        Command::Instances(a) => list::<ContainerInstance>(&client, &a, out).await,
+        Command::Describe { kind, cluster, id } => {
+            let v = match kind {
+                DescribeKind::Task => to_json(&client.describe::<Task>(&cluster, &id).await?),
+                DescribeKind::Instance => {
+                    to_json(&client.describe::<ContainerInstance>(&cluster, &id).await?)
+                }
+            };
+            print(out, &format!("{v:#}\n"))
+        }
+        Command::Subscriptions(s) => subscriptions(&client, s, out).await,
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or_default()
+}
+
+fn print(out: &mut dyn Write, s: &str) -> Result<(), Error> {
+    // A closed pipe (`| head`) ends the output quietly.
+    match out.write_all(s.as_bytes()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => Err(Error::Decode(format!("writing output: {e}"))),
+    }
+}
+
+async fn subscriptions(client: &Client, cmd: SubCommand, out: &mut dyn Write) -> Result<(), Error> {
+    let v = match cmd {
+        SubCommand::Create {
+            resource,
+            filters,
+            since,
+        } => {
+            let r = match resource {
+                ResourceArg::Tasks => Resource::Tasks,
+                ResourceArg::Instances => Resource::Instances,
+            };
+            to_json(
+                &client
+                    .create_subscription(r, &filters.filters(), since)
+                    .await?,
+            )
+        }
+        SubCommand::Get { id } => to_json(&client.subscription(&id).await?),
+        SubCommand::Events { id, ack, wait } => {
+            let sub = client.subscription(&id).await?;
+            let wait = Duration::from_secs(wait);
+            let batch = if sub.resource == "instances" {
+                let b = client
+                    .subscription_events::<ContainerInstance>(&id, ack, wait)
+                    .await?;
+                batch_json(
+                    b.events
+                        .iter()
+                        .map(|c| (c.kind, &c.revision, to_json(&c.item))),
+                    &b.revision,
+                    b.more,
+                )
+            } else {
+                let b = client.subscription_events::<Task>(&id, ack, wait).await?;
+                batch_json(
+                    b.events
+                        .iter()
+                        .map(|c| (c.kind, &c.revision, to_json(&c.item))),
+                    &b.revision,
+                    b.more,
+                )
+            };
+            batch
+        }
+        SubCommand::Delete { id } => {
+            client.delete_subscription(&id).await?;
+            return print(out, &format!("subscription {id} deleted\n"));
+        }
+    };
+    print(out, &format!("{v:#}\n"))
+}
+
+fn batch_json<'a>(
+    events: impl Iterator<Item = (crate::types::ChangeKind, &'a String, serde_json::Value)>,
+    revision: &str,
+    more: bool,
+) -> serde_json::Value {
+    let events: Vec<serde_json::Value> = events
+        .map(|(k, rev, item)| {
+            let t = match k {
+                crate::types::ChangeKind::Put => "PUT",
+                crate::types::ChangeKind::Delete => "DELETE",
+            };
+            serde_json::json!({"type": t, "revision": rev, "item": item})
+        })
+        .collect();
+    serde_json::json!({"events": events, "revision": revision, "more": more})
+}
+
+/// Table columns of an entity, like `kubectl get`.
+pub trait Row: Entity {
+    fn header(wide: bool) -> Vec<&'static str>;
+    fn row(item: &Item<Self>, wide: bool, now: DateTime<Utc>) -> Vec<String>;
+}
+
+/// The last segment of an ARN (`.../cluster/id` -> `id`).
+fn short(arn: &str) -> String {
+    arn.rsplit(['/', ':']).next().unwrap_or(arn).to_string()
+}
+
+fn opt(s: &Option<String>) -> String {
+    s.clone().unwrap_or_else(|| "-".into())
+}
+
+/// kubectl's age: 45s, 12m, 3h, 5d.
+fn age(ts: Option<&str>, now: DateTime<Utc>) -> String {
+    let Some(t) = ts.and_then(|t| DateTime::parse_from_rfc3339(t).ok()) else {
+        return "-".into();
+    };
+    let s = (now - t.with_timezone(&Utc)).num_seconds().max(0);
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+impl Row for Task {
+    fn header(wide: bool) -> Vec<&'static str> {
+        let mut h = vec![
+            "CLUSTER", "TASK", "LAST", "DESIRED", "GROUP", "LAUNCH", "AGE",
+        ];
+        if wide {
+            h.extend(["TASK DEFINITION", "INSTANCE", "VERSION"]);
+        }
+        h
+    }
+    fn row(item: &Item<Self>, wide: bool, now: DateTime<Utc>) -> Vec<String> {
+        let t = &item.entity;
+        let mut r = vec![
+            short(&t.cluster_arn),
+            short(&t.task_arn),
+            opt(&t.last_status),
+            opt(&t.desired_status),
+            opt(&t.group),
+            opt(&t.launch_type),
+            age(t.created_at.as_deref(), now),
+        ];
+        if wide {
+            r.push(t.task_definition_arn.as_deref().map_or("-".into(), short));
+            r.push(
+                t.container_instance_arn
+                    .as_deref()
+                    .map_or("-".into(), short),
+            );
+            r.push(item.metadata.entity_version.clone());
+        }
+        r
+    }
+}
+
+impl Row for ContainerInstance {
+    fn header(wide: bool) -> Vec<&'static str> {
+        let mut h = vec![
+            "CLUSTER", "INSTANCE", "STATUS", "RUNNING", "PENDING", "AGENT", "AGE",
+        ];
+        if wide {
+            h.extend(["EC2 INSTANCE", "VERSION"]);
+        }
+        h
+    }
+    fn row(item: &Item<Self>, wide: bool, now: DateTime<Utc>) -> Vec<String> {
+        let i = &item.entity;
+        let mut r = vec![
+            i.cluster_arn.as_deref().map_or("-".into(), short),
+            short(&i.container_instance_arn),
+            opt(&i.status),
+            i.running_tasks_count.map_or("-".into(), |n| n.to_string()),
+            i.pending_tasks_count.map_or("-".into(), |n| n.to_string()),
+            match i.agent_connected {
+                Some(true) => "connected".into(),
+                Some(false) => "disconnected".into(),
+                None => "-".into(),
+            },
+            age(i.registered_at.as_deref(), now),
+        ];
+        if wide {
+            r.push(opt(&i.ec2_instance_id));
+            r.push(item.metadata.entity_version.clone());
+        }
+        r
+    }
+}
+
+/// Aligned columns; widths from the rows at hand (a page at a time, so a
+/// list never has to be held whole).
+fn table(header: Option<&[&str]>, rows: &[Vec<String>]) -> String {
+    let n = header.map_or_else(|| rows.first().map_or(0, Vec::len), <[&str]>::len);
+    let mut w = vec![0; n];
+    for (i, h) in header.into_iter().flatten().enumerate() {
+        w[i] = w[i].max(h.len());
+    }
+    for r in rows {
+        for (i, c) in r.iter().enumerate().take(n) {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let mut s = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let cells: Vec<&str> = cells.collect();
+        for (i, c) in cells.iter().enumerate() {
+            s.push_str(c);
+            if i + 1 < cells.len() {
+                s.push_str(&" ".repeat(w[i] - c.len() + 3));
+            }
+        }
+        s.push('\n');
+    };
+    if let Some(h) = header {
+        line(&mut h.iter().copied());
+    }
+    for r in rows {
+        line(&mut r.iter().map(String::as_str));
+    }
+    s
+}
+
+async fn list<T: Row>(client: &Client, a: &ListArgs, out: &mut dyn Write) -> Result<(), Error> {
+    let filters = a.filters.filters();
+    if a.watch {
+        return watch::<T>(client, filters, a.output, out).await;
+    }
+    let wide = a.output == Output::Wide;
+    let now = Utc::now();
+    let pages = client.pages::<T>(filters, Some(a.page_size));
+    futures::pin_mut!(pages);
+    let mut first = true;
+    let mut empty = true;
+    // JSON: one array, written page by page.
+    if a.output == Output::Json {
+        print(out, "[")?;
+    }
+    while let Some(page) = pages.try_next().await? {
+        match a.output {
+            Output::Json => {
+                let mut s = String::new();
+                for item in &page.items {
+                    s.push_str(if empty { "\n  " } else { ",\n  " });
+                    s.push_str(&serde_json::to_string(item).unwrap_or_default());
+                    empty = false;
+                }
+                print(out, &s)?;
+            }
+            Output::Table | Output::Wide => {
+                let rows: Vec<Vec<String>> =
+                    page.items.iter().map(|i| T::row(i, wide, now)).collect();
+                if !rows.is_empty() {
+                    empty = false;
+                }
+                let header = T::header(wide);
+                print(out, &table(first.then_some(&header[..]), &rows))?;
+                first = false;
+            }
+        }
+    }
+    match a.output {
+        Output::Json => print(out, if empty { "]\n" } else { "\n]\n" }),
+        _ => Ok(()),
+    }
+}
+
+/// One line per change; a resync prints the difference to what was shown.
+async fn watch<T: Row>(
+    client: &Client,
+    filters: Filters,
+    output: Output,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    let wide = output == Output::Wide;
+    let mut w = client.watch::<T>(filters);
+    // What this watch has shown: ARN -> the item as last printed.
+    let mut shown: HashMap<String, Item<T>> = HashMap::new();
+    let mut header_done = false;
+    loop {
+        let mut lines: Vec<(&'static str, Item<T>)> = Vec::new();
+        match w.next().await? {
+            WatchEvent::Listed { items, .. } | WatchEvent::Resync { items, .. } => {
+                let mut fresh: HashMap<String, Item<T>> = items
+                    .into_iter()
+                    .map(|i| (i.entity.arn().to_string(), i))
+                    .collect();
+                let mut gone: Vec<String> = shown
+                    .keys()
+                    .filter(|k| !fresh.contains_key(*k))
+                    .cloned()
+                    .collect();
+                gone.sort();
+                for k in gone {
+                    if let Some(old) = shown.remove(&k) {
+                        lines.push(("DELETED", old));
+                    }
+                }
+                let mut keys: Vec<String> = fresh.keys().cloned().collect();
+                keys.sort();
+                for k in keys {
+                    let Some(item) = fresh.remove(&k) else {
+                        continue;
+                    };
+                    match shown.get(&k) {
+                        None => lines.push(("ADDED", item)),
+                        Some(old) if old.metadata != item.metadata => {
+                            lines.push(("MODIFIED", item))
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+            WatchEvent::Added(i, _) => lines.push(("ADDED", i)),
+            WatchEvent::Modified(i, _) => lines.push(("MODIFIED", i)),
+            WatchEvent::Deleted(i, _) => lines.push(("DELETED", i)),
+        }
+        let now = Utc::now();
+        let mut text = String::new();
+        let mut rows = Vec::new();
+        for (kind, item) in lines {
+            match output {
+                Output::Json => {
+                    text.push_str(
+                        &serde_json::json!({"type": kind, "item": to_json(&item)}).to_string(),
+                    );
+                    text.push('\n');
+                }
+                _ => {
+                    let mut r = vec![kind.to_string()];
+                    r.extend(T::row(&item, wide, now));
+                    rows.push(r);
+                }
+            }
+            let arn = item.entity.arn().to_string();
+            if kind == "DELETED" {
+                shown.remove(&arn);
+            } else {
+                shown.insert(arn, item);
+            }
+        }
+        if !rows.is_empty() {
+            let mut header = vec!["EVENT"];
+            header.extend(T::header(wide));
+            // Fixed widths keep a stream of single lines aligned.
+            let rows: Vec<Vec<String>> = rows
+                .into_iter()
+                .map(|r| r.into_iter().map(|c| format!("{c:<10}")).collect())
+                .collect();
+            text.push_str(&table((!header_done).then_some(&header[..]), &rows));
+            header_done = true;
+        }
+        if !text.is_empty() {
+            print(out, &text)?;
+            let _ = out.flush();
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The API's answers (SPEC §4, §6) as Rust types. Entities keep every field
+//! ECS sent: the ones a client commonly needs are typed, the rest stay in
+//! `other`.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// `{"metadata": {"entityVersion"}, "entity"}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Item<T> {
+    pub metadata: Metadata,
+    pub entity: T,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Metadata {
+    pub entity_version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Task {
+    pub task_arn: String,
+    pub cluster_arn: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_definition_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_instance_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerInstance {
+    pub container_instance_arn: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ec2_instance_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_tasks_count: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_tasks_count: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_connected: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_at: Option<String>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+/// What the client needs of either kind.
+pub trait Entity: DeserializeOwned + Serialize + Clone + Send + Sync + 'static {
+    const RESOURCE: Resource;
+    /// The ARN: unique across clusters, accounts and regions.
+    fn arn(&self) -> &str;
+}
+
+impl Entity for Task {
+    const RESOURCE: Resource = Resource::Tasks;
+    fn arn(&self) -> &str {
+        &self.task_arn
+    }
+}
+
+impl Entity for ContainerInstance {
+    const RESOURCE: Resource = Resource::Instances;
+    fn arn(&self) -> &str {
+        &self.container_instance_arn
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    Tasks,
+    Instances,
+}
+
+impl Resource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resource::Tasks => "tasks",
+            Resource::Instances => "instances",
+        }
+    }
+}
+
+/// One list page.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Page<T> {
+    pub items: Vec<Item<T>>,
+    pub revision: String,
+    #[serde(default)]
+    pub next_token: Option<String>,
+}
+
+/// One long-poll answer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Batch<T> {
+    pub events: Vec<Change<T>>,
+    pub revision: String,
+    #[serde(default)]
+    pub more: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Change<T> {
+    #[serde(rename = "type")]
+    pub kind: ChangeKind,
+    pub revision: String,
+    pub item: Item<T>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ChangeKind {
+    Put,
+    Delete,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Subscription {
+    pub id: String,
+    pub resource: String,
+    pub filters: Map<String, Value>,
+    pub cursor: String,
+    #[serde(default)]
+    pub created_at: Option<String>,
+    #[serde(default)]
+    pub expires_at: Option<String>,
+}
+
+/// The list filters of SPEC §4 (instances use `cluster` and `status`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Filters {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub desired_status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub launch_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_instance: Option<String>,
+}
+
+impl Filters {
+    /// As query parameters, in the API's names.
+    pub fn pairs(&self) -> Vec<(&'static str, String)> {
+        [
+            ("cluster", &self.cluster),
+            ("status", &self.status),
+            ("desiredStatus", &self.desired_status),
+            ("startedBy", &self.started_by),
+            ("group", &self.group),
+            ("launchType", &self.launch_type),
+            ("containerInstance", &self.container_instance),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
+        .collect()
+    }
+}
+
+/// The API's error body.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ErrorBody {
+    #[serde(default)]
+    pub code: String,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub parameter: Option<String>,
+}

@@ -1,0 +1,444 @@
+//! The client library and cssctl against server mode, on the embedded store
+//! and on a real etcd.
+
+use std::collections::{BTreeMap, HashSet};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use css::ingest::apply_batch;
+use css_client::{Client, Filters, Signing, Task, WatchEvent};
+use css_server::{AwsOverrides, Server, ServerConfig};
+use css_tests::fixtures::*;
+use css_tests::openapi::OpenApi;
+use css_tests::server::TestServer;
+use css_tests::EtcdServer;
+use futures::TryStreamExt;
+use tokio::io::AsyncBufReadExt;
+
+fn task(cluster: &str, id: &str, status: &str, version: u64) -> String {
+    task_event(&task_detail(cluster, ACCOUNT, id, status, version, true))
+}
+
+async fn write(s: &Server, bodies: &[String]) {
+    let out = apply_batch(s.store().as_ref(), &messages(bodies)).await;
+    assert!(out.failures.is_empty(), "{:?}", out.failures);
+}
+
+/// The store's tasks: ARN -> entityVersion, through a fresh client.
+async fn store_state(base: &str) -> BTreeMap<String, String> {
+    let c = Client::new(base, Signing::Never).await.unwrap();
+    let (items, _) = c.list_all::<Task>(&Filters::default()).await.unwrap();
+    items
+        .into_iter()
+        .map(|i| (i.entity.task_arn, i.metadata.entity_version))
+        .collect()
+}
+
+fn cssctl() -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_cssctl"));
+    c.env_remove("CSS_ENDPOINT").kill_on_drop(true);
+    c
+}
+
+async fn server_on(etcd: Option<&EtcdServer>, bind: &str) -> Server {
+    let mut args = vec!["css-server".to_string(), "--bind".into(), bind.into()];
+    if let Some(e) = etcd {
+        args.extend(["--etcd-endpoints".into(), e.endpoint()]);
+    }
+    let cfg = ServerConfig::try_parse_from(args).unwrap();
+    Server::start(cfg, AwsOverrides::default()).await.unwrap()
+}
+
+async fn listing_covers_every_page(s: &TestServer, _api: &OpenApi) {
+    let bodies: Vec<String> = (0..230)
+        .map(|i| task(&format!("pg{}", i % 3), &format!("t{i:03}"), "RUNNING", 1))
+        .collect();
+    write(&s.server, &bodies).await;
+    let c = Client::new(&s.base, Signing::Auto).await.unwrap();
+    assert!(!c.signs(), "server mode is not signed");
+    let items: Vec<_> = c
+        .list::<Task>(Filters::default(), Some(17))
+        .try_collect()
+        .await
+        .unwrap();
+    let arns: HashSet<String> = items.iter().map(|i| i.entity.task_arn.clone()).collect();
+    assert_eq!(items.len(), 230, "no duplicates across pages");
+    assert_eq!(arns.len(), 230);
+    let want: HashSet<String> = store_state(&s.base).await.into_keys().collect();
+    assert_eq!(arns, want);
+
+    // cssctl -o json: one JSON array with every task.
+    let out = cssctl()
+        .args([
+            "--endpoint",
+            &s.base,
+            "tasks",
+            "-o",
+            "json",
+            "--page-size",
+            "17",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("-o json parses");
+    let got: HashSet<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["entity"]["taskArn"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, want);
+
+    // The table: a header, then one line per task, filters applied.
+    let out = cssctl()
+        .args([
+            "--endpoint",
+            &s.base,
+            "tasks",
+            "--cluster",
+            "pg1",
+            "--status",
+            "running",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("CLUSTER") && lines[0].contains("AGE"),
+        "{text}"
+    );
+    assert_eq!(lines.len(), 1 + 77, "{text}");
+    assert!(lines[1..]
+        .iter()
+        .all(|l| l.starts_with("pg1 ") && l.contains("RUNNING")));
+
+    // describe, by cluster name and bare id.
+    let out = cssctl()
+        .args(["--endpoint", &s.base, "describe", "task", "pg0", "t000"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["entity"]["taskArn"]
+        .as_str()
+        .unwrap()
+        .ends_with("/pg0/t000"));
+}
+
+/// The library's watch: list, changes, and a resync with the full state
+/// when its revision was compacted away.
+async fn watch_resyncs_after_compaction(s: &TestServer, _api: &OpenApi) {
+    write(
+        &s.server,
+        &[task("w", "a", "RUNNING", 1), task("w", "b", "RUNNING", 1)],
+    )
+    .await;
+    let c = Client::new(&s.base, Signing::Never).await.unwrap();
+    let mut w = c.watch::<Task>(Filters {
+        cluster: Some("w".into()),
+        ..Default::default()
+    });
+    w.wait = Duration::from_secs(2);
+    let WatchEvent::Listed { items, .. } = w.next().await.unwrap() else {
+        panic!("a watch starts with the list")
+    };
+    assert_eq!(items.len(), 2);
+    write(&s.server, &[task("w", "c", "RUNNING", 1)]).await;
+    match w.next().await.unwrap() {
+        WatchEvent::Added(i, _) => assert!(i.entity.task_arn.ends_with("/c")),
+        other => panic!("wanted ADDED c, got {other:?}"),
+    }
+    write(&s.server, &[task("w", "a", "STOPPED", 2)]).await;
+    match w.next().await.unwrap() {
+        WatchEvent::Modified(i, _) => assert_eq!(i.entity.last_status.as_deref(), Some("STOPPED")),
+        other => panic!("wanted MODIFIED a, got {other:?}"),
+    }
+    // Changes the watch has not fetched, then their history compacted.
+    write(&s.server, &[task("w", "d", "RUNNING", 1)]).await;
+    write(&s.server, &[task("w", "b", "STOPPED", 2)]).await;
+    let store = s.server.store();
+    store
+        .compact(store.current_revision().await.unwrap())
+        .await
+        .unwrap();
+    match w.next().await.unwrap() {
+        WatchEvent::Resync { items, revision } => {
+            let got: BTreeMap<String, String> = items
+                .into_iter()
+                .map(|i| (i.entity.task_arn, i.metadata.entity_version))
+                .collect();
+            let want: BTreeMap<String, String> = store_state(&s.base)
+                .await
+                .into_iter()
+                .filter(|(k, _)| k.contains("/w/"))
+                .collect();
+            assert_eq!(got, want);
+            assert_eq!(got.len(), 4);
+            assert_eq!(revision, store.current_revision().await.unwrap());
+        }
+        other => panic!("wanted a resync, got {other:?}"),
+    }
+}
+
+css_tests::on_both_stores!(listing_covers_every_page, watch_resyncs_after_compaction);
+
+/// Rebuilds state from `cssctl --watch -o json` lines, checking that every
+/// line follows from the ones before it (no duplicates, no impossible moves).
+fn replay(lines: &[String]) -> BTreeMap<String, String> {
+    let mut state = BTreeMap::new();
+    for l in lines {
+        let v: serde_json::Value = serde_json::from_str(l).expect("each line is JSON");
+        let arn = v["item"]["entity"]["taskArn"].as_str().unwrap().to_string();
+        let ver = v["item"]["metadata"]["entityVersion"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        match v["type"].as_str().unwrap() {
+            "ADDED" => assert!(state.insert(arn, ver).is_none(), "ADDED twice: {l}"),
+            "MODIFIED" => {
+                let old = state.insert(arn, ver.clone());
+                assert!(old.is_some(), "MODIFIED before ADDED: {l}");
+                assert_ne!(old, Some(ver), "MODIFIED without a change: {l}");
+            }
+            "DELETED" => assert!(state.remove(&arn).is_some(), "DELETED unknown: {l}"),
+            t => panic!("unknown type {t}"),
+        }
+    }
+    state
+}
+
+/// `cssctl tasks --watch` across a compaction it could not follow and a
+/// server restart ends with exactly the store's state, and never repeats a line.
+async fn cli_watch_survives_compaction_and_restart(etcd: Option<EtcdServer>) {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let bind = probe.local_addr().unwrap().to_string();
+    drop(probe);
+    let base = format!("http://{bind}");
+    let server = server_on(etcd.as_ref(), &bind).await;
+    write(
+        &server,
+        &(0..5)
+            .map(|i| task("cw", &format!("t{i}"), "RUNNING", 1))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+
+    let mut child = cssctl()
+        .args(["--endpoint", &base, "tasks", "--watch", "-o", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stdout = child.stdout.take().unwrap();
+    let sink = lines.clone();
+    tokio::spawn(async move {
+        let mut r = tokio::io::BufReader::new(stdout).lines();
+        while let Ok(Some(l)) = r.next_line().await {
+            sink.lock().unwrap().push(l);
+        }
+    });
+    let converged = |want: BTreeMap<String, String>| {
+        let lines = lines.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let got = replay(&lines.lock().unwrap());
+                if got == want {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "watch state {got:?}\nstore {want:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    converged(store_state(&base).await).await;
+
+    // Freeze the watcher, change things and compact that history away.
+    let pid = child.id().unwrap().to_string();
+    let signal = |sig: &str| {
+        std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+    };
+    assert!(signal("-STOP").success());
+    write(&server, &[task("cw", "t0", "STOPPED", 2)]).await;
+    write(&server, &[task("cw", "t9", "RUNNING", 1)]).await;
+    let store = server.store();
+    let key = css_tests::fixtures::entity(
+        css::model::Kind::Task,
+        &task_detail("cw", ACCOUNT, "t1", "RUNNING", 1, true),
+    )
+    .key;
+    let rec = store.get(&key, None).await.unwrap().unwrap();
+    assert!(store
+        .delete_if_unchanged(&key, rec.mod_revision)
+        .await
+        .unwrap());
+    store
+        .compact(store.current_revision().await.unwrap())
+        .await
+        .unwrap();
+    assert!(signal("-CONT").success());
+    converged(store_state(&base).await).await;
+
+    // A restart: the watcher retries until the server is back, then
+    // continues (etcd) or resyncs to the new store (embedded).
+    server.shutdown().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let server = server_on(etcd.as_ref(), &bind).await;
+    write(
+        &server,
+        &[
+            task("cw", "t2", "STOPPED", 3),
+            task("cw", "n1", "PENDING", 1),
+        ],
+    )
+    .await;
+    converged(store_state(&base).await).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the watch keeps running"
+    );
+    child.kill().await.unwrap();
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_watch_survives_compaction_and_restart_embedded() {
+    cli_watch_survives_compaction_and_restart(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_watch_survives_compaction_and_restart_etcd() {
+    cli_watch_survives_compaction_and_restart(Some(EtcdServer::start())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_errors_say_what_happened_with_distinct_exit_codes() {
+    let s = TestServer::start(None, &[]).await;
+    let run = |args: Vec<String>| async move {
+        let out = cssctl().args(&args).output().await.unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", free.local_addr().unwrap());
+    drop(free);
+    let (code, err) = run(vec!["--endpoint".into(), dead.clone(), "tasks".into()]).await;
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("cannot reach") && err.contains(&dead), "{err}");
+
+    let (code, err) = run(vec![
+        "--endpoint".into(),
+        s.base.clone(),
+        "tasks".into(),
+        "--status".into(),
+        "sleeping".into(),
+    ])
+    .await;
+    assert_eq!(code, Some(5), "{err}");
+    assert!(err.contains("'status'"), "{err}");
+
+    let (code, err) = run(vec![
+        "--endpoint".into(),
+        s.base.clone(),
+        "describe".into(),
+        "task".into(),
+        "nope".into(),
+        "t1".into(),
+    ])
+    .await;
+    assert_eq!(code, Some(6), "{err}");
+
+    let (code, _) = run(vec!["tasks".into(), "--output".into(), "yaml".into()]).await;
+    assert_eq!(code, Some(2), "usage errors are clap's 2");
+    s.server.shutdown().await.unwrap();
+}
+
+/// SigV4 as AWS publishes it: the `get-vanilla` case of the SigV4 test suite.
+#[test]
+fn sigv4_matches_the_published_test_vector() {
+    use aws_credential_types::Credentials;
+    let creds = Credentials::new(
+        "AKIDEXAMPLE",
+        "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+        None,
+        None,
+        "test",
+    );
+    // 2015-08-30T12:36:00Z
+    let time = std::time::UNIX_EPOCH + Duration::from_secs(1_440_938_160);
+    let headers = css_client::sign::sign_headers(
+        "GET",
+        "https://example.amazonaws.com/",
+        &[("host", "example.amazonaws.com")],
+        b"",
+        &creds,
+        "us-east-1",
+        "service",
+        time,
+    )
+    .unwrap();
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(get("x-amz-date").as_deref(), Some("20150830T123600Z"));
+    assert_eq!(
+        get("authorization").as_deref(),
+        Some(
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, \
+             SignedHeaders=host;x-amz-date, \
+             Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"
+        )
+    );
+
+    // For API Gateway: the execute-api scope and a session token when present.
+    let temp = Credentials::new("AKID", "secret", Some("token".into()), None, "test");
+    let h = css_client::sign::sign_headers(
+        "GET",
+        "https://abc.execute-api.eu-west-1.amazonaws.com/prod/v1/tasks?cluster=web",
+        &[],
+        b"",
+        &temp,
+        "eu-west-1",
+        css_client::sign::SERVICE,
+        time,
+    )
+    .unwrap();
+    let auth = h
+        .iter()
+        .find(|(k, _)| k == "authorization")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_default();
+    assert!(
+        auth.starts_with(
+            "AWS4-HMAC-SHA256 Credential=AKID/20150830/eu-west-1/execute-api/aws4_request"
+        ),
+        "{auth}"
+    );
+    assert!(h
+        .iter()
+        .any(|(k, v)| k == "x-amz-security-token" && v == "token"));
+}

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
+mod cssctl;
 mod ingest;
 mod lambda;
 mod list;
@@ -47,6 +48,8 @@ enum What {
     Lambda,
     /// Server mode memory: 100,000 tasks in the embedded store.
     Memory,
+    /// cssctl's peak RSS printing 100,000 tasks as JSON.
+    Cssctl,
     /// Everything, in order.
     All,
     /// The cold-start baseline: one request to the runtime API, then exit.
@@ -88,6 +91,7 @@ async fn main() {
         What::Sqs { events } => sqs::run(&etcd, events, cli.runs.clamp(1, 3)).await,
         What::Lambda => lambda::run(&etcd, cli.runs).await,
         What::Memory => memory::run(cli.runs).await,
+        What::Cssctl => cssctl::run(cli.runs).await,
         What::RuntimeProbe | What::MemoryChild { .. } => {}
         What::All => {
             ingest::run(&etcd, 10_000, cli.runs.max(1)).await;
@@ -103,6 +107,8 @@ async fn main() {
             lambda::run(&etcd, cli.runs).await;
             println!();
             memory::run(cli.runs).await;
+            println!();
+            cssctl::run(cli.runs).await;
         }
     }
 }

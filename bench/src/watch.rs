@@ -166,6 +166,39 @@ async fn via_raw_etcd(
     latencies(&sent, &got)
 }
 
+/// One watcher through the client library's list+watch loop.
+async fn via_client(s: &TestServer, writes: usize, tag: &str) -> Vec<f64> {
+    use css_client::{Client, Filters, Signing, Task, WatchEvent};
+    let client = Client::new(&s.base, Signing::Never).await.expect("client");
+    let mut w = client.watch::<Task>(Filters {
+        cluster: Some("lat".into()),
+        ..Default::default()
+    });
+    w.wait = Duration::from_secs(2);
+    let d: Deliveries = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    // The first event is the list: the watch is running after it.
+    let _ = w.next().await.expect("list");
+    let (sink, stop2) = (d.clone(), stop.clone());
+    let h = tokio::spawn(async move {
+        while !stop2.load(Ordering::Relaxed) {
+            let Ok(Ok(ev)) = tokio::time::timeout(Duration::from_millis(200), w.next()).await
+            else {
+                continue;
+            };
+            let now = Instant::now();
+            if let WatchEvent::Added(_, r) | WatchEvent::Modified(_, r) = ev {
+                sink.lock().unwrap_or_else(|e| e.into_inner()).push((r, now));
+            }
+        }
+    });
+    let sent = writer(s.server.store(), writes, tag).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = h.await;
+    latencies(&sent, &[d])
+}
+
 pub async fn run(etcd: &EtcdServer, runs: usize) {
     let s = TestServer::start(Some(etcd), &[]).await;
     let writes = 100 * runs.max(1);
@@ -183,5 +216,18 @@ pub async fn run(etcd: &EtcdServer, runs: usize) {
             sp / rp
         );
     }
+    // The client library (cssctl --watch) on top of the same long polls.
+    let svc = via_service(&s, 1, writes, "cs").await;
+    let lib = via_client(&s, writes, "cl").await;
+    let (sm, lm) = (percentile(svc.clone(), 0.5), percentile(lib.clone(), 0.5));
+    println!();
+    println!("| one watcher | median ms | p99 ms | median added by the client |");
+    println!("|---|---:|---:|---:|");
+    println!("| plain long polls (HTTP) | {sm:.2} | {:.2} | - |", percentile(svc, 0.99));
+    println!(
+        "| css-client watch (cssctl --watch) | {lm:.2} | {:.2} | {:.2} ms |",
+        percentile(lib, 0.99),
+        lm - sm
+    );
     let _ = s.server.shutdown().await;
 }

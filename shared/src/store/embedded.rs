@@ -357,6 +357,10 @@ impl StateStore for EmbeddedStore {
         });
         let keep_from = inner.log.partition_point(|e| e.revision < revision);
         inner.log.drain(..keep_from);
+        // Hand back what a large burst left behind, not just its entries.
+        if inner.log.capacity() > 2 * inner.log.len() + 1024 {
+            inner.log.shrink_to_fit();
+        }
         inner.compacted = revision;
         drop(inner);
         // Wake watches so that a lagging one reports the compaction.

@@ -126,8 +126,13 @@ pub fn encode_record(w: &Upsert<'_>) -> Bytes {
         status: w.entity.status.clone(),
         entity: &w.entity.raw,
     };
+    // Sized up front: Bytes keeps a Vec's spare capacity, and the embedded
+    // store holds these for as long as the record lives.
+    let mut buf = Vec::with_capacity(w.entity.raw.get().len() + 160);
     // Serializing a struct of strings and a RawValue cannot fail.
-    Bytes::from(serde_json::to_vec(&meta).unwrap_or_default())
+    let _ = serde_json::to_writer(&mut buf, &meta);
+    buf.shrink_to_fit();
+    Bytes::from(buf)
 }
 
 /// One record as read from the store.

@@ -20,13 +20,13 @@ use crate::{median, timed};
 const CLUSTERS: usize = 10;
 const VERSIONS: u64 = 4;
 
-pub(crate) struct Workload {
-    pub bodies: Vec<String>,
+struct Workload {
+    bodies: Vec<String>,
     /// Highest version per task id.
-    pub expected: HashMap<String, u64>,
+    expected: HashMap<String, u64>,
 }
 
-pub(crate) fn workload(n: usize) -> Workload {
+fn workload(n: usize) -> Workload {
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let distinct = n * 4 / 5;
     let tasks = distinct / VERSIONS as usize;

@@ -11,7 +11,6 @@ mod lambda;
 mod list;
 mod memory;
 mod reconcile;
-mod sqs;
 mod watch;
 
 #[derive(Parser)]
@@ -38,12 +37,6 @@ enum What {
     Reconcile,
     /// Latency from a write to the long poll carrying it, 1 and 100 watchers.
     Watch,
-    /// Server mode draining a moto SQS queue vs moto alone.
-    Sqs {
-        /// Events in the workload.
-        #[arg(long, default_value_t = 10_000)]
-        events: usize,
-    },
     /// Lambda bootstrap binaries: cold start, size, ingest peak RSS.
     Lambda,
     /// Server mode memory: 100,000 tasks in the embedded store.
@@ -88,15 +81,12 @@ async fn main() {
         What::List => list::run(&etcd, cli.runs).await,
         What::Reconcile => reconcile::run(&etcd, cli.runs).await,
         What::Watch => watch::run(&etcd, cli.runs).await,
-        What::Sqs { events } => sqs::run(&etcd, events, cli.runs.clamp(1, 3)).await,
         What::Lambda => lambda::run(&etcd, cli.runs).await,
         What::Memory => memory::run(cli.runs).await,
         What::Cssctl => cssctl::run(cli.runs).await,
         What::RuntimeProbe | What::MemoryChild { .. } => {}
         What::All => {
             ingest::run(&etcd, 10_000, cli.runs.max(1)).await;
-            println!();
-            sqs::run(&etcd, 10_000, cli.runs.clamp(1, 3)).await;
             println!();
             list::run(&etcd, cli.runs).await;
             println!();

@@ -188,7 +188,9 @@ async fn via_client(s: &TestServer, writes: usize, tag: &str) -> Vec<f64> {
             };
             let now = Instant::now();
             if let WatchEvent::Added(_, r) | WatchEvent::Modified(_, r) = ev {
-                sink.lock().unwrap_or_else(|e| e.into_inner()).push((r, now));
+                sink.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((r, now));
             }
         }
     });
@@ -223,7 +225,10 @@ pub async fn run(etcd: &EtcdServer, runs: usize) {
     println!();
     println!("| one watcher | median ms | p99 ms | median added by the client |");
     println!("|---|---:|---:|---:|");
-    println!("| plain long polls (HTTP) | {sm:.2} | {:.2} | - |", percentile(svc, 0.99));
+    println!(
+        "| plain long polls (HTTP) | {sm:.2} | {:.2} | - |",
+        percentile(svc, 0.99)
+    );
     println!(
         "| css-client watch (cssctl --watch) | {lm:.2} | {:.2} | {:.2} ms |",
         percentile(lib, 0.99),

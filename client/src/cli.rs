@@ -77,49 +77,10 @@ pub enum Output {
     Json,
 }
 
-#[derive(Args, Debug, Clone)]
-pub struct FilterArgs {
-    /// Cluster name (every cluster of that name) or ARN.
-    #[arg(long)]
-    pub cluster: Option<String>,
-    /// Last status (tasks) or status (instances), any case.
-    #[arg(long)]
-    pub status: Option<String>,
-    /// Tasks: desired status.
-    #[arg(long)]
-    pub desired_status: Option<String>,
-    /// Tasks: startedBy.
-    #[arg(long)]
-    pub started_by: Option<String>,
-    /// Tasks: group, e.g. service:web.
-    #[arg(long)]
-    pub group: Option<String>,
-    /// Tasks: launch type (EC2, FARGATE, EXTERNAL).
-    #[arg(long)]
-    pub launch_type: Option<String>,
-    /// Tasks: container instance ARN or id.
-    #[arg(long)]
-    pub container_instance: Option<String>,
-}
-
-impl FilterArgs {
-    fn filters(&self) -> Filters {
-        Filters {
-            cluster: self.cluster.clone(),
-            status: self.status.clone(),
-            desired_status: self.desired_status.clone(),
-            started_by: self.started_by.clone(),
-            group: self.group.clone(),
-            launch_type: self.launch_type.clone(),
-            container_instance: self.container_instance.clone(),
-        }
-    }
-}
-
 #[derive(Args, Debug)]
 pub struct ListArgs {
     #[command(flatten)]
-    pub filters: FilterArgs,
+    pub filters: Filters,
     /// Output format.
     #[arg(short, long, value_enum, default_value = "table")]
     pub output: Output,
@@ -138,7 +99,7 @@ pub enum SubCommand {
         #[arg(long, value_enum)]
         resource: ResourceArg,
         #[command(flatten)]
-        filters: FilterArgs,
+        filters: Filters,
         /// Start after this revision (default: now).
         #[arg(long)]
         since: Option<i64>,
@@ -269,38 +230,17 @@ async fn subscriptions(client: &Client, cmd: SubCommand, out: &mut dyn Write) ->
                 ResourceArg::Tasks => Resource::Tasks,
                 ResourceArg::Instances => Resource::Instances,
             };
-            to_json(
-                &client
-                    .create_subscription(r, &filters.filters(), since)
-                    .await?,
-            )
+            to_json(&client.create_subscription(r, &filters, since).await?)
         }
         SubCommand::Get { id } => to_json(&client.subscription(&id).await?),
         SubCommand::Events { id, ack, wait } => {
             let sub = client.subscription(&id).await?;
             let wait = Duration::from_secs(wait);
-            let batch = if sub.resource == "instances" {
-                let b = client
-                    .subscription_events::<ContainerInstance>(&id, ack, wait)
-                    .await?;
-                batch_json(
-                    b.events
-                        .iter()
-                        .map(|c| (c.kind, &c.revision, to_json(&c.item))),
-                    &b.revision,
-                    b.more,
-                )
+            if sub.resource == "instances" {
+                events_json::<ContainerInstance>(client, &id, ack, wait).await?
             } else {
-                let b = client.subscription_events::<Task>(&id, ack, wait).await?;
-                batch_json(
-                    b.events
-                        .iter()
-                        .map(|c| (c.kind, &c.revision, to_json(&c.item))),
-                    &b.revision,
-                    b.more,
-                )
-            };
-            batch
+                events_json::<Task>(client, &id, ack, wait).await?
+            }
         }
         SubCommand::Delete { id } => {
             client.delete_subscription(&id).await?;
@@ -310,21 +250,26 @@ async fn subscriptions(client: &Client, cmd: SubCommand, out: &mut dyn Write) ->
     print(out, &format!("{v:#}\n"))
 }
 
-fn batch_json<'a>(
-    events: impl Iterator<Item = (crate::types::ChangeKind, &'a String, serde_json::Value)>,
-    revision: &str,
-    more: bool,
-) -> serde_json::Value {
-    let events: Vec<serde_json::Value> = events
-        .map(|(k, rev, item)| {
-            let t = match k {
+/// One subscription poll, as the API answered it.
+async fn events_json<T: Entity>(
+    client: &Client,
+    id: &str,
+    ack: Option<i64>,
+    wait: Duration,
+) -> Result<serde_json::Value, Error> {
+    let b = client.subscription_events::<T>(id, ack, wait).await?;
+    let events: Vec<serde_json::Value> = b
+        .events
+        .iter()
+        .map(|c| {
+            let t = match c.kind {
                 crate::types::ChangeKind::Put => "PUT",
                 crate::types::ChangeKind::Delete => "DELETE",
             };
-            serde_json::json!({"type": t, "revision": rev, "item": item})
+            serde_json::json!({"type": t, "revision": c.revision, "item": to_json(&c.item)})
         })
         .collect();
-    serde_json::json!({"events": events, "revision": revision, "more": more})
+    Ok(serde_json::json!({"events": events, "revision": b.revision, "more": b.more}))
 }
 
 /// Table columns of an entity, like `kubectl get`.
@@ -457,7 +402,7 @@ fn table(header: Option<&[&str]>, rows: &[Vec<String>]) -> String {
 }
 
 async fn list<T: Row>(client: &Client, a: &ListArgs, out: &mut dyn Write) -> Result<(), Error> {
-    let filters = a.filters.filters();
+    let filters = a.filters.clone();
     if a.watch {
         return watch::<T>(client, filters, a.output, out).await;
     }

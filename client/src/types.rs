@@ -149,22 +149,37 @@ pub struct Subscription {
     pub expires_at: Option<String>,
 }
 
-/// The list filters of SPEC §4 (instances use `cluster` and `status`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// The list filters of SPEC §4 (instances use `cluster` and `status`); also
+/// cssctl's filter flags.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, clap::Args)]
 #[serde(rename_all = "camelCase")]
 pub struct Filters {
+    /// Cluster name (every cluster of that name) or ARN.
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// Last status (tasks) or status (instances), any case.
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
+    /// Tasks: desired status.
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub desired_status: Option<String>,
+    /// Tasks: startedBy.
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub started_by: Option<String>,
+    /// Tasks: group, e.g. service:web.
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Tasks: launch type (EC2, FARGATE, EXTERNAL).
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub launch_type: Option<String>,
+    /// Tasks: container instance ARN or id.
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container_instance: Option<String>,
 }

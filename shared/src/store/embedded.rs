@@ -22,12 +22,25 @@ struct Version {
     value: Option<Bytes>,
 }
 
+/// A primary key's change as the watch log keeps it. The key is shared with
+/// the map and the values with the versions, so a write's history costs
+/// little more than this struct.
+struct Change {
+    revision: i64,
+    kind: Kind,
+    key: Arc<str>,
+    /// (create_revision, value) of the version a put wrote; None after a delete.
+    put: Option<(i64, Bytes)>,
+    /// (mod_revision, create_revision, value) before the change.
+    prev: Option<(i64, i64, Bytes)>,
+}
+
 struct Inner {
     revision: i64,
     compacted: i64,
-    keys: BTreeMap<String, Vec<Version>>,
+    keys: BTreeMap<Arc<str>, Vec<Version>>,
     /// Changes of primary keys, in revision order, for watches.
-    log: VecDeque<WatchEvent>,
+    log: VecDeque<Change>,
 }
 
 impl Inner {
@@ -55,8 +68,13 @@ impl Inner {
         version_at(versions, rev)
     }
 
-    fn put(&mut self, key: String, value: Bytes, rev: i64) {
-        let versions = self.keys.entry(key).or_default();
+    /// Appends a version; returns the map's shared copy of the key.
+    fn put(&mut self, key: &str, value: Bytes, rev: i64) -> (Arc<str>, i64) {
+        let shared = match self.keys.get_key_value(key) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(key),
+        };
+        let versions = self.keys.entry(shared.clone()).or_default();
         let create_revision = match versions.last() {
             Some(Version {
                 value: Some(_),
@@ -65,16 +83,21 @@ impl Inner {
             }) => *create_revision,
             _ => rev,
         };
+        // Exact growth: most keys hold one or two versions between
+        // compactions, and a Vec's first allocation is room for four.
+        versions.reserve_exact(1);
         versions.push(Version {
             mod_revision: rev,
             create_revision,
             value: Some(value),
         });
+        (shared, create_revision)
     }
 
     fn delete(&mut self, key: &str, rev: i64) {
         if let Some(versions) = self.keys.get_mut(key) {
             if matches!(versions.last(), Some(Version { value: Some(_), .. })) {
+                versions.reserve_exact(1);
                 versions.push(Version {
                     mod_revision: rev,
                     create_revision: 0,
@@ -82,6 +105,17 @@ impl Inner {
                 });
             }
         }
+    }
+
+    /// The map's shared copy of a key.
+    fn shared_key(&self, key: &str) -> Option<Arc<str>> {
+        self.keys.get_key_value(key).map(|(k, _)| k.clone())
+    }
+
+    /// Ends a write transaction.
+    fn commit(&mut self, change: Change) {
+        self.revision = change.revision;
+        self.log.push_back(change);
     }
 }
 
@@ -144,14 +178,17 @@ impl EmbeddedStore {
             .list_prefix(req.kind, &req.cluster, req.status.as_deref());
         let end = String::from_utf8(prefix_end(&prefix)).unwrap_or_default();
         let start = match &req.start_after {
-            Some(after) if after.as_str() >= prefix.as_str() => Bound::Excluded(after.clone()),
-            _ => Bound::Included(prefix.clone()),
+            Some(after) if after.as_str() >= prefix.as_str() => Bound::Excluded(after.as_str()),
+            _ => Bound::Included(prefix.as_str()),
         };
         let inner = self.lock();
         let rev = inner.check_read(req.revision)?;
         let mut out = Vec::new();
         let mut more = false;
-        for (k, versions) in inner.keys.range((start, Bound::Excluded(end))) {
+        for (k, versions) in inner
+            .keys
+            .range::<str, _>((start, Bound::Excluded(end.as_str())))
+        {
             let Some(v) = version_at(versions, rev) else {
                 continue;
             };
@@ -206,19 +243,21 @@ impl StateStore for EmbeddedStore {
                 inner.delete(&old_index, rev);
             }
         }
-        inner.put(primary.clone(), value.clone(), rev);
-        inner.put(self.ks.status_index(key, &w.entity.status), value, rev);
-        let record = inner
-            .at(&primary, rev)
-            .map(|v| self.record(key, primary, v));
-        inner.log.push_back(WatchEvent {
-            event_type: EventType::Put,
+        let (shared, create_revision) = inner.put(&primary, value.clone(), rev);
+        inner.put(
+            &self.ks.status_index(key, &w.entity.status),
+            value.clone(),
+            rev,
+        );
+        inner.commit(Change {
             revision: rev,
-            key: key.clone(),
-            record,
-            prev: prev.clone(),
+            kind: key.kind,
+            key: shared,
+            put: Some((create_revision, value)),
+            prev: prev
+                .as_ref()
+                .map(|p| (p.mod_revision, p.create_revision, p.value.clone())),
         });
-        inner.revision = rev;
         drop(inner);
         self.notify.send_replace(rev);
         Ok(match prev {
@@ -242,14 +281,16 @@ impl StateStore for EmbeddedStore {
         let rev = current + 1;
         inner.delete(&primary, rev);
         inner.delete(&self.ks.status_index(key, &status), rev);
-        inner.log.push_back(WatchEvent {
-            event_type: EventType::Delete,
+        let shared = inner
+            .shared_key(&primary)
+            .unwrap_or_else(|| Arc::from(primary));
+        inner.commit(Change {
             revision: rev,
-            key: key.clone(),
-            record: None,
-            prev: Some(prev),
+            kind: key.kind,
+            key: shared,
+            put: None,
+            prev: Some((prev.mod_revision, prev.create_revision, prev.value)),
         });
-        inner.revision = rev;
         drop(inner);
         self.notify.send_replace(rev);
         Ok(true)
@@ -300,7 +341,7 @@ impl StateStore for EmbeddedStore {
     async fn put_meta(&self, name: &str, value: Bytes) -> StoreResult<()> {
         let mut inner = self.lock();
         let rev = inner.revision + 1;
-        inner.put(self.ks.meta(name), value, rev);
+        inner.put(&self.ks.meta(name), value, rev);
         inner.revision = rev;
         drop(inner);
         self.notify.send_replace(rev);
@@ -319,6 +360,7 @@ impl StateStore for EmbeddedStore {
             }
         }
         Ok(Box::new(EmbeddedWatcher {
+            ks: self.ks.clone(),
             inner: self.inner.clone(),
             rx: self.notify.subscribe(),
             next: from_revision,
@@ -351,6 +393,7 @@ impl StateStore for EmbeddedStore {
             let visible = versions.partition_point(|v| v.mod_revision <= revision);
             let drop_n = visible.saturating_sub(1);
             versions.drain(..drop_n);
+            versions.shrink_to_fit();
             !(versions.len() == 1
                 && versions[0].value.is_none()
                 && versions[0].mod_revision <= revision)
@@ -370,12 +413,41 @@ impl StateStore for EmbeddedStore {
 }
 
 struct EmbeddedWatcher {
+    ks: Keyspace,
     inner: Arc<Mutex<Inner>>,
     rx: watch::Receiver<i64>,
     /// The next revision to deliver.
     next: i64,
     kind: Kind,
     progress_requested: bool,
+}
+
+impl EmbeddedWatcher {
+    /// The watch event a logged change stands for.
+    fn event(&self, c: &Change) -> Option<WatchEvent> {
+        let key = self.ks.parse(&c.key)?;
+        let record = |(mod_revision, create_revision, value): (i64, i64, Bytes)| StoredRecord {
+            key: key.clone(),
+            store_key: c.key.to_string(),
+            mod_revision,
+            create_revision,
+            value,
+        };
+        Some(WatchEvent {
+            event_type: if c.put.is_some() {
+                EventType::Put
+            } else {
+                EventType::Delete
+            },
+            revision: c.revision,
+            record: c
+                .put
+                .clone()
+                .map(|(create, v)| record((c.revision, create, v))),
+            prev: c.prev.clone().map(record),
+            key,
+        })
+    }
 }
 
 #[async_trait]
@@ -402,8 +474,8 @@ impl Watcher for EmbeddedWatcher {
                         end = e.revision;
                         break;
                     }
-                    if e.key.kind == self.kind {
-                        events.push(e.clone());
+                    if e.kind == self.kind {
+                        events.extend(self.event(e));
                     }
                 }
                 self.next = self.next.max(end);

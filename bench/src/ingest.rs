@@ -20,13 +20,13 @@ use crate::{median, timed};
 const CLUSTERS: usize = 10;
 const VERSIONS: u64 = 4;
 
-struct Workload {
-    bodies: Vec<String>,
+pub struct Workload {
+    pub bodies: Vec<String>,
     /// Highest version per task id.
-    expected: HashMap<String, u64>,
+    pub expected: HashMap<String, u64>,
 }
 
-fn workload(n: usize) -> Workload {
+pub fn workload(n: usize) -> Workload {
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let distinct = n * 4 / 5;
     let tasks = distinct / VERSIONS as usize;

@@ -11,6 +11,7 @@ mod lambda;
 mod list;
 mod memory;
 mod reconcile;
+mod sqs;
 mod watch;
 
 #[derive(Parser)]
@@ -29,6 +30,12 @@ enum What {
     Ingest {
         /// Events in the workload.
         #[arg(long, default_value_t = 10_000)]
+        events: usize,
+    },
+    /// Server mode polling moto's SQS vs moto alone handing out the messages.
+    Sqs {
+        /// Events in the workload (moto slows down as its queue grows).
+        #[arg(long, default_value_t = 500)]
         events: usize,
     },
     /// Latency of a filtered list through the router vs a raw etcd range read.
@@ -78,6 +85,7 @@ async fn main() {
     let etcd = css_tests::EtcdServer::start();
     match cli.what {
         What::Ingest { events } => ingest::run(&etcd, events, cli.runs.max(1)).await,
+        What::Sqs { events } => sqs::run(&etcd, events, cli.runs.max(1)).await,
         What::List => list::run(&etcd, cli.runs).await,
         What::Reconcile => reconcile::run(&etcd, cli.runs).await,
         What::Watch => watch::run(&etcd, cli.runs).await,
@@ -87,6 +95,8 @@ async fn main() {
         What::RuntimeProbe | What::MemoryChild { .. } => {}
         What::All => {
             ingest::run(&etcd, 10_000, cli.runs.max(1)).await;
+            println!();
+            sqs::run(&etcd, 500, cli.runs.clamp(1, 3)).await;
             println!();
             list::run(&etcd, cli.runs).await;
             println!();

@@ -5,6 +5,10 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
+/// css-server's allocator, so that memory-child holds what server mode holds.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod cssctl;
 mod ingest;
 mod lambda;

@@ -9,12 +9,13 @@ use css_tests::fixtures::{messages, task_detail, task_event, ACCOUNT};
 use crate::lambda::rss_field;
 use crate::median;
 
-/// Resident memory after handing freed heap back to the OS, so that the
-/// figure is what live data holds, not what the allocator keeps in reserve.
+/// Resident memory after handing freed pages back to the OS, so that the
+/// figure is what live data holds, not what the allocator keeps in reserve
+/// (mimalloc also returns them by itself after a short delay).
 fn rss_mb() -> f64 {
-    // SAFETY: malloc_trim only releases free memory of glibc's own heap.
+    // SAFETY: mi_collect only releases memory mimalloc holds unused.
     unsafe {
-        libc::malloc_trim(0);
+        libmimalloc_sys::mi_collect(true);
     }
     rss_field("/proc/self/status", "VmRSS:").unwrap_or(0) as f64 / 1024.0
 }

@@ -119,6 +119,22 @@ impl Inner {
     }
 }
 
+/// Values are held LZ4-compressed: records are JSON with much repetition
+/// (ARNs, field names), and they are most of what the store holds.
+fn pack(value: &[u8]) -> Bytes {
+    // Copied into a fresh exact-size allocation: shrinking the compressor's
+    // worst-case buffer in place would leave a small free gap beside every
+    // long-lived value, and those gaps add up to fragmentation.
+    Bytes::copy_from_slice(&lz4_flex::compress_prepend_size(value))
+}
+
+/// Only this store's own `pack` output is ever unpacked; should that fail
+/// anyway, the packed bytes come back and the record's parse reports it
+/// as corrupt.
+fn unpack(packed: &Bytes) -> Bytes {
+    lz4_flex::decompress_size_prepended(packed).map_or_else(|_| packed.clone(), Bytes::from)
+}
+
 fn version_at(versions: &[Version], rev: i64) -> Option<(i64, i64, Bytes)> {
     let idx = versions.partition_point(|v| v.mod_revision <= rev);
     let v = versions.get(idx.checked_sub(1)?)?;
@@ -163,7 +179,7 @@ impl EmbeddedStore {
             store_key,
             mod_revision: v.0,
             create_revision: v.1,
-            value: v.2,
+            value: unpack(&v.2),
         }
     }
 
@@ -203,21 +219,6 @@ impl EmbeddedStore {
         }
         Ok((out, rev, more))
     }
-
-    /// Bytes held by live values and keys: for memory reports.
-    pub fn approximate_size(&self) -> usize {
-        let inner = self.lock();
-        inner
-            .keys
-            .iter()
-            .map(|(k, vs)| {
-                k.len()
-                    + vs.iter()
-                        .map(|v| v.value.as_ref().map_or(0, Bytes::len))
-                        .sum::<usize>()
-            })
-            .sum()
-    }
 }
 
 #[async_trait]
@@ -227,15 +228,16 @@ impl StateStore for EmbeddedStore {
         let primary = self.ks.primary(key);
         let mut inner = self.lock();
         let current = inner.revision;
-        let prev = inner
-            .at(&primary, current)
+        let packed_prev = inner.at(&primary, current);
+        let prev = packed_prev
+            .clone()
             .map(|v| self.record(key, primary.clone(), v));
         if !should_write(&w, prev.as_ref())? {
             let mod_revision = prev.map_or(0, |p| p.mod_revision);
             return Ok(UpsertOutcome::Unchanged { mod_revision });
         }
         let rev = current + 1;
-        let value = encode_record(&w);
+        let value = pack(&encode_record(&w));
         if let Some(p) = &prev {
             let old_status = p.meta()?.status;
             if old_status != w.entity.status {
@@ -254,9 +256,7 @@ impl StateStore for EmbeddedStore {
             kind: key.kind,
             key: shared,
             put: Some((create_revision, value)),
-            prev: prev
-                .as_ref()
-                .map(|p| (p.mod_revision, p.create_revision, p.value.clone())),
+            prev: packed_prev,
         });
         drop(inner);
         self.notify.send_replace(rev);
@@ -276,7 +276,7 @@ impl StateStore for EmbeddedStore {
         if v.0 != mod_revision {
             return Ok(false);
         }
-        let prev = self.record(key, primary.clone(), v);
+        let prev = self.record(key, primary.clone(), v.clone());
         let status = prev.meta()?.status;
         let rev = current + 1;
         inner.delete(&primary, rev);
@@ -289,7 +289,7 @@ impl StateStore for EmbeddedStore {
             kind: key.kind,
             key: shared,
             put: None,
-            prev: Some((prev.mod_revision, prev.create_revision, prev.value)),
+            prev: Some(v),
         });
         drop(inner);
         self.notify.send_replace(rev);
@@ -335,13 +335,13 @@ impl StateStore for EmbeddedStore {
     async fn get_meta(&self, name: &str) -> StoreResult<Option<Bytes>> {
         let inner = self.lock();
         let rev = inner.revision;
-        Ok(inner.at(&self.ks.meta(name), rev).map(|v| v.2))
+        Ok(inner.at(&self.ks.meta(name), rev).map(|v| unpack(&v.2)))
     }
 
     async fn put_meta(&self, name: &str, value: Bytes) -> StoreResult<()> {
         let mut inner = self.lock();
         let rev = inner.revision + 1;
-        inner.put(&self.ks.meta(name), value, rev);
+        inner.put(&self.ks.meta(name), pack(&value), rev);
         inner.revision = rev;
         drop(inner);
         self.notify.send_replace(rev);
@@ -431,7 +431,7 @@ impl EmbeddedWatcher {
             store_key: c.key.to_string(),
             mod_revision,
             create_revision,
-            value,
+            value: unpack(&value),
         };
         Some(WatchEvent {
             event_type: if c.put.is_some() {

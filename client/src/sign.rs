@@ -31,7 +31,18 @@ impl std::fmt::Debug for Signer {
 impl Signer {
     /// `region`: from the endpoint's host when it names one, else the chain's.
     pub async fn from_environment(region: Option<String>) -> Result<Signer, Error> {
-        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        use aws_smithy_http_client::tls;
+        // Credential providers (SSO, IMDS, container) speak HTTPS: rustls
+        // with ring, as the service itself (no aws-lc-rs).
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(http)
+            .load()
+            .await;
         let region = region
             .or_else(|| sdk.region().map(|r| r.to_string()))
             .ok_or_else(|| {

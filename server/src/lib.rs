@@ -109,7 +109,7 @@ impl Server {
         // Every AWS client is set up before anything is spawned, so a failure
         // here leaves nothing running; the SDK config is loaded once, if at all.
         let sdk = tokio::sync::OnceCell::new();
-        let load_sdk = || sdk.get_or_init(aws_config::load_from_env);
+        let load_sdk = || sdk.get_or_init(css::config::aws_sdk_config);
         let cursors: Arc<dyn CursorStore> = match &cfg.store.cursor_table {
             Some(table) => {
                 let client = match aws.dynamodb.clone() {

@@ -65,6 +65,7 @@ impl MotoServer {
             .region(Region::new("us-east-1"))
             .endpoint_url(self.endpoint())
             .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
+            .http_client(css::config::aws_http_client())
             .build();
         aws_sdk_sqs::Client::from_conf(conf)
     }
@@ -90,6 +91,7 @@ impl MotoServer {
             .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
                 "testing", "testing", None, None, "moto",
             )))
+            .http_client(css::config::aws_http_client())
             .build()
     }
 

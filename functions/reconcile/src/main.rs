@@ -11,7 +11,7 @@ async fn main() -> Result<(), Error> {
     let args = StoreArgs::from_env()?;
     init_logging(true, args.log_level.as_deref());
     let store = args.connect_etcd().await?;
-    let sdk = aws_config::load_from_env().await;
+    let sdk = css::config::aws_sdk_config().await;
     let region = sdk
         .region()
         .map(|r| r.to_string())

@@ -17,7 +17,7 @@ async fn main() -> Result<(), Error> {
         .clone()
         .ok_or(ConfigError::Missing("CSS_CURSOR_TABLE"))?;
     let store = args.connect_etcd().await?;
-    let sdk = aws_config::load_from_env().await;
+    let sdk = css::config::aws_sdk_config().await;
     let cursors = Arc::new(DynamoCursorStore::new(
         aws_sdk_dynamodb::Client::new(&sdk),
         table,

@@ -5,7 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/prereqs.sh test
+scripts/prereqs.sh sam
 cargo build --release -q -p css-bench -p css-ingest -p css-api -p css-watch -p css-reconcile -p css-client
+# The functions as Lambda runs them (arm64), for their sizes.
+cargo lambda build --release --arm64 --bin css-ingest --bin css-api --bin css-watch --bin css-reconcile
 args=("$@")
 [ ${#args[@]} -gt 0 ] || args=(--runs 5)
 {

@@ -275,10 +275,15 @@ pub async fn run(etcd: &EtcdServer, runs: usize) {
         "Exec of each release bootstrap binary (x86_64, this machine) to its first request to a local\n\
          Lambda runtime API, median of {runs}. Baseline: a program that does only that request.\n"
     );
-    println!("| binary | stripped MB | cold start ms | ratio to baseline |");
-    println!("|---|---:|---:|---:|");
+    println!(
+        "Sizes: stripped, x86_64 as built here, and arm64 (the template's default architecture)\n\
+         from `cargo lambda build --release --arm64` as `sam build` makes it (scripts/bench.sh\n\
+         builds both; `-` if the arm64 build is missing).\n"
+    );
+    println!("| binary | x86_64 MB | arm64 MB | cold start ms | ratio to baseline |");
+    println!("|---|---:|---:|---:|---:|");
     let base = cold_start(&me, &["runtime-probe"], etcd, runs).await;
-    println!("| baseline (`css-bench runtime-probe`) | - | {base:.2} | 1.00 |");
+    println!("| baseline (`css-bench runtime-probe`) | - | - | {base:.2} | 1.00 |");
     for f in FUNCTIONS {
         let bin = dir.join(f);
         let size = std::fs::metadata(&bin)
@@ -290,8 +295,12 @@ pub async fn run(etcd: &EtcdServer, runs: usize) {
             })
             .len() as f64
             / 1e6;
+        let arm64 = std::fs::metadata(dir.join("../lambda").join(f).join("bootstrap")).map_or_else(
+            |_| "-".to_string(),
+            |m| format!("{:.2}", m.len() as f64 / 1e6),
+        );
         let t = cold_start(&bin, &[], etcd, runs).await;
-        println!("| {f} | {size:.2} | {t:.2} | {:.2} |", t / base);
+        println!("| {f} | {size:.2} | {arm64} | {t:.2} | {:.2} |", t / base);
     }
     println!();
     println!("## Ingest function memory\n");

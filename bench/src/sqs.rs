@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use aws_sdk_sqs::Client;
 use clap::Parser;
 use css::model::Kind;
@@ -130,17 +130,7 @@ async fn moto_alone(sqs: &Client, url: &str, total: usize) -> f64 {
             .await
             .expect("receive");
         let msgs = r.messages.unwrap_or_default();
-        let entries: Vec<_> = msgs
-            .iter()
-            .enumerate()
-            .filter_map(|(i, m)| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(format!("m{i}"))
-                    .set_receipt_handle(m.receipt_handle.clone())
-                    .build()
-                    .ok()
-            })
-            .collect();
+        let entries = css_server::sqs::delete_entries(msgs.iter());
         if entries.is_empty() {
             continue;
         }

@@ -276,11 +276,9 @@ impl Client {
         limit: Option<u32>,
         token: Option<&str>,
     ) -> Result<Page<T>, Error> {
-        let mut q = if token.is_some() {
-            Vec::new()
-        } else {
-            filters.pairs()
-        };
+        // A token continues the list it came from: the service checks that
+        // the filters are repeated with it.
+        let mut q = filters.pairs();
         if let Some(t) = token {
             q.push(("nextToken", t.to_string()));
         }

@@ -69,6 +69,28 @@ async fn listing_covers_every_page(s: &TestServer, _api: &OpenApi) {
     let want: HashSet<String> = store_state(&s.base).await.into_keys().collect();
     assert_eq!(arns, want);
 
+    // A filtered list across pages: the filters go with every token.
+    let pg1: Vec<_> = c
+        .list::<Task>(
+            Filters {
+                cluster: Some("pg1".into()),
+                status: Some("RUNNING".into()),
+                ..Default::default()
+            },
+            Some(7),
+        )
+        .try_collect()
+        .await
+        .unwrap();
+    let pg1: HashSet<String> = pg1.into_iter().map(|i| i.entity.task_arn).collect();
+    let want_pg1: HashSet<String> = want
+        .iter()
+        .filter(|a| a.contains("/pg1/"))
+        .cloned()
+        .collect();
+    assert_eq!(want_pg1.len(), 77);
+    assert_eq!(pg1, want_pg1);
+
     // cssctl -o json: one JSON array with every task.
     let out = cssctl()
         .args([

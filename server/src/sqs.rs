@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message as SqsMessage};
 use aws_sdk_sqs::Client;
 use css::ingest::{apply_batch, Message};
 use css::store::StateStore;
@@ -13,6 +13,21 @@ use tokio::sync::watch;
 /// Messages per receive: the SQS maximum (and the Lambda default batch).
 const BATCH: i32 = 10;
 const WAIT_SECONDS: i32 = 20;
+
+/// DeleteMessageBatch entries for received messages (ids unique per batch).
+pub fn delete_entries<'a>(
+    msgs: impl Iterator<Item = &'a SqsMessage>,
+) -> Vec<DeleteMessageBatchRequestEntry> {
+    msgs.enumerate()
+        .filter_map(|(i, m)| {
+            DeleteMessageBatchRequestEntry::builder()
+                .id(format!("m{i}"))
+                .set_receipt_handle(m.receipt_handle.clone())
+                .build()
+                .ok()
+        })
+        .collect()
+}
 
 pub async fn poll(
     client: Client,
@@ -63,19 +78,12 @@ pub async fn poll(
             failed[*i] = true;
             tracing::warn!(message_id = msgs[*i].message_id.as_deref().unwrap_or("-"), error = %f, "message not applied; left on the queue");
         }
-        let entries: Vec<DeleteMessageBatchRequestEntry> = msgs
-            .iter()
-            .zip(&failed)
-            .enumerate()
-            .filter(|(_, (_, failed))| !**failed)
-            .filter_map(|(i, (m, _))| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(format!("m{i}"))
-                    .set_receipt_handle(m.receipt_handle.clone())
-                    .build()
-                    .ok()
-            })
-            .collect();
+        let entries = delete_entries(
+            msgs.iter()
+                .zip(&failed)
+                .filter(|(_, failed)| !**failed)
+                .map(|(m, _)| m),
+        );
         if entries.is_empty() {
             continue;
         }

@@ -83,26 +83,28 @@ impl Inner {
             }) => *create_revision,
             _ => rev,
         };
-        // Exact growth: most keys hold one or two versions between
-        // compactions, and a Vec's first allocation is room for four.
-        versions.reserve_exact(1);
-        versions.push(Version {
-            mod_revision: rev,
-            create_revision,
-            value: Some(value),
-        });
+        push_version(
+            versions,
+            Version {
+                mod_revision: rev,
+                create_revision,
+                value: Some(value),
+            },
+        );
         (shared, create_revision)
     }
 
     fn delete(&mut self, key: &str, rev: i64) {
         if let Some(versions) = self.keys.get_mut(key) {
             if matches!(versions.last(), Some(Version { value: Some(_), .. })) {
-                versions.reserve_exact(1);
-                versions.push(Version {
-                    mod_revision: rev,
-                    create_revision: 0,
-                    value: None,
-                });
+                push_version(
+                    versions,
+                    Version {
+                        mod_revision: rev,
+                        create_revision: 0,
+                        value: None,
+                    },
+                );
             }
         }
     }
@@ -117,6 +119,16 @@ impl Inner {
         self.revision = change.revision;
         self.log.push_back(change);
     }
+}
+
+/// Exact growth while a key has few versions (most hold one or two between
+/// compactions, and a Vec's first allocation is room for four); amortized
+/// doubling beyond, so a key rewritten often stays linear.
+fn push_version(versions: &mut Vec<Version>, v: Version) {
+    if versions.len() < 4 {
+        versions.reserve_exact(1);
+    }
+    versions.push(v);
 }
 
 /// Values are held LZ4-compressed: records are JSON with much repetition

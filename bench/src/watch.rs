@@ -205,6 +205,16 @@ async fn via_client(s: &TestServer, writes: usize, tag: &str) -> Vec<f64> {
 /// so that one hiccup of the machine moves one round, not the result.
 const PER_ROUND: usize = 200;
 
+/// One round's row: median and p99 of two latency series.
+fn round_row(a: Vec<f64>, b: Vec<f64>) -> [f64; 4] {
+    [
+        percentile(a.clone(), 0.5),
+        percentile(a, 0.99),
+        percentile(b.clone(), 0.5),
+        percentile(b, 0.99),
+    ]
+}
+
 fn median_of(rows: &[[f64; 4]], col: usize) -> f64 {
     crate::median(rows.iter().map(|r| r[col]).collect())
 }
@@ -234,12 +244,7 @@ pub async fn run(etcd: &EtcdServer, runs: usize) {
                 &format!("r{i}r{r}"),
             )
             .await;
-            rows.push([
-                percentile(svc.clone(), 0.5),
-                percentile(svc, 0.99),
-                percentile(raw.clone(), 0.5),
-                percentile(raw, 0.99),
-            ]);
+            rows.push(round_row(svc, raw));
         }
         let [sm, sp, rm, rp] = [0, 1, 2, 3].map(|c| median_of(&rows, c));
         println!(
@@ -252,12 +257,7 @@ pub async fn run(etcd: &EtcdServer, runs: usize) {
     for r in 0..runs {
         let svc = via_service(&s, 1, PER_ROUND, &format!("csr{r}")).await;
         let lib = via_client(&s, PER_ROUND, &format!("clr{r}")).await;
-        rows.push([
-            percentile(svc.clone(), 0.5),
-            percentile(svc, 0.99),
-            percentile(lib.clone(), 0.5),
-            percentile(lib, 0.99),
-        ]);
+        rows.push(round_row(svc, lib));
     }
     let [sm, sp, lm, lp] = [0, 1, 2, 3].map(|c| median_of(&rows, c));
     println!();

@@ -173,7 +173,8 @@ impl Client {
                 .ok()
                 .map(|c| c.access_key_id().to_string());
         }
-        let resp = req.send().await.map_err(|e| {
+        // Sending and reading the body fail alike: the service was not reached.
+        let unreachable = |e: reqwest::Error| {
             (
                 Error::Unreachable {
                     endpoint: self.base.clone(),
@@ -181,7 +182,8 @@ impl Client {
                 },
                 None,
             )
-        })?;
+        };
+        let resp = req.send().await.map_err(unreachable)?;
         let status = resp.status().as_u16();
         let retry_after = resp
             .headers()
@@ -189,15 +191,7 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let bytes = resp.bytes().await.map_err(|e| {
-            (
-                Error::Unreachable {
-                    endpoint: self.base.clone(),
-                    message: root_cause(&e),
-                },
-                None,
-            )
-        })?;
+        let bytes = resp.bytes().await.map_err(unreachable)?;
         if (200..300).contains(&status) {
             return Ok((status, bytes));
         }

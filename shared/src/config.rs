@@ -217,8 +217,6 @@ impl StoreArgs {
     }
 }
 
-/// Structured logs: JSON in Lambda (with the runtime's request-id spans),
-/// plain text for people in server mode.
 /// The HTTPS client every AWS SDK client uses: hyper 1.x on rustls with
 /// ring (the SDK's default features would add aws-lc-rs and a second,
 /// legacy hyper stack to every binary).
@@ -240,6 +238,8 @@ pub async fn aws_sdk_config() -> aws_config::SdkConfig {
         .await
 }
 
+/// Structured logs: JSON in Lambda (with the runtime's request-id spans),
+/// plain text for people in server mode.
 pub fn init_logging(json: bool, level: Option<&str>) {
     use tracing_subscriber::EnvFilter;
     let filter = match level {

@@ -59,15 +59,7 @@ impl MotoServer {
     }
 
     pub fn sqs(&self) -> aws_sdk_sqs::Client {
-        use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
-        let conf = aws_sdk_sqs::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .endpoint_url(self.endpoint())
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
-            .http_client(css::config::aws_http_client())
-            .build();
-        aws_sdk_sqs::Client::from_conf(conf)
+        aws_sdk_sqs::Client::new(&self.sdk_config())
     }
 }
 

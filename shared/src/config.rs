@@ -275,6 +275,8 @@ fn log_filter(
 ) {
     use tracing_subscriber::filter::Targets;
     let info = || Targets::new().with_default(tracing::Level::INFO);
+    // An empty filter would enable nothing: treat it as unset.
+    let spec = spec.map(str::trim).filter(|s| !s.is_empty());
     match spec.map(|s| (s, s.parse::<Targets>())) {
         None => (info(), None),
         Some((_, Ok(targets))) => (targets, None),
@@ -295,10 +297,12 @@ mod tests {
         assert!(!f.would_enable("css::api", &Level::INFO));
         assert!(f.would_enable("hyper", &Level::WARN));
 
-        let (f, refused) = log_filter(None);
-        assert!(refused.is_none());
-        assert!(f.would_enable("css", &Level::INFO));
-        assert!(!f.would_enable("css", &Level::DEBUG));
+        for unset in [None, Some(""), Some("  ")] {
+            let (f, refused) = log_filter(unset);
+            assert!(refused.is_none());
+            assert!(f.would_enable("css", &Level::INFO));
+            assert!(!f.would_enable("css", &Level::DEBUG));
+        }
 
         let (f, refused) = log_filter(Some("css=loud"));
         assert_eq!(refused.map(|(s, _)| s).as_deref(), Some("css=loud"));

@@ -70,10 +70,7 @@ impl Inner {
 
     /// Appends a version; returns the map's shared copy of the key.
     fn put(&mut self, key: &str, value: Bytes, rev: i64) -> (Arc<str>, i64) {
-        let shared = match self.keys.get_key_value(key) {
-            Some((k, _)) => k.clone(),
-            None => Arc::from(key),
-        };
+        let shared = self.shared_key(key);
         let versions = self.keys.entry(shared.clone()).or_default();
         let create_revision = match versions.last() {
             Some(Version {
@@ -109,9 +106,11 @@ impl Inner {
         }
     }
 
-    /// The map's shared copy of a key.
-    fn shared_key(&self, key: &str) -> Option<Arc<str>> {
-        self.keys.get_key_value(key).map(|(k, _)| k.clone())
+    /// The map's shared copy of a key, or a new one for a key not yet held.
+    fn shared_key(&self, key: &str) -> Arc<str> {
+        self.keys
+            .get_key_value(key)
+            .map_or_else(|| Arc::from(key), |(k, _)| k.clone())
     }
 
     /// Ends a write transaction.
@@ -293,9 +292,7 @@ impl StateStore for EmbeddedStore {
         let rev = current + 1;
         inner.delete(&primary, rev);
         inner.delete(&self.ks.status_index(key, &status), rev);
-        let shared = inner
-            .shared_key(&primary)
-            .unwrap_or_else(|| Arc::from(primary));
+        let shared = inner.shared_key(&primary);
         inner.commit(Change {
             revision: rev,
             kind: key.kind,

@@ -4,6 +4,7 @@
 # Extra arguments go to css-bench (e.g. `--runs 3`); default 5 runs per figure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/venv.sh
 scripts/prereqs.sh test
 scripts/prereqs.sh sam
 cargo build --release -q -p css-bench -p css-ingest -p css-api -p css-watch -p css-reconcile -p css-client

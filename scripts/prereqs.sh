@@ -2,54 +2,78 @@
 # Installs what building and testing need, idempotently; where it cannot,
 # stops with one line saying what is missing and how to get it.
 #   scripts/prereqs.sh run    # build and run server mode
-#   scripts/prereqs.sh test   # also etcd and moto for the test suite
-#   scripts/prereqs.sh sam    # SAM CLI, cfn-lint, cargo-lambda (zig), aarch64 target
+#   scripts/prereqs.sh test   # also etcd, and moto and schemathesis (venv)
+#   scripts/prereqs.sh sam    # SAM CLI, cfn-lint, cargo-lambda (venv), aarch64 target
+# Debian packages come from apt-get (as root); Python tools go into the
+# virtual environment of scripts/venv.sh, never into the system Python.
 set -euo pipefail
 mode="${1:-test}"
+cd "$(dirname "$0")/.."
+. scripts/venv.sh
 
 die() { echo "missing prerequisite: $*" >&2; exit 1; }
 
 command -v cargo >/dev/null 2>&1 || die "cargo (Rust toolchain): install rustup from rustup.rs, then 'rustup default stable'"
 
 apt_pkgs=()
+# ring, mimalloc and the linker need a C toolchain.
+command -v cc >/dev/null 2>&1 || apt_pkgs+=(build-essential)
+command -v curl >/dev/null 2>&1 || apt_pkgs+=(curl)
 command -v protoc >/dev/null 2>&1 || apt_pkgs+=(protobuf-compiler)
+if [ "$mode" != run ]; then
+  command -v python3 >/dev/null 2>&1 || apt_pkgs+=(python3 python3-venv)
+fi
 if [ "$mode" = test ]; then
   [ -x /usr/bin/etcd ] || command -v etcd >/dev/null 2>&1 || apt_pkgs+=(etcd-server)
-  command -v python3 >/dev/null 2>&1 || apt_pkgs+=(python3 python3-pip)
 fi
-if [ ${#apt_pkgs[@]} -gt 0 ]; then
+if [ "$mode" = sam ]; then
+  command -v file >/dev/null 2>&1 || apt_pkgs+=(file)
+fi
+
+apt_install() {
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing ${apt_pkgs[*]} with apt-get" >&2
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_pkgs[@]}" >/dev/null
+    echo "installing $* with apt-get" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"; } >/dev/null 2>&1 \
+      || die "$*: apt-get install failed; run 'apt-get install $*' to see why"
   else
-    die "${apt_pkgs[*]}: run 'sudo apt-get install ${apt_pkgs[*]}'"
+    die "$*: run 'sudo apt-get install $*'"
+  fi
+}
+[ ${#apt_pkgs[@]} -eq 0 ] || apt_install "${apt_pkgs[@]}"
+
+[ "$mode" = run ] && exit 0
+
+# The virtual environment (Debian's python3 needs python3-venv for it).
+if ! "$CSS_VENV/bin/python3" -m pip --version >/dev/null 2>&1; then
+  rm -rf "$CSS_VENV"
+  if ! python3 -m venv "$CSS_VENV" >/dev/null 2>&1; then
+    rm -rf "$CSS_VENV"
+    apt_install python3-venv
+    python3 -m venv "$CSS_VENV" >/dev/null 2>&1 \
+      || die "a Python virtual environment at $CSS_VENV: 'python3 -m venv $CSS_VENV' failed (is python3-venv installed?)"
   fi
 fi
 
+# pip_install CHECK PACKAGES...: installs PACKAGES into the venv unless CHECK
+# (a shell test run with the venv on PATH) already passes.
+pip_install() {
+  local check="$1"; shift
+  if ! bash -c "$check" >/dev/null 2>&1; then
+    echo "installing $* into $CSS_VENV with pip" >&2
+    local log; log=$(mktemp)
+    "$CSS_VENV/bin/python3" -m pip install -q --disable-pip-version-check "$@" >"$log" 2>&1 \
+      || die "$* (Python): pip could not install them into $CSS_VENV (see $log); check access to PyPI and rerun scripts/prereqs.sh $mode"
+    rm -f "$log"
+  fi
+}
+
 if [ "$mode" = test ]; then
-  if ! python3 -c 'import moto.server, flask_cors' >/dev/null 2>&1; then
-    echo "installing moto[server] with pip" >&2
-    python3 -m pip install -q 'moto[server]>=5' >/dev/null 2>&1 \
-      || die "moto[server] (Python): run 'python3 -m pip install \"moto[server]>=5\"'"
-  fi
-  if ! command -v st >/dev/null 2>&1; then
-    echo "installing schemathesis with pip" >&2
-    python3 -m pip install -q 'schemathesis>=4' >/dev/null 2>&1 \
-      || die "schemathesis (Python): run 'python3 -m pip install \"schemathesis>=4\"'"
-  fi
-  command -v curl >/dev/null 2>&1 || die "curl: run 'sudo apt-get install curl'"
+  pip_install "'$PYTHON' -c 'import moto.server, flask_cors'" 'moto[server]>=5'
+  pip_install "[ -x '$CSS_VENV/bin/st' ]" 'schemathesis>=4'
 fi
 if [ "$mode" = sam ]; then
-  for tool in sam cfn-lint cargo-lambda; do
-    if ! command -v "$tool" >/dev/null 2>&1; then
-      echo "installing aws-sam-cli, cfn-lint and cargo-lambda with pip" >&2
-      python3 -m pip install -q aws-sam-cli cfn-lint cargo-lambda >/dev/null 2>&1 \
-        || die "SAM tools (Python): run 'python3 -m pip install aws-sam-cli cfn-lint cargo-lambda'"
-      break
-    fi
-  done
-  command -v file >/dev/null 2>&1 || { apt-get install -y -qq file >/dev/null 2>&1 || die "file: run 'sudo apt-get install file'"; }
+  pip_install "[ -x '$CSS_VENV/bin/sam' ] && [ -x '$CSS_VENV/bin/cfn-lint' ] && [ -x '$CSS_VENV/bin/cargo-lambda' ]" \
+    aws-sam-cli cfn-lint cargo-lambda
   rustup target list --installed 2>/dev/null | grep -q aarch64-unknown-linux-gnu \
     || rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1 \
     || die "the aarch64 Rust target: run 'rustup target add aarch64-unknown-linux-gnu'"

@@ -3,6 +3,7 @@
 # four functions with cargo-lambda, for the template's default architecture).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/venv.sh
 scripts/prereqs.sh sam
 export SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
 cfn-lint template.yaml

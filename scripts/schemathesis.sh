@@ -4,6 +4,7 @@
 # no 5xx, bad input refused). Server mode runs with the demo fleet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/venv.sh
 cargo build -q -p css-server
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 ./target/debug/css-server --demo --bind "127.0.0.1:$port" --log-level warn &

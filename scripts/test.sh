@@ -4,6 +4,7 @@
 # by the tests), then schemathesis against server mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/venv.sh
 scripts/prereqs.sh test
 scripts/schemathesis.sh
 log=$(mktemp)

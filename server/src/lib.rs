@@ -143,7 +143,10 @@ impl Server {
         };
 
         let (stop, stopped) = watch::channel(false);
-        let app = api::router(AppState::local(store.clone(), cursors));
+        let app = api::router(AppState {
+            subscriptions_per_owner: cfg.store.subscriptions_per_owner as usize,
+            ..AppState::local(store.clone(), cursors)
+        });
         let mut rx = stopped.clone();
         let http = tokio::spawn(async move {
             axum::serve(listener, app)

@@ -23,6 +23,28 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 90s, 15m, 1h)"))
 }
 
+/// A value that `Debug` (and so every log of the settings) never prints.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret(s)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
 /// Settings shared by the Lambdas and server mode.
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
@@ -45,8 +67,10 @@ pub struct StoreArgs {
         hide_env_values = true,
         value_name = "CSS_ETCD_PASSWORD"
     )]
-    pub etcd_password: Option<String>,
-    /// PEM file of the CA that signed etcd's certificate (enables TLS).
+    pub etcd_password: Option<Secret>,
+    /// PEM file of the CA that signed etcd's certificate. TLS follows the
+    /// endpoints' `https://` scheme; without this file the system's roots
+    /// verify the server.
     #[arg(long, env = "CSS_ETCD_CA_FILE", value_name = "CSS_ETCD_CA_FILE")]
     pub etcd_ca_file: Option<String>,
     /// PEM client certificate for mutual TLS (with CSS_ETCD_KEY_FILE).
@@ -70,6 +94,10 @@ pub struct StoreArgs {
     /// Lambda requires it; server mode keeps cursors in memory without it.
     #[arg(long, env = "CSS_CURSOR_TABLE", value_name = "CSS_CURSOR_TABLE")]
     pub cursor_table: Option<String>,
+    /// Live subscriptions one principal (an IAM role or user) may hold;
+    /// beyond, creating one answers 429 TooManySubscriptions.
+    #[arg(long, env = "CSS_SUBSCRIPTIONS_PER_OWNER", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..), value_name = "CSS_SUBSCRIPTIONS_PER_OWNER")]
+    pub subscriptions_per_owner: u32,
     /// How much store history to keep for watches and paginated lists.
     #[arg(long, env = "CSS_HISTORY_RETENTION", default_value = "1h", value_parser = parse_duration, value_name = "CSS_HISTORY_RETENTION")]
     pub history_retention: Duration,
@@ -121,9 +149,15 @@ impl StoreArgs {
 
     /// Drops empty values, so `CSS_ETCD_USERNAME=""` means "no username".
     pub fn normalized(mut self) -> Self {
+        if self
+            .etcd_password
+            .as_ref()
+            .is_some_and(|p| p.expose().trim().is_empty())
+        {
+            self.etcd_password = None;
+        }
         for f in [
             &mut self.etcd_username,
-            &mut self.etcd_password,
             &mut self.etcd_ca_file,
             &mut self.etcd_cert_file,
             &mut self.etcd_key_file,
@@ -160,6 +194,7 @@ impl StoreArgs {
                 reason: "CSS_ETCD_CERT_FILE and CSS_ETCD_KEY_FILE go together".into(),
             });
         }
+        self.tls()?;
         if self.key_prefix.is_empty() || !self.key_prefix.starts_with('/') {
             return Err(ConfigError::Invalid {
                 name: "CSS_KEY_PREFIX",
@@ -167,6 +202,44 @@ impl StoreArgs {
             });
         }
         Ok(())
+    }
+
+    /// Whether etcd is reached over TLS: it follows the endpoints' scheme
+    /// (`https://`). An endpoint without a scheme takes TLS when a CA or client
+    /// certificate is given, as etcd's own client does.
+    fn tls(&self) -> Result<bool, ConfigError> {
+        let tls_files = self.etcd_ca_file.is_some() || self.etcd_cert_file.is_some();
+        let mut schemes = self.etcd_endpoints.iter().map(|e| {
+            let e = e.trim();
+            if e.starts_with("https://") {
+                true
+            } else if e.starts_with("http://") {
+                false
+            } else {
+                tls_files
+            }
+        });
+        let Some(first) = schemes.next() else {
+            return Ok(false);
+        };
+        if schemes.any(|t| t != first) {
+            return Err(ConfigError::Invalid {
+                name: "CSS_ETCD_ENDPOINTS",
+                reason: "mixes http:// and https:// endpoints; use one scheme".into(),
+            });
+        }
+        if !first && tls_files {
+            let name = if self.etcd_ca_file.is_some() {
+                "CSS_ETCD_CA_FILE"
+            } else {
+                "CSS_ETCD_CERT_FILE"
+            };
+            return Err(ConfigError::Invalid {
+                name,
+                reason: "TLS settings need https:// endpoints (TLS follows the scheme of CSS_ETCD_ENDPOINTS)".into(),
+            });
+        }
+        Ok(first)
     }
 
     pub fn etcd_settings(&self) -> Result<EtcdSettings, ConfigError> {
@@ -185,7 +258,8 @@ impl StoreArgs {
                 .map(|e| e.trim().to_string())
                 .collect(),
             username: self.etcd_username.clone(),
-            password: self.etcd_password.clone(),
+            password: self.etcd_password.as_ref().map(|p| p.expose().to_string()),
+            tls: self.tls()?,
             ca_pem: self
                 .etcd_ca_file
                 .as_deref()
@@ -330,6 +404,7 @@ mod tests {
             etcd_timeout: Duration::from_secs(5),
             key_prefix: "/x/".into(),
             cursor_table: None,
+            subscriptions_per_owner: 100,
             history_retention: Duration::from_secs(3600),
             log_level: None,
         };
@@ -352,5 +427,91 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("CSS_KEY_PREFIX"));
+    }
+
+    fn args(endpoints: &[&str]) -> StoreArgs {
+        StoreArgs {
+            etcd_endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
+            etcd_username: None,
+            etcd_password: None,
+            etcd_ca_file: None,
+            etcd_cert_file: None,
+            etcd_key_file: None,
+            etcd_timeout: Duration::from_secs(5),
+            key_prefix: "/x/".into(),
+            cursor_table: None,
+            subscriptions_per_owner: 100,
+            history_retention: Duration::from_secs(3600),
+            log_level: None,
+        }
+    }
+
+    #[test]
+    fn tls_follows_the_https_scheme() {
+        let https = args(&["https://10.0.0.5:2379", "https://10.0.0.6:2379"])
+            .etcd_settings()
+            .unwrap();
+        assert!(
+            https.tls,
+            "https:// without a CA file: TLS on the system's roots"
+        );
+        assert!(https.ca_pem.is_none());
+        assert!(
+            !args(&["http://127.0.0.1:2379"])
+                .etcd_settings()
+                .unwrap()
+                .tls
+        );
+        assert!(!args(&["127.0.0.1:2379"]).etcd_settings().unwrap().tls);
+
+        let ca = tempfile_with("ca");
+        let mut a = args(&["10.0.0.5:2379"]);
+        a.etcd_ca_file = Some(ca.clone());
+        assert!(a.etcd_settings().unwrap().tls, "no scheme + CA: TLS");
+        a.etcd_endpoints = vec!["http://10.0.0.5:2379".into()];
+        let e = a.etcd_settings().unwrap_err().to_string();
+        assert!(
+            e.contains("CSS_ETCD_CA_FILE") && e.contains("https://"),
+            "{e}"
+        );
+        let e = args(&["http://a:2379", "https://b:2379"])
+            .etcd_settings()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("CSS_ETCD_ENDPOINTS"), "{e}");
+        let _ = std::fs::remove_file(ca);
+    }
+
+    fn tempfile_with(text: &str) -> String {
+        let path = std::env::temp_dir().join(format!("css-config-test-{}", rand::random::<u64>()));
+        std::fs::write(&path, text).unwrap();
+        path.to_string_lossy().into_owned()
+    }
+
+    #[test]
+    fn passwords_over_plain_http_warn_once() {
+        let mut a = args(&["http://127.0.0.1:2379"]);
+        a.etcd_username = Some("root".into());
+        a.etcd_password = Some(Secret("hunter2".into()));
+        assert_eq!(a.etcd_settings().unwrap().warnings().len(), 1);
+        a.etcd_endpoints = vec!["https://127.0.0.1:2379".into()];
+        assert!(a.etcd_settings().unwrap().warnings().is_empty());
+        a.etcd_password = None;
+        a.etcd_username = None;
+        a.etcd_endpoints = vec!["http://127.0.0.1:2379".into()];
+        assert!(a.etcd_settings().unwrap().warnings().is_empty());
+    }
+
+    #[test]
+    fn debug_never_prints_the_password() {
+        let mut a = args(&["https://127.0.0.1:2379"]);
+        a.etcd_username = Some("root".into());
+        a.etcd_password = Some(Secret("hunter2-secret".into()));
+        let settings = a.etcd_settings().unwrap();
+        for text in [format!("{a:?}"), format!("{a:#?}"), format!("{settings:?}")] {
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(text.contains("***"), "{text}");
+        }
+        assert_eq!(settings.password.as_deref(), Some("hunter2-secret"));
     }
 }

@@ -11,8 +11,10 @@ use serde::{Deserialize, Serialize};
 use crate::model::{is_cluster_name, is_resource_id, Arn, ClusterId, EntityKey, Fields, Kind};
 use crate::store::{ClusterScope, ListRequest, StateStore, StoreError, StoredRecord};
 
-/// Largest list answer: Lambda's response limit is 6 MB.
+/// Largest list or watch answer: Lambda's response limit is 6 MB.
 pub const MAX_PAGE_BYTES: usize = 5_000_000;
+/// Bytes of items in one page, leaving room for the envelope and token.
+const MAX_ITEM_BYTES: usize = MAX_PAGE_BYTES - 1_000;
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;
 
@@ -211,7 +213,7 @@ impl Filters {
         if let Some(v) = p.get("launchType") {
             if v.is_empty()
                 || v.len() > 64
-                || !v.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_')
+                || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
             {
                 return Err(bad(
                     "launchType",
@@ -297,9 +299,48 @@ impl Filters {
     }
 
     /// A stable fingerprint, so a page token is not reused with other filters.
+    ///
+    /// It hashes a canonical text written field by field here (not `Debug`,
+    /// whose format may change between compiler versions), with FNV-1a
+    /// (stable across processes, unlike std's hasher): a redeploy keeps
+    /// outstanding tokens valid.
     fn fingerprint(&self) -> u64 {
-        // FNV-1a: stable across processes (Lambda instances), unlike std's hasher.
-        let text = format!("{self:?}");
+        let cluster = match &self.cluster {
+            ClusterScope::All => String::new(),
+            ClusterScope::Named(n) => format!("name:{n}"),
+            ClusterScope::Exact(c) => {
+                format!("arn:{}:{}:{}:{}", c.partition, c.region, c.account, c.name)
+            }
+        };
+        let instance = self.container_instance.as_ref().map(|ci| match &ci.arn {
+            None => ci.id.clone(),
+            Some(a) => format!(
+                "{}:{}:{}:{}:{}",
+                a.partition,
+                a.region,
+                a.account,
+                a.cluster.as_deref().unwrap_or(""),
+                a.id
+            ),
+        });
+        let fields: [(&str, Option<&str>); 8] = [
+            ("kind", Some(self.kind.plural())),
+            ("cluster", Some(&cluster)),
+            ("status", self.status),
+            ("desiredStatus", self.desired_status),
+            ("startedBy", self.started_by.as_deref()),
+            ("group", self.group.as_deref()),
+            ("launchType", self.launch_type.as_deref()),
+            ("containerInstance", instance.as_deref()),
+        ];
+        // Length-prefixed values: no value can imitate a separator.
+        let mut text = String::new();
+        for (name, value) in fields {
+            match value {
+                Some(v) => text.push_str(&format!("{name}={}:{v};", v.len())),
+                None => text.push_str(&format!("{name}-;")),
+            }
+        }
         text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
         })
@@ -419,7 +460,7 @@ pub async fn list(
                 continue;
             }
             let item = wrap(rec)?;
-            if bytes + item.len() > MAX_PAGE_BYTES && !items.is_empty() {
+            if bytes + item.len() + 1 > MAX_ITEM_BYTES && !items.is_empty() {
                 // Stop before the record that does not fit; it starts the next page.
                 let k = req.start_after.clone().unwrap_or_default();
                 let k = if i == 0 {
@@ -429,7 +470,7 @@ pub async fn list(
                 };
                 return Ok(output(items, page.revision, Some(k), filters));
             }
-            bytes += item.len();
+            bytes += item.len() + 1;
             items.push(item);
             if items.len() == limit {
                 let more = i + 1 < n || page.more;
@@ -537,4 +578,69 @@ pub async fn describe(
         req.revision = Some(page.revision);
         req.start_after = page.records.last().map(|r| r.store_key.clone());
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filters(kind: Kind, query: &str) -> Result<Filters, QueryError> {
+        let mut allowed = filter_params(kind).to_vec();
+        allowed.push("nextToken");
+        Filters::from_params(kind, &Params::parse(Some(query), &allowed)?)
+    }
+
+    #[test]
+    fn every_launch_type_is_accepted() {
+        for (given, kept) in [
+            ("EC2", "EC2"),
+            ("FARGATE", "FARGATE"),
+            ("EXTERNAL", "EXTERNAL"),
+            ("ec2", "EC2"),
+            ("Fargate", "FARGATE"),
+            // A future value of the same shape.
+            ("MANAGED_INSTANCES", "MANAGED_INSTANCES"),
+        ] {
+            let f = filters(Kind::Task, &format!("launchType={given}"))
+                .unwrap_or_else(|e| panic!("{given}: {e}"));
+            assert_eq!(f.launch_type.as_deref(), Some(kept), "{given}");
+        }
+        for bad in ["", "EC 2", "EC2;", "fargate%2F", &"A".repeat(65)] {
+            match filters(Kind::Task, &format!("launchType={bad}")) {
+                Err(QueryError::BadParam { name, .. }) => assert_eq!(name, "launchType", "{bad}"),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+    }
+
+    /// A token minted by an earlier build must still be accepted: the
+    /// fingerprint is pinned, so a change of its encoding fails here.
+    #[test]
+    fn page_tokens_are_stable_across_builds() {
+        let f = filters(
+            Kind::Task,
+            "cluster=arn:aws:ecs:us-east-1:123456789012:cluster/web&status=running&launchType=EC2\
+             &containerInstance=arn:aws:ecs:us-east-1:123456789012:container-instance/web/abc",
+        )
+        .unwrap();
+        let token = encode_token(&PageToken {
+            r: 42,
+            k: "/ecs-css/v1/tasks/web/x".into(),
+            f: f.fingerprint(),
+        });
+        assert_eq!(token, GOLDEN_TOKEN);
+        assert!(decode_token(GOLDEN_TOKEN, &f).is_ok());
+        // Other filters: refused.
+        let other = filters(Kind::Task, "cluster=web&status=running").unwrap();
+        assert!(decode_token(GOLDEN_TOKEN, &other).is_err());
+        // The canonical text of the unfiltered task list, hashed by FNV-1a.
+        let text = "kind=5:tasks;cluster=0:;status-;desiredStatus-;startedBy-;group-;launchType-;containerInstance-;";
+        let fnv = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+        });
+        assert_eq!(Filters::all(Kind::Task).fingerprint(), fnv);
+    }
+
+    const GOLDEN_TOKEN: &str =
+        "eyJyIjo0MiwiayI6Ii9lY3MtY3NzL3YxL3Rhc2tzL3dlYi94IiwiZiI6MTE4NzY3MTU5MzMyNzcyNzI2MzZ9";
 }

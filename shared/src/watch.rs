@@ -14,6 +14,10 @@ use tokio::time::{timeout_at, Instant};
 use crate::query::Filters;
 use crate::store::{EventType, StateStore, StoreError, StoredRecord, WatchEvent};
 
+/// Bytes of events in one answer: with the envelope it stays within the
+/// 5 MB that list pages keep to (Lambda's response limit is 6 MB).
+pub const MAX_EVENT_BYTES: usize = crate::query::MAX_PAGE_BYTES - 1_000;
+
 /// After `wait`, how long to wait for the store to confirm progress.
 const PROGRESS_GRACE: Duration = Duration::from_secs(2);
 
@@ -118,6 +122,7 @@ pub async fn poll(store: &dyn StateStore, req: &PollRequest) -> Result<PollOutpu
         revision: since,
         ..Default::default()
     };
+    let mut bytes = 0usize;
     // The store revision a bookmark must reach, once `wait` is over.
     let mut bookmark_target: Option<(i64, Instant)> = None;
     loop {
@@ -134,7 +139,9 @@ pub async fn poll(store: &dyn StateStore, req: &PollRequest) -> Result<PollOutpu
             // is known to be complete (never a revision not yet seen).
             Err(_) => return Ok(out),
         };
-        // Whole revisions only; stop at a revision boundary past `limit`.
+        // Whole revisions only; stop at a revision boundary past `limit`,
+        // or before a revision that would take the answer over the byte cap
+        // (a lone revision larger than the cap is still sent whole).
         let mut i = 0;
         let events = &batch.events;
         while i < events.len() {
@@ -147,11 +154,19 @@ pub async fn poll(store: &dyn StateStore, req: &PollRequest) -> Result<PollOutpu
                 out.more = true;
                 return Ok(out);
             }
+            let mut these = Vec::new();
             for ev in &events[i..end] {
                 if let Some(json) = translate(&req.filters, ev)? {
-                    out.events.push(json);
+                    these.push(json);
                 }
             }
+            let size: usize = these.iter().map(|e| e.len() + 1).sum();
+            if !out.events.is_empty() && bytes + size > MAX_EVENT_BYTES {
+                out.more = true;
+                return Ok(out);
+            }
+            bytes += size;
+            out.events.extend(these);
             out.revision = rev;
             i = end;
         }

@@ -10,11 +10,15 @@ use std::time::{Duration, Instant};
 use css::store::etcd::EtcdSettings;
 use css::store::EtcdStore;
 
+use crate::pki::TestPki;
+
 pub struct EtcdServer {
     child: Option<Child>,
     dir: tempfile::TempDir,
     pub client_port: u16,
     peer_port: u16,
+    /// Mutual TLS on client and peer URLs (`start_tls`).
+    pub tls: Option<TestPki>,
 }
 
 fn free_port() -> u16 {
@@ -41,20 +45,56 @@ impl EtcdServer {
     /// Starts etcd and waits until it accepts connections. Panics (failing
     /// the test loudly) if etcd is missing or does not come up.
     pub fn start() -> EtcdServer {
+        Self::start_with(false)
+    }
+
+    /// etcd with mutual TLS: https client and peer URLs, client
+    /// certificates required, all issued by a test CA (`tls`).
+    pub fn start_tls() -> EtcdServer {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> EtcdServer {
         let dir = tempfile::tempdir().expect("temp dir for etcd");
+        let tls = tls.then(|| TestPki::issue(dir.path()));
         let mut server = EtcdServer {
             child: None,
             dir,
             client_port: free_port(),
             peer_port: free_port(),
+            tls,
         };
         server.spawn();
         server
     }
 
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     fn spawn(&mut self) {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let client = format!("{}://127.0.0.1:{}", self.scheme(), self.client_port);
+        let peer = format!("{}://127.0.0.1:{}", self.scheme(), self.peer_port);
+        let mut tls_args: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(pki) = &self.tls {
+            for (flag, path) in [
+                ("--cert-file", &pki.server_cert),
+                ("--key-file", &pki.server_key),
+                ("--trusted-ca-file", &pki.ca),
+                ("--peer-cert-file", &pki.server_cert),
+                ("--peer-key-file", &pki.server_key),
+                ("--peer-trusted-ca-file", &pki.ca),
+            ] {
+                tls_args.push(flag.into());
+                tls_args.push(path.into());
+            }
+            tls_args.push("--client-cert-auth".into());
+            tls_args.push("--peer-client-cert-auth".into());
+        }
         let log = std::fs::File::create(self.dir.path().join("etcd.log")).expect("etcd log file");
         let child = Command::new(etcd_binary())
             .args(["--name", "css-test"])
@@ -74,6 +114,7 @@ impl EtcdServer {
             ])
             .args(["--initial-cluster", &format!("css-test={peer}")])
             .args(["--log-level", "error", "--logger", "zap"])
+            .args(&tls_args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -89,7 +130,7 @@ impl EtcdServer {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("{}://127.0.0.1:{}", self.scheme(), self.client_port)
     }
 
     /// Kills etcd (as an outage would); its data dir stays.
@@ -106,10 +147,19 @@ impl EtcdServer {
         self.spawn();
     }
 
+    /// Settings that reach this etcd (with the test CA and client
+    /// certificate when it runs TLS).
     pub fn settings(&self) -> EtcdSettings {
+        let read = |p: &PathBuf| std::fs::read(p).expect("test certificate");
         EtcdSettings {
             endpoints: vec![self.endpoint()],
             request_timeout: Duration::from_secs(2),
+            tls: self.tls.is_some(),
+            ca_pem: self.tls.as_ref().map(|t| read(&t.ca)),
+            client_cert_pem: self
+                .tls
+                .as_ref()
+                .map(|t| (read(&t.client_cert), read(&t.client_key))),
             ..Default::default()
         }
     }

@@ -8,6 +8,7 @@ pub mod fixtures;
 pub use etcd::EtcdServer;
 pub mod moto;
 pub mod openapi;
+pub mod pki;
 pub mod server;
 
 /// Runs each `async fn name(&TestServer, &OpenApi)` scenario of the calling

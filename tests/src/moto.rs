@@ -5,6 +5,19 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The Python with moto: $PYTHON (scripts/venv.sh sets it), else the
+/// scripts' virtual environment in the repository, else `python3`.
+fn python() -> String {
+    if let Ok(p) = std::env::var("PYTHON") {
+        return p;
+    }
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python3");
+    if venv.exists() {
+        return venv.to_string_lossy().into_owned();
+    }
+    "python3".into()
+}
+
 pub struct MotoServer {
     child: Child,
     pub port: u16,
@@ -14,7 +27,7 @@ impl MotoServer {
     /// Starts `python3 -m moto.server`. Panics (failing the test loudly) when
     /// moto is not installed.
     pub fn start() -> MotoServer {
-        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+        let python = python();
         let has_moto = Command::new(&python)
             .args(["-c", "import moto.server"])
             .stdout(Stdio::null())
@@ -24,7 +37,7 @@ impl MotoServer {
             .unwrap_or(false);
         assert!(
             has_moto,
-            "moto is not installed: run `python3 -m pip install 'moto[server]'` (or scripts/prereqs.sh test)"
+            "moto is not installed for {python}: run scripts/prereqs.sh test (it installs moto[server] into the scripts' virtual environment, .venv)"
         );
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -91,8 +104,7 @@ impl MotoServer {
     /// (boto3); answers the created ARNs per cluster.
     pub fn seed_ecs(&self, spec: &serde_json::Value) -> serde_json::Value {
         let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("moto/seed_ecs.py");
-        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-        let out = Command::new(python)
+        let out = Command::new(python())
             .arg(script)
             .arg(self.endpoint())
             .arg(spec.to_string())
@@ -105,4 +117,51 @@ impl MotoServer {
         );
         serde_json::from_slice(&out.stdout).expect("seed_ecs.py prints JSON")
     }
+}
+
+/// The subscription cursor table as template.yaml defines it: partition key
+/// `id`, and the owner index the per-owner quota counts through.
+pub async fn create_cursor_table(client: &aws_sdk_dynamodb::Client, name: &str) {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+        Projection, ProjectionType, ScalarAttributeType,
+    };
+    let attr = |n: &str, t: ScalarAttributeType| {
+        AttributeDefinition::builder()
+            .attribute_name(n)
+            .attribute_type(t)
+            .build()
+            .expect("attribute definition")
+    };
+    let key = |n: &str, t: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(n)
+            .key_type(t)
+            .build()
+            .expect("key schema")
+    };
+    client
+        .create_table()
+        .table_name(name)
+        .attribute_definitions(attr("id", ScalarAttributeType::S))
+        .attribute_definitions(attr("principal", ScalarAttributeType::S))
+        .attribute_definitions(attr("expiresAt", ScalarAttributeType::N))
+        .key_schema(key("id", KeyType::Hash))
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(css::cursor::dynamodb::OWNER_INDEX)
+                .key_schema(key("principal", KeyType::Hash))
+                .key_schema(key("expiresAt", KeyType::Range))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::KeysOnly)
+                        .build(),
+                )
+                .build()
+                .expect("owner index"),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("create the cursor table in moto");
 }

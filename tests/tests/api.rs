@@ -37,7 +37,7 @@ async fn seed(s: &TestServer) {
     for n in 0..10 {
         let status = if n < 6 { "RUNNING" } else { "STOPPED" };
         let patch = json!({
-            "launchType": if n % 2 == 0 { "EC2" } else { "FARGATE" },
+            "launchType": ["EC2", "FARGATE", "EXTERNAL"][n % 3],
             "group": if n < 4 { "service:web" } else { "service:api" },
             "startedBy": format!("starter-{}", n % 3),
             "containerInstanceArn": format!("arn:aws:ecs:{REGION}:{A}:container-instance/prod/ci{}", n % 2),
@@ -95,7 +95,12 @@ async fn list_filters(s: &TestServer, api: &OpenApi) {
         ),
         ("/v1/tasks?status=Pending", &["d0@A", "d1@A", "d2@A", "d3@A", "d4@A"]),
         ("/v1/tasks?cluster=prod&desiredStatus=stopped", &["p6@A", "p7@A", "p8@A", "p9@A"]),
-        ("/v1/tasks?cluster=prod&status=RUNNING&launchType=fargate", &["p1@A", "p3@A", "p5@A"]),
+        // Every launch type, in any case (the fixtures' other tasks are EC2).
+        ("/v1/tasks?cluster=prod&status=RUNNING&launchType=fargate", &["p1@A", "p4@A"]),
+        ("/v1/tasks?cluster=prod&launchType=EC2", &["p0@A", "p3@A", "p6@A", "p9@A", "q0@B", "q1@B", "q2@B"]),
+        ("/v1/tasks?cluster=prod&status=RUNNING&launchType=ec2", &["p0@A", "p3@A", "q0@B", "q1@B", "q2@B"]),
+        ("/v1/tasks?launchType=EXTERNAL", &["p2@A", "p5@A", "p8@A"]),
+        ("/v1/tasks?cluster=prod&status=STOPPED&launchType=External", &["p8@A"]),
         ("/v1/tasks?group=service%3Aapi", &["p4@A", "p5@A", "p6@A", "p7@A", "p8@A", "p9@A"]),
         ("/v1/tasks?group=service%3Aweb&cluster=prod&status=RUNNING", &["p0@A", "p1@A", "p2@A", "p3@A", "q0@B", "q1@B", "q2@B"]),
         ("/v1/tasks?startedBy=starter-1&cluster=prod", &["p1@A", "p4@A", "p7@A"]),

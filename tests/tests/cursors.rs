@@ -4,11 +4,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-};
 use css::api::{self, AppState, Identity};
-use css::cursor::{CursorStore, DynamoCursorStore, EmbeddedCursorStore, Subscription};
+use css::cursor::{CursorError, CursorStore, DynamoCursorStore, EmbeddedCursorStore, Subscription};
 use css::store::EmbeddedStore;
 use css_tests::moto::MotoServer;
 use serde_json::{json, Value};
@@ -26,9 +23,47 @@ fn sub(id: &str, cursor: i64, expires_at: i64) -> Subscription {
     }
 }
 
+/// The per-owner quota: live subscriptions count, expired and deleted ones
+/// do not, and other owners are unaffected.
+async fn quota(store: &dyn CursorStore) {
+    let owned = |n: u32, owner: &str, expires_at: i64| Subscription {
+        principal: owner.into(),
+        ..sub(&format!("{n:032x}"), 1, expires_at)
+    };
+    let (ops, audit) = (
+        "arn:aws:iam::123456789012:role/quota-ops",
+        "arn:aws:iam::123456789012:role/quota-audit",
+    );
+    // One that expires at 1500: it counts before, not after.
+    store.create(&owned(1, ops, 1500), 3, 1000).await.unwrap();
+    store.create(&owned(2, ops, 5000), 3, 1000).await.unwrap();
+    store.create(&owned(3, ops, 5000), 3, 1000).await.unwrap();
+    match store.create(&owned(4, ops, 5000), 3, 1000).await {
+        Err(CursorError::TooMany { owner, limit }) => assert_eq!((owner.as_str(), limit), (ops, 3)),
+        other => panic!("a fourth subscription of a quota of 3: {other:?}"),
+    }
+    store.create(&owned(5, audit, 5000), 3, 1000).await.unwrap();
+    store.create(&owned(4, ops, 5000), 3, 2000).await.unwrap();
+    assert!(matches!(
+        store.create(&owned(6, ops, 5000), 3, 2000).await,
+        Err(CursorError::TooMany { .. })
+    ));
+    assert!(store.delete(&format!("{:032x}", 2)).await.unwrap());
+    store.create(&owned(6, ops, 5000), 3, 2000).await.unwrap();
+    assert_eq!(
+        store
+            .get(&format!("{:032x}", 6), 2000)
+            .await
+            .unwrap()
+            .map(|s| s.principal),
+        Some(ops.to_string())
+    );
+}
+
 async fn suite(store: &dyn CursorStore) {
+    quota(store).await;
     let a = sub("0123456789abcdef0123456789abcdef", 10, 5000);
-    store.create(&a).await.unwrap();
+    store.create(&a, 100, 1000).await.unwrap();
     assert_eq!(store.get(&a.id, 1000).await.unwrap(), Some(a.clone()));
     assert_eq!(
         store
@@ -59,7 +94,7 @@ async fn suite(store: &dyn CursorStore) {
     assert_eq!(store.get(&a.id, 7001).await.unwrap(), None);
     assert_eq!(store.advance(&a.id, 50, 9000, 7001).await.unwrap(), None);
     let b = sub("abcdefabcdefabcdefabcdefabcdefab", 1, 5000);
-    store.create(&b).await.unwrap();
+    store.create(&b, 100, 1000).await.unwrap();
     assert!(store.delete(&b.id).await.unwrap());
     assert!(!store.delete(&b.id).await.unwrap());
     assert_eq!(store.get(&b.id, 1000).await.unwrap(), None);
@@ -74,27 +109,7 @@ async fn embedded_cursor_store() {
 async fn dynamodb_cursor_store_against_moto() {
     let moto = MotoServer::start();
     let client = aws_sdk_dynamodb::Client::new(&moto.sdk_config());
-    client
-        .create_table()
-        .table_name("css-cursors")
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("id")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("id")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
+    css_tests::moto::create_cursor_table(&client, "css-cursors").await;
     let store = DynamoCursorStore::new(client.clone(), "css-cursors");
     suite(&store).await;
     // A table that does not exist is an outage, not a panic.
@@ -147,27 +162,36 @@ async fn call(app: &axum::Router, req: lambda_http::Request) -> (u16, Value) {
     )
 }
 
-#[tokio::test]
-async fn subscriptions_belong_to_their_iam_principal() {
-    let app = api::router(AppState {
+fn iam_app(per_owner: usize) -> axum::Router {
+    api::router(AppState {
         store: Arc::new(EmbeddedStore::new("/x/")),
         cursors: Some(Arc::new(EmbeddedCursorStore::new())),
         identity: Identity::Iam,
         subscription_ttl: api::DEFAULT_SUBSCRIPTION_TTL,
-    });
-    let alice = Some("arn:aws:sts::123456789012:assumed-role/ops/alice");
-    let bob = Some("arn:aws:sts::123456789012:assumed-role/ops/bob");
-    let (status, created) = call(
-        &app,
-        apigw(
-            "POST",
-            "/v1/subscriptions",
-            "",
-            Some(json!({"resource": "tasks"})),
-            alice,
-        ),
+        subscriptions_per_owner: per_owner,
+    })
+}
+
+fn create(user: Option<&str>) -> lambda_http::Request {
+    apigw(
+        "POST",
+        "/v1/subscriptions",
+        "",
+        Some(json!({"resource": "tasks"})),
+        user,
     )
-    .await;
+}
+
+/// A subscription belongs to the caller's role: a new session of the same
+/// role (a restarted task or Lambda) reaches it, another role does not.
+#[tokio::test]
+async fn subscriptions_belong_to_their_iam_principal() {
+    let app = iam_app(100);
+    let alice = Some("arn:aws:sts::123456789012:assumed-role/ops/alice");
+    let restarted = Some("arn:aws:sts::123456789012:assumed-role/ops/i-0restarted");
+    let other_role = Some("arn:aws:sts::123456789012:assumed-role/audit/alice");
+    let user = Some("arn:aws:iam::123456789012:user/ops");
+    let (status, created) = call(&app, create(alice)).await;
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().unwrap();
     let path = format!("/v1/subscriptions/{id}");
@@ -176,36 +200,97 @@ async fn subscriptions_belong_to_their_iam_principal() {
         200
     );
     assert_eq!(
-        call(&app, apigw("GET", &path, "", None, bob)).await.0,
-        404,
-        "someone else's is not found"
+        call(&app, apigw("GET", &path, "", None, restarted)).await.0,
+        200,
+        "a new session of the same role"
     );
-    assert_eq!(
-        call(
-            &app,
-            apigw("GET", &format!("{path}/events"), "wait=0", None, bob)
-        )
-        .await
-        .0,
-        404
-    );
-    assert_eq!(
-        call(&app, apigw("DELETE", &path, "", None, bob)).await.0,
-        404
-    );
+    for someone_else in [other_role, user] {
+        assert_eq!(
+            call(&app, apigw("GET", &path, "", None, someone_else))
+                .await
+                .0,
+            404,
+            "someone else's is not found"
+        );
+        assert_eq!(
+            call(
+                &app,
+                apigw(
+                    "GET",
+                    &format!("{path}/events"),
+                    "wait=0",
+                    None,
+                    someone_else
+                )
+            )
+            .await
+            .0,
+            404
+        );
+        assert_eq!(
+            call(&app, apigw("DELETE", &path, "", None, someone_else))
+                .await
+                .0,
+            404
+        );
+    }
     let (status, body) = call(&app, apigw("GET", &path, "", None, None)).await;
     assert_eq!(status, 403, "no IAM identity behind API Gateway: {body}");
     assert_eq!(
         call(
             &app,
-            apigw("GET", &format!("{path}/events"), "wait=0", None, alice)
+            apigw("GET", &format!("{path}/events"), "wait=0", None, restarted)
         )
         .await
         .0,
         200
     );
     assert_eq!(
-        call(&app, apigw("DELETE", &path, "", None, alice)).await.0,
+        call(&app, apigw("DELETE", &path, "", None, restarted))
+            .await
+            .0,
         204
     );
+}
+
+/// Beyond CSS_SUBSCRIPTIONS_PER_OWNER live subscriptions, a role gets 429
+/// TooManySubscriptions (counted across its sessions); other owners do not.
+#[tokio::test]
+async fn subscriptions_per_owner_are_capped() {
+    let app = iam_app(3);
+    let sessions = [
+        "arn:aws:sts::123456789012:assumed-role/ops/a",
+        "arn:aws:sts::123456789012:assumed-role/ops/b",
+        "arn:aws:sts::123456789012:assumed-role/ops/c",
+    ];
+    let mut ids = Vec::new();
+    for s in sessions {
+        let (status, body) = call(&app, create(Some(s))).await;
+        assert_eq!(status, 201, "{body}");
+        ids.push(body["id"].as_str().unwrap().to_string());
+    }
+    let (status, body) = call(
+        &app,
+        create(Some("arn:aws:sts::123456789012:assumed-role/ops/d")),
+    )
+    .await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["code"], "TooManySubscriptions");
+    // Another role and a user are unaffected.
+    for other in [
+        "arn:aws:sts::123456789012:assumed-role/audit/a",
+        "arn:aws:iam::123456789012:user/ops",
+    ] {
+        let (status, body) = call(&app, create(Some(other))).await;
+        assert_eq!(status, 201, "{other}: {body}");
+    }
+    // Deleting one makes room again.
+    let path = format!("/v1/subscriptions/{}", ids[0]);
+    assert_eq!(
+        call(&app, apigw("DELETE", &path, "", None, Some(sessions[2])))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(call(&app, create(Some(sessions[0]))).await.0, 201);
 }

@@ -23,6 +23,7 @@ fn app(store: Arc<dyn StateStore>) -> axum::Router {
         cursors: Some(Arc::new(css::cursor::EmbeddedCursorStore::new())),
         identity: api::Identity::Iam,
         subscription_ttl: api::DEFAULT_SUBSCRIPTION_TTL,
+        subscriptions_per_owner: api::DEFAULT_SUBSCRIPTIONS_PER_OWNER,
     })
 }
 
@@ -175,4 +176,208 @@ async fn watch_requests_reach_the_router() {
     assert_eq!(status, 204);
     let (status, _) = run(read("apigw-get-subscription.json")).await;
     assert_eq!(status, 404);
+}
+
+/// The sample task (EC2) plus a copy of it per other launch type, ingested
+/// through the handler; answers the task ARN per launch type.
+async fn seed_launch_types(store: &dyn StateStore) -> Vec<(&'static str, String)> {
+    let sample: Value = serde_json::from_str(&read("sqs-task-state-change.json")).unwrap();
+    let body: Value = serde_json::from_str(sample["Records"][0]["body"].as_str().unwrap()).unwrap();
+    let mut arns = Vec::new();
+    let mut bodies = Vec::new();
+    for (n, lt) in ["EC2", "FARGATE", "EXTERNAL"].into_iter().enumerate() {
+        let mut b = body.clone();
+        let arn = b["detail"]["taskArn"]
+            .as_str()
+            .unwrap()
+            .replace("0a1b2c3d", &format!("{n:08x}"));
+        b["detail"]["taskArn"] = Value::from(arn.clone());
+        b["detail"]["launchType"] = Value::from(lt);
+        bodies.push(b.to_string());
+        arns.push((lt, arn));
+    }
+    let out = css::ingest::apply_batch(store, &css_tests::fixtures::messages(&bodies)).await;
+    assert!(out.failures.is_empty());
+    arns
+}
+
+/// `launchType` takes every ECS launch type through API Gateway, README's
+/// `launchType=EC2` example first (it was refused with a 400).
+#[tokio::test]
+async fn every_launch_type_filters_through_api_gateway() {
+    let etcd = EtcdServer::start();
+    let store: Arc<dyn StateStore> = etcd.store("/ecs-css/v1/").await;
+    let arns = seed_launch_types(store.as_ref()).await;
+    let api = OpenApi::load();
+    let app = app(store);
+    let sample = read("apigw-list-tasks-ec2.json");
+    for (lt, arn) in &arns {
+        for given in [lt.to_string(), lt.to_lowercase()] {
+            let text = sample
+                .replace("launchType=EC2", &format!("launchType={given}"))
+                .replace(
+                    r#""launchType": "EC2""#,
+                    &format!(r#""launchType": "{given}""#),
+                );
+            let (status, body) = send(&app, &text).await;
+            assert_eq!(status, 200, "launchType={given}: {body}");
+            api.check("TaskList", &body);
+            let got: Vec<&str> = body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["entity"]["taskArn"].as_str().unwrap())
+                .collect();
+            assert_eq!(got, vec![arn.as_str()], "launchType={given}");
+        }
+    }
+}
+
+/// Watch answers stay under 5 MB through the css-watch adapter: 60 tasks of
+/// ~120 KB (7 MB in all), written in several revisions, arrive in answers of
+/// at most 5 MB that stop at revision boundaries with `more: true`; every
+/// change once, in revision order. The same for a subscription's events.
+#[tokio::test]
+async fn watch_answers_stay_under_five_megabytes() {
+    use css_tests::fixtures::{messages, task_detail, task_event};
+    let etcd = EtcdServer::start();
+    let store: Arc<dyn StateStore> = etcd.store("/ecs-css/v1/").await;
+    let start = store.current_revision().await.unwrap();
+    let padding = "x".repeat(120_000);
+    // Six ingest batches of ten: each batch is written in a few multi-entity
+    // transactions (several revisions per batch, several tasks per revision).
+    for batch in 0..6 {
+        let bodies: Vec<String> = (0..10)
+            .map(|n| {
+                let mut d = task_detail(
+                    "big",
+                    css_tests::fixtures::ACCOUNT,
+                    &format!("t{batch}{n}"),
+                    "RUNNING",
+                    1,
+                    true,
+                );
+                d["overrides"]["padding"] = Value::from(padding.clone());
+                task_event(&d)
+            })
+            .collect();
+        let out = css::ingest::apply_batch(store.as_ref(), &messages(&bodies)).await;
+        assert!(out.failures.is_empty());
+    }
+    let app = app(store.clone());
+    let stream = read("apigw-stream-tasks.json");
+    let request = |since: i64| {
+        stream
+            .replace(
+                "cluster=orders&since=1&wait=0",
+                &format!("cluster=big&since={since}&wait=0"),
+            )
+            .replace(r#""cluster": "orders""#, r#""cluster": "big""#)
+            .replace(r#""since": "1""#, &format!(r#""since": "{since}""#))
+    };
+    let drain = |first: i64| {
+        let app = app.clone();
+        let request = &request;
+        async move {
+            let mut since = first;
+            let mut seen: Vec<(i64, String)> = Vec::new();
+            let mut answers = 0;
+            loop {
+                let req = lambda_http::request::from_str(&request(since)).unwrap();
+                let resp = api::lambda::service(app.clone())
+                    .oneshot(req)
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), 200);
+                let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                    .await
+                    .unwrap();
+                assert!(
+                    bytes.len() <= 5_000_000,
+                    "answer {answers} is {} bytes",
+                    bytes.len()
+                );
+                answers += 1;
+                let body: Value = serde_json::from_slice(&bytes).unwrap();
+                for e in body["events"].as_array().unwrap() {
+                    let rev: i64 = e["revision"].as_str().unwrap().parse().unwrap();
+                    assert!(rev > since, "nothing at or before since");
+                    seen.push((
+                        rev,
+                        e["item"]["entity"]["taskArn"].as_str().unwrap().to_string(),
+                    ));
+                }
+                let next: i64 = body["revision"].as_str().unwrap().parse().unwrap();
+                if body["more"] == false {
+                    break;
+                }
+                assert!(next > since, "a capped answer moves forward");
+                since = next;
+            }
+            (seen, answers)
+        }
+    };
+    let (seen, answers) = drain(start).await;
+    assert!(answers >= 2, "7 MB of changes need two answers or more");
+    assert_eq!(seen.len(), 60, "every task once");
+    let distinct: std::collections::BTreeSet<&String> = seen.iter().map(|(_, a)| a).collect();
+    assert_eq!(distinct.len(), 60);
+    assert!(
+        seen.windows(2).all(|w| w[0].0 <= w[1].0),
+        "in revision order"
+    );
+    let revisions: std::collections::BTreeSet<i64> = seen.iter().map(|(r, _)| *r).collect();
+    assert!(
+        revisions.len() >= 6,
+        "written in several revisions: {revisions:?}"
+    );
+    assert!(
+        revisions.len() < 60,
+        "some revisions hold several tasks: {revisions:?}"
+    );
+
+    // A subscription (RUNNING tasks of "big" from revision 1): its events
+    // answers obey the cap too.
+    let created = read("apigw-create-subscription.json");
+    let created = created.replace("\\\"orders\\\"", "\\\"big\\\"");
+    let (status, sub) = send(&app, &created).await;
+    assert_eq!(status, 201, "{sub}");
+    assert_eq!(sub["filters"]["cluster"], "big", "{sub}");
+    let id = sub["id"].as_str().unwrap().to_string();
+    let events =
+        read("apigw-subscription-events.json").replace("00000000000000000000000000000000", &id);
+    // The sample subscribes from revision 1: it delivers the same 60 tasks.
+    let mut delivered = Vec::new();
+    let mut ack: Option<String> = None;
+    for _ in 0..20 {
+        let text = match &ack {
+            None => events.clone(),
+            Some(a) => events
+                .replace("wait=0", &format!("wait=0&ack={a}"))
+                .replace(r#""wait": "0""#, &format!(r#""wait": "0", "ack": "{a}""#)),
+        };
+        let req = lambda_http::request::from_str(&text).unwrap();
+        let resp = api::lambda::service(app.clone())
+            .oneshot(req)
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        assert!(bytes.len() <= 5_000_000, "{} bytes", bytes.len());
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        for e in body["events"].as_array().unwrap() {
+            delivered.push(e["item"]["entity"]["taskArn"].as_str().unwrap().to_string());
+        }
+        ack = Some(body["revision"].as_str().unwrap().to_string());
+        if body["more"] == false && !delivered.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(
+        delivered.len(),
+        60,
+        "every change once through the subscription"
+    );
 }

@@ -15,6 +15,7 @@ async fn main() -> Result<(), Error> {
         cursors: None,
         identity: Identity::Iam,
         subscription_ttl: api::DEFAULT_SUBSCRIPTION_TTL,
+        subscriptions_per_owner: args.subscriptions_per_owner as usize,
     });
     lambda_http::run(api::lambda::service(app)).await
 }

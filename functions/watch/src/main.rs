@@ -27,6 +27,7 @@ async fn main() -> Result<(), Error> {
         cursors: Some(cursors),
         identity: Identity::Iam,
         subscription_ttl: api::DEFAULT_SUBSCRIPTION_TTL,
+        subscriptions_per_owner: args.subscriptions_per_owner as usize,
     });
     lambda_http::run(api::lambda::service(app)).await
 }

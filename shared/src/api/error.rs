@@ -88,6 +88,14 @@ impl IntoResponse for ApiError {
                 );
                 return resp;
             }
+            ApiError::Cursor(crate::cursor::CursorError::TooMany { limit, .. }) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                json!({
+                    "code": "TooManySubscriptions",
+                    "message": format!("this principal already holds {limit} subscriptions (CSS_SUBSCRIPTIONS_PER_OWNER); delete some first"),
+                    "limit": limit,
+                }),
+            ),
             ApiError::Cursor(e @ crate::cursor::CursorError::Corrupt { .. }) => {
                 tracing::error!(error = %e, "corrupt subscription");
                 (

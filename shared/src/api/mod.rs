@@ -66,9 +66,12 @@ pub struct AppState {
     pub identity: Identity,
     /// Idle subscriptions expire after this long.
     pub subscription_ttl: Duration,
+    /// Live subscriptions one principal may hold (CSS_SUBSCRIPTIONS_PER_OWNER).
+    pub subscriptions_per_owner: usize,
 }
 
 pub const DEFAULT_SUBSCRIPTION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const DEFAULT_SUBSCRIPTIONS_PER_OWNER: usize = 100;
 
 impl AppState {
     /// Server mode's state: one local principal.
@@ -78,6 +81,7 @@ impl AppState {
             cursors: Some(cursors),
             identity: Identity::Local,
             subscription_ttl: DEFAULT_SUBSCRIPTION_TTL,
+            subscriptions_per_owner: DEFAULT_SUBSCRIPTIONS_PER_OWNER,
         }
     }
 }

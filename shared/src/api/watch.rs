@@ -11,7 +11,7 @@ use lambda_http::request::RequestContext;
 use serde_json::{json, Value};
 
 use super::{json_response, ApiError, AppState, Identity};
-use crate::cursor::{CursorStore, Subscription};
+use crate::cursor::{owner_of, CursorStore, Subscription};
 use crate::model::Kind;
 use crate::query::{filter_params, Filters, Params, DEFAULT_LIMIT, MAX_LIMIT};
 use crate::watch::{poll, PollRequest, WatchError};
@@ -99,13 +99,14 @@ async fn stream(s: &AppState, kind: Kind, q: Option<&str>) -> Result<Response, A
     Ok(json_response(StatusCode::OK, out.to_json()))
 }
 
-/// Who is asking: the IAM caller API Gateway vouches for; in server mode,
-/// the one local principal.
+/// Who owns what the caller creates: the IAM caller API Gateway vouches
+/// for (an assumed-role session as its role); in server mode, the one local
+/// principal.
 fn principal(s: &AppState, ext: &Extensions) -> Result<String, ApiError> {
     if let Some(RequestContext::ApiGatewayV2(ctx)) = ext.get::<RequestContext>() {
         let iam = ctx.authorizer.as_ref().and_then(|a| a.iam.as_ref());
         if let Some(who) = iam.and_then(|i| i.user_arn.clone().or_else(|| i.caller_id.clone())) {
-            return Ok(who);
+            return Ok(owner_of(&who));
         }
     }
     match s.identity {
@@ -240,7 +241,9 @@ pub(super) async fn create_subscription(
         created_at: created,
         expires_at: created + s.subscription_ttl.as_secs() as i64,
     };
-    cursors.create(&sub).await?;
+    cursors
+        .create(&sub, s.subscriptions_per_owner, created)
+        .await?;
     Ok(json_response(StatusCode::CREATED, sub_json(&sub)))
 }
 
@@ -267,7 +270,9 @@ async fn own(s: &AppState, ext: &Extensions, uri: &Uri) -> Result<Subscription, 
     let who = principal(s, ext)?;
     let id = sub_id(uri)?;
     match cursors(s)?.get(&id, now()).await? {
-        Some(sub) if sub.principal == who => Ok(sub),
+        // Subscriptions stored under a session's ARN (before owners were
+        // roles) stay reachable by that role.
+        Some(sub) if owner_of(&sub.principal) == who => Ok(sub),
         _ => Err(ApiError::NotFound("no such subscription".into())),
     }
 }

@@ -1,5 +1,10 @@
 //! Cursors in DynamoDB (table with partition key `id`; `expiresAt` is the
 //! TTL attribute). The cursor only moves forward: a conditional update.
+//! The per-owner quota counts live subscriptions through the global
+//! secondary index `OWNER_INDEX` (partition key `principal`, sort key
+//! `expiresAt`). The index is eventually consistent and the count is not
+//! atomic with the put, so concurrent creates can pass the quota by a few:
+//! it is a guard against runaway clients, not an exact ledger.
 
 use std::collections::HashMap;
 
@@ -10,6 +15,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 
 use super::{CursorError, CursorStore, Subscription};
+
+/// The owner index's name (the template and tests create it).
+pub const OWNER_INDEX: &str = "principal-expiresAt";
 
 pub struct DynamoCursorStore {
     client: Client,
@@ -72,7 +80,32 @@ impl DynamoCursorStore {
 
 #[async_trait]
 impl CursorStore for DynamoCursorStore {
-    async fn create(&self, sub: &Subscription) -> Result<(), CursorError> {
+    async fn create(
+        &self,
+        sub: &Subscription,
+        max_per_owner: usize,
+        now: i64,
+    ) -> Result<(), CursorError> {
+        let held = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(OWNER_INDEX)
+            .key_condition_expression("principal = :p AND expiresAt >= :now")
+            .expression_attribute_values(":p", s(&sub.principal))
+            .expression_attribute_values(":now", n(now))
+            .select(aws_sdk_dynamodb::types::Select::Count)
+            .limit(i32::try_from(max_per_owner).unwrap_or(i32::MAX).max(1))
+            .send()
+            .await
+            .map_err(unavailable)?
+            .count;
+        if held as usize >= max_per_owner {
+            return Err(CursorError::TooMany {
+                owner: sub.principal.clone(),
+                limit: max_per_owner,
+            });
+        }
         self.client
             .put_item()
             .table_name(&self.table)

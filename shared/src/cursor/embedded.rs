@@ -24,8 +24,24 @@ impl EmbeddedCursorStore {
 
 #[async_trait]
 impl CursorStore for EmbeddedCursorStore {
-    async fn create(&self, sub: &Subscription) -> Result<(), CursorError> {
-        self.lock().insert(sub.id.clone(), sub.clone());
+    async fn create(
+        &self,
+        sub: &Subscription,
+        max_per_owner: usize,
+        now: i64,
+    ) -> Result<(), CursorError> {
+        let mut subs = self.lock();
+        let held = subs
+            .values()
+            .filter(|s| s.principal == sub.principal && s.expires_at >= now)
+            .count();
+        if held >= max_per_owner {
+            return Err(CursorError::TooMany {
+                owner: sub.principal.clone(),
+                limit: max_per_owner,
+            });
+        }
+        subs.insert(sub.id.clone(), sub.clone());
         Ok(())
     }
 

@@ -17,6 +17,29 @@ pub enum CursorError {
     Unavailable(String),
     #[error("corrupt subscription {id}: {reason}")]
     Corrupt { id: String, reason: String },
+    #[error("{owner} already holds {limit} subscriptions")]
+    TooMany { owner: String, limit: usize },
+}
+
+/// The owner of a caller's subscriptions. An assumed-role session belongs to
+/// its role, so a restarted task or Lambda (a new session name) still
+/// reaches what it created; a role is named without its path, as the
+/// session ARN names it. Other principals own as themselves.
+pub fn owner_of(caller: &str) -> String {
+    let parts: Vec<&str> = caller.splitn(6, ':').collect();
+    if let [_, partition, service, _, account, resource] = parts[..] {
+        let role = match (service, resource.split_once('/')) {
+            // assumed-role/ROLE/SESSION
+            ("sts", Some(("assumed-role", rest))) => rest.split('/').next(),
+            // role/PATH/ROLE
+            ("iam", Some(("role", rest))) => rest.rsplit('/').next(),
+            _ => None,
+        };
+        if let Some(role) = role.filter(|r| !r.is_empty()) {
+            return format!("arn:{partition}:iam::{account}:role/{role}");
+        }
+    }
+    caller.to_string()
 }
 
 /// A durable watch: who owns it, what it follows, how far it has acked.
@@ -38,7 +61,14 @@ pub struct Subscription {
 
 #[async_trait]
 pub trait CursorStore: Send + Sync {
-    async fn create(&self, sub: &Subscription) -> Result<(), CursorError>;
+    /// Stores a new subscription, unless its principal already holds
+    /// `max_per_owner` live ones at `now` (then `TooMany`).
+    async fn create(
+        &self,
+        sub: &Subscription,
+        max_per_owner: usize,
+        now: i64,
+    ) -> Result<(), CursorError>;
     /// The subscription, unless missing or expired at `now`.
     async fn get(&self, id: &str, now: i64) -> Result<Option<Subscription>, CursorError>;
     /// Moves the cursor forward to `cursor` (an older one is a no-op) and
@@ -51,4 +81,40 @@ pub trait CursorStore: Send + Sync {
         now: i64,
     ) -> Result<Option<Subscription>, CursorError>;
     async fn delete(&self, id: &str) -> Result<bool, CursorError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::owner_of;
+
+    #[test]
+    fn an_assumed_role_session_is_owned_by_its_role() {
+        for (caller, owner) in [
+            (
+                "arn:aws:sts::123456789012:assumed-role/ops/alice",
+                "arn:aws:iam::123456789012:role/ops",
+            ),
+            (
+                "arn:aws:sts::123456789012:assumed-role/ops/i-0abc",
+                "arn:aws:iam::123456789012:role/ops",
+            ),
+            // Path-insensitive, as IAM names the session's role.
+            (
+                "arn:aws:iam::123456789012:role/platform/team/ops",
+                "arn:aws:iam::123456789012:role/ops",
+            ),
+            (
+                "arn:aws-cn:sts::123456789012:assumed-role/ops/x",
+                "arn:aws-cn:iam::123456789012:role/ops",
+            ),
+            (
+                "arn:aws:iam::123456789012:user/alice",
+                "arn:aws:iam::123456789012:user/alice",
+            ),
+            ("local", "local"),
+            ("AROAX:s", "AROAX:s"),
+        ] {
+            assert_eq!(owner_of(caller), owner, "{caller}");
+        }
+    }
 }

@@ -28,16 +28,61 @@ const BATCH_CONCURRENCY: usize = 8;
 const MAX_MESSAGE: usize = 64 << 20;
 
 /// How to reach etcd.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct EtcdSettings {
     pub endpoints: Vec<String>,
     pub username: Option<String>,
     pub password: Option<String>,
-    /// PEM CA bundle to verify the server; enables TLS.
+    /// TLS (the endpoints are `https://`).
+    pub tls: bool,
+    /// PEM CA bundle to verify the server; without it, the system's roots.
     pub ca_pem: Option<Vec<u8>>,
     /// PEM client certificate and key for mutual TLS.
     pub client_cert_pem: Option<(Vec<u8>, Vec<u8>)>,
     pub request_timeout: Duration,
+}
+
+/// Never prints the password or the client key.
+impl std::fmt::Debug for EtcdSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdSettings")
+            .field("endpoints", &self.endpoints)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("tls", &self.tls)
+            .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
+            .field("client_cert", &self.client_cert_pem.is_some())
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
+}
+
+impl EtcdSettings {
+    /// What an operator should hear about these settings before connecting.
+    pub fn warnings(&self) -> Vec<&'static str> {
+        let mut w = Vec::new();
+        if self.password.is_some() && !self.tls {
+            w.push("etcd credentials are sent over plain http://: use https:// endpoints");
+        }
+        w
+    }
+
+    fn tls_options(&self) -> Option<TlsOptions> {
+        if !self.tls {
+            return None;
+        }
+        let mut tls = TlsOptions::new();
+        tls = match &self.ca_pem {
+            Some(ca) => tls.ca_certificate(Certificate::from_pem(ca)),
+            // No CA named: verify against the system's trusted roots, as any
+            // HTTPS client would (a public or corporate CA).
+            None => tls.with_native_roots(),
+        };
+        if let Some((cert, key)) = &self.client_cert_pem {
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        Some(tls)
+    }
 }
 
 #[derive(Clone)]
@@ -91,14 +136,10 @@ impl EtcdStore {
         if let (Some(user), Some(password)) = (&settings.username, &settings.password) {
             opts = opts.with_user(user.clone(), password.clone());
         }
-        if settings.ca_pem.is_some() || settings.client_cert_pem.is_some() {
-            let mut tls = TlsOptions::new();
-            if let Some(ca) = &settings.ca_pem {
-                tls = tls.ca_certificate(Certificate::from_pem(ca));
-            }
-            if let Some((cert, key)) = &settings.client_cert_pem {
-                tls = tls.identity(Identity::from_pem(cert, key));
-            }
+        for warning in settings.warnings() {
+            tracing::warn!("{warning}");
+        }
+        if let Some(tls) = settings.tls_options() {
             opts = opts.with_tls(tls);
         }
         let client = Client::connect(&settings.endpoints, Some(opts))

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures::TryStreamExt;
 
 use crate::types::{ContainerInstance, Entity, Filters, Item, Resource, Task};
-use crate::{Client, Error, Signing, WatchEvent};
+use crate::{Client, Error, RetryNotice, Signing, WatchEvent};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -75,6 +75,7 @@ pub enum Output {
     Table,
     Wide,
     Json,
+    Yaml,
 }
 
 #[derive(Args, Debug)]
@@ -84,6 +85,9 @@ pub struct ListArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value = "table")]
     pub output: Output,
+    /// Tables without their header line (for scripts).
+    #[arg(long)]
+    pub no_headers: bool,
     /// After listing, print one line per change (ADDED/MODIFIED/DELETED) until interrupted.
     #[arg(short, long)]
     pub watch: bool,
@@ -172,7 +176,36 @@ pub fn explain(e: &Error) -> String {
     }
 }
 
+/// Task-only filter flags given to a command about container instances:
+/// refused here rather than sent for the service to refuse.
+fn task_only_flag(cli: &Cli) -> Option<&'static str> {
+    let filters = match &cli.command {
+        Command::Instances(a) => &a.filters,
+        Command::Subscriptions(SubCommand::Create {
+            resource: ResourceArg::Instances,
+            filters,
+            ..
+        }) => filters,
+        _ => return None,
+    };
+    [
+        ("--desired-status", filters.desired_status.is_some()),
+        ("--started-by", filters.started_by.is_some()),
+        ("--group", filters.group.is_some()),
+        ("--launch-type", filters.launch_type.is_some()),
+        ("--container-instance", filters.container_instance.is_some()),
+    ]
+    .into_iter()
+    .find_map(|(flag, given)| given.then_some(flag))
+}
+
 pub async fn run(cli: Cli, out: &mut dyn Write) -> ExitCode {
+    if let Some(flag) = task_only_flag(&cli) {
+        eprintln!(
+            "cssctl: {flag} filters tasks only; container instances take --cluster and --status"
+        );
+        return ExitCode::from(2);
+    }
     match execute(cli, out).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -208,6 +241,10 @@ async fn execute(cli: Cli, out: &mut dyn Write) -> Result<(), Error> {
 
 fn to_json<T: serde::Serialize>(v: &T) -> serde_json::Value {
     serde_json::to_value(v).unwrap_or_default()
+}
+
+fn to_yaml<T: serde::Serialize>(v: &T) -> Result<String, Error> {
+    serde_yaml_ng::to_string(v).map_err(|e| Error::Decode(format!("writing YAML: {e}")))
 }
 
 fn print(out: &mut dyn Write, s: &str) -> Result<(), Error> {
@@ -404,7 +441,7 @@ fn table(header: Option<&[&str]>, rows: &[Vec<String>]) -> String {
 async fn list<T: Row>(client: &Client, a: &ListArgs, out: &mut dyn Write) -> Result<(), Error> {
     let filters = a.filters.clone();
     if a.watch {
-        return watch::<T>(client, filters, a.output, out).await;
+        return watch::<T>(client, filters, a, out).await;
     }
     let wide = a.output == Output::Wide;
     let now = Utc::now();
@@ -427,6 +464,13 @@ async fn list<T: Row>(client: &Client, a: &ListArgs, out: &mut dyn Write) -> Res
                 }
                 print(out, &s)?;
             }
+            // One YAML sequence: each page's items are more of its entries.
+            Output::Yaml => {
+                if !page.items.is_empty() {
+                    empty = false;
+                    print(out, &to_yaml(&page.items)?)?;
+                }
+            }
             Output::Table | Output::Wide => {
                 let rows: Vec<Vec<String>> =
                     page.items.iter().map(|i| T::row(i, wide, now)).collect();
@@ -434,13 +478,15 @@ async fn list<T: Row>(client: &Client, a: &ListArgs, out: &mut dyn Write) -> Res
                     empty = false;
                 }
                 let header = T::header(wide);
-                print(out, &table(first.then_some(&header[..]), &rows))?;
+                let header = (first && !a.no_headers).then_some(&header[..]);
+                print(out, &table(header, &rows))?;
                 first = false;
             }
         }
     }
     match a.output {
         Output::Json => print(out, if empty { "]\n" } else { "\n]\n" }),
+        Output::Yaml if empty => print(out, "[]\n"),
         _ => Ok(()),
     }
 }
@@ -449,17 +495,37 @@ async fn list<T: Row>(client: &Client, a: &ListArgs, out: &mut dyn Write) -> Res
 async fn watch<T: Row>(
     client: &Client,
     filters: Filters,
-    output: Output,
+    a: &ListArgs,
     out: &mut dyn Write,
 ) -> Result<(), Error> {
+    let output = a.output;
     let wide = output == Output::Wide;
+    // Retries and resyncs go to stderr, so a person sees why nothing moves
+    // and a script's stdout stays the stream of changes.
+    let mut client = client.clone();
+    client.on_retry = Some(RetryNotice(std::sync::Arc::new(|e, pause| {
+        eprintln!(
+            "cssctl: watch: {}; retrying in {:.1}s",
+            explain(e),
+            pause.as_secs_f64()
+        );
+    })));
     let mut w = client.watch::<T>(filters);
+    let mut header_done = a.no_headers;
     // What this watch has shown: ARN -> the item as last printed.
     let mut shown: HashMap<String, Item<T>> = HashMap::new();
-    let mut header_done = false;
     loop {
         let mut lines: Vec<(&'static str, Item<T>)> = Vec::new();
-        match w.next().await? {
+        let event = w.next().await?;
+        if let WatchEvent::Resync {
+            revision, cause, ..
+        } = &event
+        {
+            eprintln!(
+                "cssctl: watch: {cause}; listed again at revision {revision} and printing the difference"
+            );
+        }
+        match event {
             WatchEvent::Listed { items, .. } | WatchEvent::Resync { items, .. } => {
                 let mut fresh: HashMap<String, Item<T>> = items
                     .into_iter()
@@ -505,6 +571,13 @@ async fn watch<T: Row>(
                         &serde_json::json!({"type": kind, "item": to_json(&item)}).to_string(),
                     );
                     text.push('\n');
+                }
+                // One YAML document per change, as `kubectl get -w -o yaml`.
+                Output::Yaml => {
+                    text.push_str("---\n");
+                    text.push_str(&to_yaml(
+                        &serde_json::json!({"type": kind, "item": to_json(&item)}),
+                    )?);
                 }
                 _ => {
                     let mut r = vec![kind.to_string()];

@@ -1,6 +1,7 @@
 //! Client for cluster-state-service: lists as streams over every page,
 //! describe, the list+watch loop with resyncs and retries, subscriptions.
 //! Requests to an API Gateway endpoint are SigV4-signed; server mode's are not.
+#![forbid(unsafe_code)]
 
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ pub mod watch;
 
 pub use sign::Signer;
 pub use types::*;
-pub use watch::{Watch, WatchEvent};
+pub use watch::{ResyncCause, Watch, WatchEvent};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -66,6 +67,23 @@ pub enum Signing {
     Never,
 }
 
+/// Told of every retry before its pause: what failed and how long until
+/// the next attempt (cssctl prints it on stderr).
+#[derive(Clone)]
+pub struct RetryNotice(pub std::sync::Arc<dyn Fn(&Error, Duration) + Send + Sync>);
+
+impl std::fmt::Debug for RetryNotice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RetryNotice")
+    }
+}
+
+/// A pause drawn at random from the upper half of `delay`, so that many
+/// clients failing together (a server restart) do not retry in lockstep.
+pub fn jittered(delay: Duration) -> Duration {
+    delay.mul_f64(rand::random_range(0.5..=1.0))
+}
+
 /// Retries of a transient failure (unreachable, 503, 502, 504, 429).
 #[derive(Debug, Clone, Copy)]
 pub struct Retry {
@@ -91,6 +109,7 @@ pub struct Client {
     base: String,
     signer: Option<Signer>,
     pub retry: Retry,
+    pub on_retry: Option<RetryNotice>,
 }
 
 impl Client {
@@ -115,6 +134,7 @@ impl Client {
             base,
             signer,
             retry: Retry::default(),
+            on_retry: None,
         })
     }
 
@@ -237,7 +257,14 @@ impl Client {
                     if self.retry.attempts.is_some_and(|n| attempt >= n) {
                         return Err(e);
                     }
-                    tokio::time::sleep(after.unwrap_or(delay).min(self.retry.max * 6)).await;
+                    // The server's Retry-After as given; our own backoff jittered.
+                    let pause = after
+                        .unwrap_or_else(|| jittered(delay))
+                        .min(self.retry.max * 6);
+                    if let Some(RetryNotice(notice)) = &self.on_retry {
+                        notice(&e, pause);
+                    }
+                    tokio::time::sleep(pause).await;
                     delay = (delay * 2).min(self.retry.max);
                     attempt += 1;
                 }
@@ -435,4 +462,20 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         cur = next;
     }
     cur.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_jittered_within_the_upper_half() {
+        let d = Duration::from_millis(800);
+        let pauses: Vec<Duration> = (0..200).map(|_| jittered(d)).collect();
+        assert!(pauses
+            .iter()
+            .all(|p| *p >= Duration::from_millis(400) && *p <= d));
+        let distinct: std::collections::BTreeSet<Duration> = pauses.into_iter().collect();
+        assert!(distinct.len() > 50, "spread, not lockstep: {distinct:?}");
+    }
 }

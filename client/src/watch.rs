@@ -23,6 +23,7 @@ pub enum WatchEvent<T> {
     Resync {
         items: Vec<Item<T>>,
         revision: i64,
+        cause: ResyncCause,
     },
     Added(Item<T>, i64),
     Modified(Item<T>, i64),
@@ -30,11 +31,34 @@ pub enum WatchEvent<T> {
     Deleted(Item<T>, i64),
 }
 
+/// Why a watch listed again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResyncCause {
+    /// 410: the server compacted the history after the watch's revision.
+    Expired,
+    /// The watch's revision is ahead of the server's store: the store was
+    /// replaced (server mode restarted on its embedded store).
+    StoreReplaced,
+}
+
+impl std::fmt::Display for ResyncCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ResyncCause::Expired => "the watch's revision was compacted away (410 Expired)",
+            ResyncCause::StoreReplaced => {
+                "the server's store is behind the watch's revision (the store was replaced)"
+            }
+        })
+    }
+}
+
 pub struct Watch<T> {
     client: Client,
     filters: Filters,
     since: Option<i64>,
     listed: bool,
+    /// Why the next list is a resync.
+    cause: ResyncCause,
     /// Entities currently in the watched set (ARNs), to tell ADDED from MODIFIED.
     known: HashSet<String>,
     pending: VecDeque<WatchEvent<T>>,
@@ -53,6 +77,7 @@ impl<T: Entity> Watch<T> {
             filters,
             since: None,
             listed: false,
+            cause: ResyncCause::Expired,
             known: HashSet::new(),
             pending: VecDeque::new(),
             wait: Duration::from_secs(20),
@@ -79,6 +104,7 @@ impl<T: Entity> Watch<T> {
                     WatchEvent::Resync {
                         items,
                         revision: rev,
+                        cause: self.cause,
                     }
                 } else {
                     WatchEvent::Listed {
@@ -97,6 +123,7 @@ impl<T: Entity> Watch<T> {
                 Ok(b) => b,
                 Err(Error::Expired(_)) => {
                     self.since = None;
+                    self.cause = ResyncCause::Expired;
                     continue;
                 }
                 // Ahead of the server: its store was replaced (server mode's
@@ -105,6 +132,7 @@ impl<T: Entity> Watch<T> {
                     parameter: Some(p), ..
                 }) if p == "since" => {
                     self.since = None;
+                    self.cause = ResyncCause::StoreReplaced;
                     continue;
                 }
                 Err(e) => return Err(e),

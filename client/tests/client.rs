@@ -196,7 +196,12 @@ async fn watch_resyncs_after_compaction(s: &TestServer, _api: &OpenApi) {
         .await
         .unwrap();
     match w.next().await.unwrap() {
-        WatchEvent::Resync { items, revision } => {
+        WatchEvent::Resync {
+            items,
+            revision,
+            cause,
+        } => {
+            assert_eq!(cause, css_client::ResyncCause::Expired);
             let got: BTreeMap<String, String> = items
                 .into_iter()
                 .map(|i| (i.entity.task_arn, i.metadata.entity_version))
@@ -272,6 +277,30 @@ async fn cli_watch_survives_compaction_and_restart(etcd: Option<EtcdServer>) {
             sink.lock().unwrap().push(l);
         }
     });
+    // What the watch tells a person on stderr.
+    let notices: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stderr = child.stderr.take().unwrap();
+    let sink = notices.clone();
+    tokio::spawn(async move {
+        let mut r = tokio::io::BufReader::new(stderr).lines();
+        while let Ok(Some(l)) = r.next_line().await {
+            sink.lock().unwrap().push(l);
+        }
+    });
+    let noticed = |what: &'static str| {
+        let notices = notices.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !notices.lock().unwrap().iter().any(|l| l.contains(what)) {
+                assert!(
+                    Instant::now() < deadline,
+                    "no stderr line with {what:?}: {:?}",
+                    notices.lock().unwrap()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
     let converged = |want: BTreeMap<String, String>| {
         let lines = lines.clone();
         async move {
@@ -319,11 +348,15 @@ async fn cli_watch_survives_compaction_and_restart(etcd: Option<EtcdServer>) {
         .unwrap();
     assert!(signal("-CONT").success());
     converged(store_state(&base).await).await;
+    noticed("410 Expired").await;
+    noticed("listed again at revision").await;
 
     // A restart: the watcher retries until the server is back, then
     // continues (etcd) or resyncs to the new store (embedded).
     server.shutdown().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The watch says that it retries, and why.
+    noticed("retrying in").await;
+    noticed("cannot reach").await;
     let server = server_on(etcd.as_ref(), &bind).await;
     write(
         &server,
@@ -391,8 +424,29 @@ async fn cli_errors_say_what_happened_with_distinct_exit_codes() {
     .await;
     assert_eq!(code, Some(6), "{err}");
 
-    let (code, _) = run(vec!["tasks".into(), "--output".into(), "yaml".into()]).await;
+    let (code, _) = run(vec!["tasks".into(), "--output".into(), "xml".into()]).await;
     assert_eq!(code, Some(2), "usage errors are clap's 2");
+
+    // Task-only filters on instances: refused here, naming the flag.
+    for (flag, value) in [
+        ("--launch-type", "EC2"),
+        ("--desired-status", "RUNNING"),
+        ("--started-by", "me"),
+        ("--group", "service:web"),
+        ("--container-instance", "abc"),
+    ] {
+        for cmd in [
+            vec!["instances"],
+            vec!["subscriptions", "create", "--resource", "instances"],
+        ] {
+            let mut args: Vec<String> = vec!["--endpoint".into(), dead.clone()];
+            args.extend(cmd.iter().map(|s| s.to_string()));
+            args.extend([flag.to_string(), value.to_string()]);
+            let (code, err) = run(args).await;
+            assert_eq!(code, Some(2), "{cmd:?} {flag}: {err}");
+            assert!(err.contains(flag), "{err}");
+        }
+    }
     s.server.shutdown().await.unwrap();
 }
 
@@ -463,4 +517,93 @@ fn sigv4_matches_the_published_test_vector() {
     assert!(h
         .iter()
         .any(|(k, v)| k == "x-amz-security-token" && v == "token"));
+}
+
+/// `-o yaml` is the same data as `-o json`, for lists and watches;
+/// `--no-headers` drops the table's header line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_yaml_and_no_headers() {
+    let s = TestServer::start(None, &[]).await;
+    write(
+        &s.server,
+        &(0..3)
+            .map(|i| task("y", &format!("t{i}"), "RUNNING", 1))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let run = |args: &[&str]| {
+        let mut full = vec!["--endpoint".to_string(), s.base.clone()];
+        full.extend(args.iter().map(|a| a.to_string()));
+        async move {
+            let out = cssctl().args(&full).output().await.unwrap();
+            assert!(
+                out.status.success(),
+                "{full:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        }
+    };
+    let json: serde_json::Value =
+        serde_json::from_str(&run(&["tasks", "-o", "json"]).await).unwrap();
+    let yaml: serde_json::Value =
+        serde_yaml_ng::from_str(&run(&["tasks", "-o", "yaml", "--page-size", "2"]).await).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 3);
+    assert_eq!(
+        yaml, json,
+        "YAML across pages is one sequence of the same items"
+    );
+    let empty: serde_json::Value =
+        serde_yaml_ng::from_str(&run(&["tasks", "--cluster", "none", "-o", "yaml"]).await).unwrap();
+    assert_eq!(empty, serde_json::json!([]));
+
+    let table = run(&["tasks"]).await;
+    assert!(table.starts_with("CLUSTER"), "{table}");
+    assert_eq!(table.lines().count(), 4);
+    let bare = run(&["tasks", "--no-headers"]).await;
+    assert_eq!(bare.lines().count(), 3, "{bare}");
+    assert!(bare.lines().all(|l| l.starts_with('y')), "{bare}");
+
+    // A watch in YAML: one document per change.
+    let mut child = cssctl()
+        .args(["--endpoint", &s.base, "tasks", "--watch", "-o", "yaml"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let text: Arc<Mutex<String>> = Arc::default();
+    let sink = text.clone();
+    tokio::spawn(async move {
+        let mut r = tokio::io::BufReader::new(stdout).lines();
+        while let Ok(Some(l)) = r.next_line().await {
+            let mut t = sink.lock().unwrap();
+            t.push_str(&l);
+            t.push('\n');
+        }
+    });
+    let docs_seen = |n: usize| {
+        let text = text.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let t = text.lock().unwrap().clone();
+                let docs: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(&t)
+                    .filter_map(|d| serde::Deserialize::deserialize(d).ok())
+                    .collect();
+                if docs.len() >= n {
+                    return docs;
+                }
+                assert!(Instant::now() < deadline, "watch YAML so far: {t}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    docs_seen(3).await;
+    write(&s.server, &[task("y", "t0", "STOPPED", 2)]).await;
+    let docs = docs_seen(4).await;
+    assert_eq!(docs[..3].iter().filter(|d| d["type"] == "ADDED").count(), 3);
+    assert_eq!(docs[3]["type"], "MODIFIED");
+    assert_eq!(docs[3]["item"]["entity"]["lastStatus"], "STOPPED");
+    child.kill().await.unwrap();
+    s.server.shutdown().await.unwrap();
 }

@@ -1,6 +1,7 @@
 //! Server mode: the same router as the Lambdas, served by axum, plus what the
 //! AWS plumbing does for the Lambdas (SQS polling, the compaction timer) and
 //! an optional simulated fleet.
+#![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,4 +1,5 @@
 //! css-server: cluster-state-service in one process.
+#![forbid(unsafe_code)]
 
 use clap::Parser;
 use css_server::{AwsOverrides, Server, ServerConfig};

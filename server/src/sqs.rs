@@ -29,6 +29,12 @@ pub fn delete_entries<'a>(
         .collect()
 }
 
+/// A pause from the upper half of `backoff`: pollers of one queue that fail
+/// together (an SQS or network outage) do not retry in lockstep.
+fn jittered(backoff: Duration) -> Duration {
+    backoff.mul_f64(rand::random_range(0.5..=1.0))
+}
+
 pub async fn poll(
     client: Client,
     queue_url: String,
@@ -53,10 +59,11 @@ pub async fn poll(
                 r.messages.unwrap_or_default()
             }
             Err(e) => {
-                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "receiving from SQS failed; retrying");
+                let pause = jittered(backoff);
+                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), pause_ms = pause.as_millis() as u64, "receiving from SQS failed; retrying");
                 tokio::select! {
                     _ = stop.wait_for(|s| *s) => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(pause) => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(20));
                 continue;
@@ -109,5 +116,20 @@ pub async fn poll(
             }
         }
         tracing::debug!(stats = ?outcome.stats, "applied SQS batch");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_pauses_are_jittered() {
+        let b = Duration::from_secs(4);
+        let pauses: std::collections::BTreeSet<Duration> = (0..100).map(|_| jittered(b)).collect();
+        assert!(pauses
+            .iter()
+            .all(|p| *p >= Duration::from_secs(2) && *p <= b));
+        assert!(pauses.len() > 20, "{pauses:?}");
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! Layers, bottom up: `model` and `events` (pure), `store` (state stores),
 //! `ingest` (SQS batches into the store), `config` (settings, logging).
+#![forbid(unsafe_code)]
 
 pub mod api;
 pub mod compaction;

@@ -14,7 +14,7 @@ impl OpenApi {
     pub fn load() -> OpenApi {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi.yaml");
         let text = std::fs::read_to_string(&path).expect("openapi.yaml is readable");
-        let doc: Value = serde_yaml::from_str(&text).expect("openapi.yaml is valid YAML");
+        let doc: Value = serde_yaml_ng::from_str(&text).expect("openapi.yaml is valid YAML");
         OpenApi {
             doc,
             validators: Mutex::new(HashMap::new()),

@@ -37,7 +37,7 @@ async fn seed(s: &TestServer) {
     for n in 0..10 {
         let status = if n < 6 { "RUNNING" } else { "STOPPED" };
         let patch = json!({
-            "launchType": ["EC2", "FARGATE", "EXTERNAL"][n % 3],
+            "launchType": (["EC2", "FARGATE", "EXTERNAL"])[n % 3],
             "group": if n < 4 { "service:web" } else { "service:api" },
             "startedBy": format!("starter-{}", n % 3),
             "containerInstanceArn": format!("arn:aws:ecs:{REGION}:{A}:container-instance/prod/ci{}", n % 2),

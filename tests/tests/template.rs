@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use clap::{Args, Command};
-use serde_yaml::Value;
+use serde_yaml_ng::Value;
 
 fn root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
@@ -14,7 +14,7 @@ fn root() -> &'static Path {
 
 fn template() -> Value {
     let text = std::fs::read_to_string(root().join("template.yaml")).expect("template.yaml");
-    serde_yaml::from_str(&text).expect("template.yaml is YAML")
+    serde_yaml_ng::from_str(&text).expect("template.yaml is YAML")
 }
 
 fn functions(t: &Value) -> Vec<(String, &Value)> {
@@ -149,4 +149,39 @@ fn every_setting_the_functions_read_is_set() {
     let watch = &t["Resources"]["WatchFunction"]["Properties"]["Environment"]["Variables"];
     assert!(watch.get("CSS_CURSOR_TABLE").is_some());
     assert!(!global.contains("CSS_CURSOR_TABLE"));
+}
+
+/// The cursor table carries the owner index the quota counts through, and
+/// the watch function may query it.
+#[test]
+fn cursor_table_has_the_owner_index() {
+    let t = template();
+    let table = &t["Resources"]["CursorTable"]["Properties"];
+    let indexes = table["GlobalSecondaryIndexes"]
+        .as_sequence()
+        .expect("GlobalSecondaryIndexes");
+    let owner = indexes
+        .iter()
+        .find(|i| i["IndexName"] == css::cursor::dynamodb::OWNER_INDEX)
+        .expect("the owner index");
+    let keys: Vec<(&str, &str)> = owner["KeySchema"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["AttributeName"].as_str().unwrap(),
+                k["KeyType"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(keys, [("principal", "HASH"), ("expiresAt", "RANGE")]);
+    let policy =
+        serde_yaml_ng::to_string(&t["Resources"]["WatchFunction"]["Properties"]["Policies"])
+            .unwrap();
+    assert!(policy.contains("dynamodb:Query"), "{policy}");
+    assert!(
+        policy.contains(&format!("/index/{}", css::cursor::dynamodb::OWNER_INDEX)),
+        "{policy}"
+    );
 }

@@ -1,4 +1,5 @@
 //! cssctl: see `cssctl --help`.
+#![forbid(unsafe_code)]
 
 use clap::Parser;
 

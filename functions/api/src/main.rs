@@ -1,4 +1,5 @@
 //! css-api: API Gateway HTTP API Lambda serving list and describe.
+#![forbid(unsafe_code)]
 
 use css::api::{self, AppState, Identity};
 use css::config::{init_logging, StoreArgs};

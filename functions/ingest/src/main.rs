@@ -1,4 +1,5 @@
 //! css-ingest: SQS-triggered Lambda applying ECS events to etcd.
+#![forbid(unsafe_code)]
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use css::config::{init_logging, StoreArgs};

@@ -1,4 +1,5 @@
 //! css-reconcile: scheduled Lambda reconciling the store with the ECS API.
+#![forbid(unsafe_code)]
 
 use css::config::{init_logging, StoreArgs};
 use css::reconcile::aws::AwsEcs;

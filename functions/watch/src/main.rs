@@ -1,5 +1,6 @@
 //! css-watch: API Gateway HTTP API Lambda serving long-poll streams and
 //! subscriptions (cursors in DynamoDB).
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 

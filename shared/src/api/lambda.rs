@@ -12,7 +12,6 @@ use tower::ServiceExt;
 fn stage_of<B>(req: &Request<B>) -> Option<String> {
     let stage = match req.request_context_ref()? {
         RequestContext::ApiGatewayV2(ctx) => ctx.stage.clone(),
-        RequestContext::ApiGatewayV1(ctx) => ctx.stage.clone(),
         #[allow(unreachable_patterns)]
         _ => None,
     }?;

@@ -70,7 +70,9 @@ pub enum Signing {
 /// Told of every retry before its pause: what failed and how long until
 /// the next attempt (cssctl prints it on stderr).
 #[derive(Clone)]
-pub struct RetryNotice(pub std::sync::Arc<dyn Fn(&Error, Duration) + Send + Sync>);
+pub struct RetryNotice(pub std::sync::Arc<NoticeFn>);
+
+pub type NoticeFn = dyn Fn(&Error, Duration) + Send + Sync;
 
 impl std::fmt::Debug for RetryNotice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -185,6 +185,13 @@ impl Fleet {
             "updatedAt": now(),
             "version": task.version
         });
+        // The batch cluster's workers run on Fargate: no container instance.
+        if name == "batch" && task.group == "service:worker" {
+            detail["launchType"] = json!("FARGATE");
+            if let Some(d) = detail.as_object_mut() {
+                d.remove("containerInstanceArn");
+            }
+        }
         if task.status == "STOPPED" {
             detail["stoppedAt"] = json!(now());
             detail["stopCode"] = json!("ServiceSchedulerInitiated");

@@ -211,8 +211,10 @@ impl Filters {
             }
         }
         if let Some(v) = p.get("launchType") {
-            if v.is_empty()
-                || v.len() > 64
+            // ECS's launch types and future ones of the same shape: a letter,
+            // then letters, digits and `_` (EC2, FARGATE, MANAGED_INSTANCES).
+            if v.len() > 64
+                || !v.starts_with(|c: char| c.is_ascii_alphabetic())
                 || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
             {
                 return Err(bad(
@@ -605,7 +607,16 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{given}: {e}"));
             assert_eq!(f.launch_type.as_deref(), Some(kept), "{given}");
         }
-        for bad in ["", "EC 2", "EC2;", "fargate%2F", &"A".repeat(65)] {
+        for bad in [
+            "",
+            "0",
+            "2EC",
+            "_X",
+            "EC 2",
+            "EC2;",
+            "fargate%2F",
+            &"A".repeat(65),
+        ] {
             match filters(Kind::Task, &format!("launchType={bad}")) {
                 Err(QueryError::BadParam { name, .. }) => assert_eq!(name, "launchType", "{bad}"),
                 other => panic!("{bad:?}: {other:?}"),

@@ -394,20 +394,8 @@ mod tests {
 
     #[test]
     fn validation_names_the_setting() {
-        let mut args = StoreArgs {
-            etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
-            etcd_username: Some("u".into()),
-            etcd_password: None,
-            etcd_ca_file: None,
-            etcd_cert_file: None,
-            etcd_key_file: None,
-            etcd_timeout: Duration::from_secs(5),
-            key_prefix: "/x/".into(),
-            cursor_table: None,
-            subscriptions_per_owner: 100,
-            history_retention: Duration::from_secs(3600),
-            log_level: None,
-        };
+        let mut args = args(&["http://127.0.0.1:2379"]);
+        args.etcd_username = Some("u".into());
         assert!(args
             .etcd_settings()
             .unwrap_err()

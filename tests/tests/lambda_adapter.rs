@@ -233,6 +233,25 @@ async fn every_launch_type_filters_through_api_gateway() {
     }
 }
 
+/// One watch request through the adapter: a 200 of at most 5 MB.
+async fn watch_answer(app: &axum::Router, text: &str) -> Value {
+    let req = lambda_http::request::from_str(text).unwrap();
+    let resp = api::lambda::service(app.clone())
+        .oneshot(req)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    assert!(
+        bytes.len() <= 5_000_000,
+        "an answer of {} bytes",
+        bytes.len()
+    );
+    serde_json::from_slice(&bytes).unwrap()
+}
+
 /// Watch answers stay under 5 MB through the css-watch adapter: 60 tasks of
 /// ~120 KB (7 MB in all), written in several revisions, arrive in answers of
 /// at most 5 MB that stop at revision boundaries with `more: true`; every
@@ -283,22 +302,8 @@ async fn watch_answers_stay_under_five_megabytes() {
             let mut seen: Vec<(i64, String)> = Vec::new();
             let mut answers = 0;
             loop {
-                let req = lambda_http::request::from_str(&request(since)).unwrap();
-                let resp = api::lambda::service(app.clone())
-                    .oneshot(req)
-                    .await
-                    .unwrap();
-                assert_eq!(resp.status(), 200);
-                let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-                    .await
-                    .unwrap();
-                assert!(
-                    bytes.len() <= 5_000_000,
-                    "answer {answers} is {} bytes",
-                    bytes.len()
-                );
+                let body = watch_answer(&app, &request(since)).await;
                 answers += 1;
-                let body: Value = serde_json::from_slice(&bytes).unwrap();
                 for e in body["events"].as_array().unwrap() {
                     let rev: i64 = e["revision"].as_str().unwrap().parse().unwrap();
                     assert!(rev > since, "nothing at or before since");
@@ -356,17 +361,7 @@ async fn watch_answers_stay_under_five_megabytes() {
                 .replace("wait=0", &format!("wait=0&ack={a}"))
                 .replace(r#""wait": "0""#, &format!(r#""wait": "0", "ack": "{a}""#)),
         };
-        let req = lambda_http::request::from_str(&text).unwrap();
-        let resp = api::lambda::service(app.clone())
-            .oneshot(req)
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        assert!(bytes.len() <= 5_000_000, "{} bytes", bytes.len());
-        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        let body = watch_answer(&app, &text).await;
         for e in body["events"].as_array().unwrap() {
             delivered.push(e["item"]["entity"]["taskArn"].as_str().unwrap().to_string());
         }

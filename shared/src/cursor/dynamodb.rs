@@ -100,12 +100,7 @@ impl CursorStore for DynamoCursorStore {
             .await
             .map_err(unavailable)?
             .count;
-        if held as usize >= max_per_owner {
-            return Err(CursorError::TooMany {
-                owner: sub.principal.clone(),
-                limit: max_per_owner,
-            });
-        }
+        super::check_quota(sub, held.max(0) as usize, max_per_owner)?;
         self.client
             .put_item()
             .table_name(&self.table)

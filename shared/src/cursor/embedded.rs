@@ -35,12 +35,7 @@ impl CursorStore for EmbeddedCursorStore {
             .values()
             .filter(|s| s.principal == sub.principal && s.expires_at >= now)
             .count();
-        if held >= max_per_owner {
-            return Err(CursorError::TooMany {
-                owner: sub.principal.clone(),
-                limit: max_per_owner,
-            });
-        }
+        super::check_quota(sub, held, max_per_owner)?;
         subs.insert(sub.id.clone(), sub.clone());
         Ok(())
     }

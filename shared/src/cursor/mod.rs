@@ -21,6 +21,22 @@ pub enum CursorError {
     TooMany { owner: String, limit: usize },
 }
 
+/// The per-owner quota: `held` live subscriptions of `sub`'s owner leave
+/// room for it, or `TooMany`.
+pub(crate) fn check_quota(
+    sub: &Subscription,
+    held: usize,
+    limit: usize,
+) -> Result<(), CursorError> {
+    if held >= limit {
+        return Err(CursorError::TooMany {
+            owner: sub.principal.clone(),
+            limit,
+        });
+    }
+    Ok(())
+}
+
 /// The owner of a caller's subscriptions. An assumed-role session belongs to
 /// its role, so a restarted task or Lambda (a new session name) still
 /// reaches what it created; a role is named without its path, as the

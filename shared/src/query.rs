@@ -272,7 +272,7 @@ impl Filters {
         if !self.needs_fields() {
             return true;
         }
-        let Ok(f) = Fields::parse(meta.entity) else {
+        let Ok(f) = Fields::parse(&meta.entity) else {
             return false;
         };
         let eq = |want: &Option<String>, got: &Option<String>| {

@@ -122,7 +122,7 @@ impl IntoResponse for ApiError {
                     "message": format!("revision {requested} is ahead of the current revision {current}"),
                 }),
             ),
-            ApiError::Store(e @ (StoreError::Unavailable(_) | StoreError::Contended(..))) => {
+            ApiError::Store(e @ (StoreError::Unavailable(_) | StoreError::Contended { .. })) => {
                 tracing::warn!(error = %e, "store unavailable");
                 let mut resp = json_response(
                     StatusCode::SERVICE_UNAVAILABLE,

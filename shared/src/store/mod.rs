@@ -11,16 +11,19 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
 use crate::model::{ClusterId, Entity, EntityKey, Kind};
 
 pub mod embedded;
 pub mod etcd;
+mod keys;
+mod record;
 pub mod shared_watch;
 
 pub use embedded::EmbeddedStore;
 pub use etcd::EtcdStore;
+pub use keys::{prefix_end, Keyspace};
+pub use record::{encode_record, RecordMeta, StoredRecord};
 pub use shared_watch::SharedWatchStore;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -37,8 +40,8 @@ pub enum StoreError {
     },
     #[error("revision {requested} is ahead of the store's current revision {current}")]
     FutureRevision { requested: i64, current: i64 },
-    #[error("gave up after {0} lost races writing {1}")]
-    Contended(usize, String),
+    #[error("gave up after {attempts} lost races writing {key}")]
+    Contended { attempts: usize, key: String },
     #[error("corrupt record at {key}: {reason}")]
     Corrupt { key: String, reason: String },
 }
@@ -106,53 +109,17 @@ pub fn should_write(w: &Upsert<'_>, stored: Option<&StoredRecord>) -> StoreResul
     })
 }
 
-/// The stored value: the entity verbatim plus what the service needs.
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RecordMeta<'a> {
-    pub ecs_version: u64,
-    pub source: Source,
-    pub written_at: String,
-    pub status: String,
-    #[serde(borrow)]
-    pub entity: &'a RawValue,
-}
-
-pub fn encode_record(w: &Upsert<'_>) -> Bytes {
-    let meta = RecordMeta {
-        ecs_version: w.entity.version,
-        source: w.source,
-        written_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        status: w.entity.status.clone(),
-        entity: &w.entity.raw,
-    };
-    // Sized up front: Bytes keeps a Vec's spare capacity, and the embedded
-    // store holds these for as long as the record lives.
-    let mut buf = Vec::with_capacity(w.entity.raw.get().len() + 160);
-    // Serializing a struct of strings and a RawValue cannot fail.
-    let _ = serde_json::to_writer(&mut buf, &meta);
-    buf.shrink_to_fit();
-    Bytes::from(buf)
-}
-
-/// One record as read from the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredRecord {
-    pub key: EntityKey,
-    /// The store key it was read under (primary or index): the page cursor.
-    pub store_key: String,
-    pub mod_revision: i64,
-    pub create_revision: i64,
-    pub value: Bytes,
-}
-
-impl StoredRecord {
-    pub fn meta(&self) -> StoreResult<RecordMeta<'_>> {
-        serde_json::from_slice(&self.value).map_err(|e| StoreError::Corrupt {
-            key: self.store_key.clone(),
-            reason: e.to_string(),
-        })
-    }
+/// The version guard as both stores apply it: `Some(Unchanged)` when `w`
+/// must not replace `current`, `None` when it is to be written.
+pub fn unchanged_unless_newer(
+    w: &Upsert<'_>,
+    current: Option<&StoredRecord>,
+) -> StoreResult<Option<UpsertOutcome>> {
+    Ok(
+        (!should_write(w, current)?).then(|| UpsertOutcome::Unchanged {
+            mod_revision: current.map_or(0, |c| c.mod_revision),
+        }),
+    )
 }
 
 /// Which clusters a list covers.
@@ -277,168 +244,4 @@ pub trait StateStore: Send + Sync {
     async fn compacted_revision(&self) -> StoreResult<i64>;
     /// Drops history older than `revision`.
     async fn compact(&self, revision: i64) -> StoreResult<()>;
-}
-
-/// Key layout shared by both stores.
-#[derive(Debug, Clone)]
-pub struct Keyspace {
-    prefix: String,
-}
-
-impl Keyspace {
-    pub fn new(prefix: &str) -> Keyspace {
-        let mut prefix = prefix.to_string();
-        if !prefix.ends_with('/') {
-            prefix.push('/');
-        }
-        Keyspace { prefix }
-    }
-
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
-    fn tail(key: &EntityKey) -> String {
-        let c = &key.cluster;
-        format!(
-            "{}/{}/{}/{}/{}",
-            c.name, c.partition, c.region, c.account, key.id
-        )
-    }
-
-    pub fn primary(&self, key: &EntityKey) -> String {
-        format!("{}{}/{}", self.prefix, key.kind.plural(), Self::tail(key))
-    }
-
-    pub fn status_index(&self, key: &EntityKey, status: &str) -> String {
-        format!(
-            "{}idx/{}/{}/{}",
-            self.prefix,
-            key.kind.plural(),
-            status,
-            Self::tail(key)
-        )
-    }
-
-    /// Prefix of every primary key of a kind (what a watch follows).
-    pub fn kind_prefix(&self, kind: Kind) -> String {
-        format!("{}{}/", self.prefix, kind.plural())
-    }
-
-    pub fn meta(&self, name: &str) -> String {
-        format!("{}meta/{}", self.prefix, name)
-    }
-
-    /// The key prefix holding exactly the records a list asks for.
-    pub fn list_prefix(&self, kind: Kind, cluster: &ClusterScope, status: Option<&str>) -> String {
-        let mut p = match status {
-            Some(s) => format!("{}idx/{}/{}/", self.prefix, kind.plural(), s),
-            None => self.kind_prefix(kind),
-        };
-        match cluster {
-            ClusterScope::All => {}
-            ClusterScope::Named(name) => {
-                p.push_str(name);
-                p.push('/');
-            }
-            ClusterScope::Exact(c) => {
-                p.push_str(&format!(
-                    "{}/{}/{}/{}/",
-                    c.name, c.partition, c.region, c.account
-                ));
-            }
-        }
-        p
-    }
-
-    /// Parses a primary or index key back into the entity key.
-    pub fn parse(&self, key: &str) -> Option<EntityKey> {
-        let rest = key.strip_prefix(&self.prefix)?;
-        let (rest, indexed) = match rest.strip_prefix("idx/") {
-            Some(r) => (r, true),
-            None => (rest, false),
-        };
-        let mut parts = rest.split('/');
-        let kind = match parts.next()? {
-            "tasks" => Kind::Task,
-            "instances" => Kind::Instance,
-            _ => return None,
-        };
-        if indexed {
-            parts.next()?;
-        }
-        let (name, partition, region, account, id) = (
-            parts.next()?,
-            parts.next()?,
-            parts.next()?,
-            parts.next()?,
-            parts.next()?,
-        );
-        if parts.next().is_some() {
-            return None;
-        }
-        Some(EntityKey {
-            kind,
-            cluster: ClusterId {
-                name: name.into(),
-                partition: partition.into(),
-                region: region.into(),
-                account: account.into(),
-            },
-            id: id.into(),
-        })
-    }
-}
-
-/// The smallest key greater than every key starting with `prefix`.
-pub fn prefix_end(prefix: &str) -> Vec<u8> {
-    let mut end = prefix.as_bytes().to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_round_trip_and_scope() {
-        let ks = Keyspace::new("/p");
-        let key = EntityKey {
-            kind: Kind::Task,
-            cluster: ClusterId {
-                name: "c1".into(),
-                partition: "aws".into(),
-                region: "eu-west-1".into(),
-                account: "111122223333".into(),
-            },
-            id: "t1".into(),
-        };
-        let primary = ks.primary(&key);
-        assert_eq!(primary, "/p/tasks/c1/aws/eu-west-1/111122223333/t1");
-        assert_eq!(ks.parse(&primary), Some(key.clone()));
-        let idx = ks.status_index(&key, "RUNNING");
-        assert_eq!(ks.parse(&idx), Some(key.clone()));
-        assert!(idx.starts_with(&ks.list_prefix(
-            Kind::Task,
-            &ClusterScope::Named("c1".into()),
-            Some("RUNNING")
-        )));
-        assert!(idx.starts_with(&ks.list_prefix(
-            Kind::Task,
-            &ClusterScope::Exact(key.cluster.clone()),
-            Some("RUNNING")
-        )));
-        assert!(!primary.starts_with(&ks.list_prefix(
-            Kind::Task,
-            &ClusterScope::Named("c".into()),
-            None
-        )));
-        assert_eq!(prefix_end("/a/"), b"/a0".to_vec());
-    }
 }

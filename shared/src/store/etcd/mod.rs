@@ -1,0 +1,384 @@
+//! The etcd store: every write is one transaction guarded by the stored
+//! record's mod_revision; index keys move in the same transaction.
+//! `connection` reaches etcd, `write` makes the guarded writes, `watcher`
+//! follows changes; reads are here.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use etcd_client::{
+    Client, CompactionOptions, Compare, CompareOp, GetOptions, KeyValue, Txn, TxnOp, WatchOptions,
+};
+
+use super::*;
+
+mod connection;
+mod watcher;
+mod write;
+
+pub use connection::EtcdSettings;
+use watcher::EtcdWatcher;
+
+/// Batch transactions in flight at once.
+const BATCH_CONCURRENCY: usize = 8;
+/// Largest gRPC answer accepted (a 1,000-record page of big tasks).
+const MAX_MESSAGE: usize = 64 << 20;
+
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+    ks: Keyspace,
+}
+
+fn map_err(e: etcd_client::Error) -> StoreError {
+    let msg = e.to_string();
+    if msg.contains("required revision has been compacted") {
+        // The caller fills in the revisions (etcd's error does not carry them).
+        return StoreError::Compacted {
+            requested: 0,
+            oldest: 0,
+            current: 0,
+        };
+    }
+    StoreError::Unavailable(msg)
+}
+
+/// The entity key a key-value was stored under.
+fn entity_key<'a>(ks: &Keyspace, kv: &'a KeyValue) -> StoreResult<(EntityKey, &'a str)> {
+    let store_key = kv.key_str().map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(kv.key()).into_owned(),
+        reason: e.to_string(),
+    })?;
+    let key = ks.parse(store_key).ok_or_else(|| StoreError::Corrupt {
+        key: store_key.to_string(),
+        reason: "not an entity key".into(),
+    })?;
+    Ok((key, store_key))
+}
+
+fn record_from_kv(ks: &Keyspace, kv: &KeyValue) -> StoreResult<StoredRecord> {
+    let (key, store_key) = entity_key(ks, kv)?;
+    Ok(StoredRecord::new(
+        key,
+        store_key.to_string(),
+        kv.mod_revision(),
+        kv.create_revision(),
+        Bytes::copy_from_slice(kv.value()),
+    ))
+}
+
+impl EtcdStore {
+    /// Clients with room for pages of large records (gRPC's default cap is 4 MiB).
+    fn kv(&self) -> etcd_client::KvClient {
+        self.client
+            .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE)
+    }
+
+    fn watcher(&self) -> etcd_client::WatchClient {
+        self.client
+            .watch_client()
+            .max_decoding_message_size(MAX_MESSAGE)
+    }
+
+    /// One range read for a list request; answers the response and its revision.
+    async fn range(
+        &self,
+        req: &ListRequest,
+        keys_only: bool,
+    ) -> StoreResult<(etcd_client::GetResponse, i64)> {
+        let prefix = self
+            .ks
+            .list_prefix(req.kind, &req.cluster, req.status.as_deref());
+        let start = match &req.start_after {
+            Some(after) if after.as_str() >= prefix.as_str() => {
+                let mut k = after.as_bytes().to_vec();
+                k.push(0);
+                k
+            }
+            _ => prefix.as_bytes().to_vec(),
+        };
+        let mut opts = GetOptions::new()
+            .with_range(prefix_end(&prefix))
+            .with_limit(req.limit.max(1) as i64);
+        if keys_only {
+            opts = opts.with_keys_only();
+        }
+        if let Some(rev) = req.revision {
+            opts = opts.with_revision(rev);
+        }
+        let resp = match self.kv().get(start, Some(opts)).await {
+            Ok(r) => r,
+            Err(e) => return Err(self.read_err(e, req.revision).await),
+        };
+        let revision = req
+            .revision
+            .unwrap_or_else(|| resp.header().map_or(0, |h| h.revision()));
+        Ok((resp, revision))
+    }
+
+    pub fn keyspace(&self) -> &Keyspace {
+        &self.ks
+    }
+
+    /// The raw client, for benchmarks that compare against plain etcd calls.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    async fn compacted_error(&self, requested: i64) -> StoreError {
+        match (
+            self.compacted_revision().await,
+            self.current_revision().await,
+        ) {
+            (Ok(oldest), Ok(current)) => StoreError::Compacted {
+                requested,
+                oldest,
+                current,
+            },
+            (Err(e), _) | (_, Err(e)) => e,
+        }
+    }
+
+    /// Maps a read error, filling in the revisions of a compaction error.
+    async fn read_err(&self, e: etcd_client::Error, requested: Option<i64>) -> StoreError {
+        match map_err(e) {
+            StoreError::Compacted { .. } => self.compacted_error(requested.unwrap_or(0)).await,
+            other => {
+                if let (Some(req), true) =
+                    (requested, other.to_string().contains("future revision"))
+                {
+                    if let Ok(current) = self.current_revision().await {
+                        return StoreError::FutureRevision {
+                            requested: req,
+                            current,
+                        };
+                    }
+                }
+                other
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl StateStore for EtcdStore {
+    async fn upsert_if_newer(&self, w: Upsert<'_>) -> StoreResult<UpsertOutcome> {
+        self.upsert_one(w).await
+    }
+
+    /// Batched (see `write`): a transaction that loses a race falls back to
+    /// per-entity writes, which retry as usual.
+    async fn upsert_many(&self, writes: &[Upsert<'_>]) -> Vec<StoreResult<UpsertOutcome>> {
+        self.upsert_batch(writes).await
+    }
+
+    async fn delete_if_unchanged(&self, key: &EntityKey, mod_revision: i64) -> StoreResult<bool> {
+        let primary = self.ks.primary(key);
+        let mut kv = self.kv();
+        let resp = kv.get(primary.as_str(), None).await.map_err(map_err)?;
+        let Some(current) = resp.kvs().first() else {
+            return Ok(false);
+        };
+        let current = record_from_kv(&self.ks, current)?;
+        if current.mod_revision != mod_revision {
+            return Ok(false);
+        }
+        let status = current.meta()?.status.clone();
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                primary.as_str(),
+                CompareOp::Equal,
+                mod_revision,
+            )])
+            .and_then([
+                TxnOp::delete(primary.as_str(), None),
+                TxnOp::delete(self.ks.status_index(key, &status), None),
+            ]);
+        let resp = kv.txn(txn).await.map_err(map_err)?;
+        Ok(resp.succeeded())
+    }
+
+    async fn get(
+        &self,
+        key: &EntityKey,
+        revision: Option<i64>,
+    ) -> StoreResult<Option<StoredRecord>> {
+        let primary = self.ks.primary(key);
+        let mut opts = GetOptions::new();
+        if let Some(rev) = revision {
+            opts = opts.with_revision(rev);
+        }
+        let resp = match self.kv().get(primary, Some(opts)).await {
+            Ok(r) => r,
+            Err(e) => return Err(self.read_err(e, revision).await),
+        };
+        resp.kvs()
+            .first()
+            .map(|kv| record_from_kv(&self.ks, kv))
+            .transpose()
+    }
+
+    async fn list(&self, req: &ListRequest) -> StoreResult<ListPage> {
+        let (resp, revision) = self.range(req, false).await?;
+        let records = resp
+            .kvs()
+            .iter()
+            .map(|kv| record_from_kv(&self.ks, kv))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(ListPage {
+            records,
+            revision,
+            more: resp.more(),
+        })
+    }
+
+    async fn list_keys(&self, req: &ListRequest) -> StoreResult<KeyPage> {
+        let (resp, revision) = self.range(req, true).await?;
+        let keys = resp
+            .kvs()
+            .iter()
+            .map(|kv| {
+                let (key, store_key) = entity_key(&self.ks, kv)?;
+                Ok(KeyRef {
+                    key,
+                    store_key: store_key.to_string(),
+                    mod_revision: kv.mod_revision(),
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(KeyPage {
+            keys,
+            revision,
+            more: resp.more(),
+        })
+    }
+
+    async fn get_meta(&self, name: &str) -> StoreResult<Option<Bytes>> {
+        let resp = self
+            .kv()
+            .get(self.ks.meta(name), None)
+            .await
+            .map_err(map_err)?;
+        Ok(resp
+            .kvs()
+            .first()
+            .map(|kv| Bytes::copy_from_slice(kv.value())))
+    }
+
+    async fn put_meta(&self, name: &str, value: Bytes) -> StoreResult<()> {
+        self.kv()
+            .put(self.ks.meta(name), value.to_vec(), None)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn watch(&self, kind: Kind, from_revision: i64) -> StoreResult<WatchStream> {
+        // etcd reports a compacted start revision only some time after the
+        // watch is created (and may send progress before that), so check it
+        // first: a read at a revision fails exactly when it is compacted.
+        let probe = GetOptions::new()
+            .with_count_only()
+            .with_revision(from_revision.max(1));
+        match self
+            .kv()
+            .get(self.ks.meta("revision-probe"), Some(probe))
+            .await
+        {
+            Ok(_) => {}
+            Err(e) => match map_err(e) {
+                StoreError::Compacted { .. } => {
+                    return Err(self.compacted_error(from_revision).await)
+                }
+                // Ahead of the store: nothing compacted there.
+                StoreError::Unavailable(m) if m.contains("future revision") => {}
+                other => return Err(other),
+            },
+        }
+        // Watch every key after the index range (both kinds' records and the
+        // service's bookkeeping), not only this kind's: events come in
+        // revision order, so any event at or past a revision proves that
+        // everything before it was delivered. etcd 3.4's progress
+        // notifications can overtake pending events, so they are not used.
+        let start = self.ks.kind_prefix(Kind::Instance);
+        let opts = WatchOptions::new()
+            .with_range(prefix_end(self.ks.prefix()))
+            .with_start_revision(from_revision)
+            .with_prev_key();
+        let mut stream = self
+            .watcher()
+            .watch(start, Some(opts))
+            .await
+            .map_err(map_err)?;
+        // The first answer confirms the watch, or cancels it as compacted.
+        match stream.message().await.map_err(map_err)? {
+            Some(resp) if resp.compact_revision() > 0 || resp.canceled() => {
+                return Err(self.compacted_error(from_revision).await);
+            }
+            Some(_) => {}
+            None => return Err(StoreError::Unavailable("watch closed by etcd".into())),
+        }
+        Ok(Box::new(EtcdWatcher {
+            stream,
+            store: self.clone(),
+            kind,
+            from_revision,
+            progress: from_revision - 1,
+            target: None,
+        }))
+    }
+
+    async fn current_revision(&self) -> StoreResult<i64> {
+        let resp = self
+            .kv()
+            .get(
+                self.ks.meta("revision-probe"),
+                Some(GetOptions::new().with_count_only()),
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(resp.header().map_or(0, |h| h.revision()))
+    }
+
+    async fn compacted_revision(&self) -> StoreResult<i64> {
+        // etcd does not report its compaction point, but a read at a revision
+        // fails exactly when that revision is compacted: binary search it.
+        // Only error paths (410 answers) and compaction ask for it.
+        let current = self.current_revision().await?;
+        let mut kv = self.kv();
+        let probe = self.ks.meta("revision-probe");
+        let (mut lo, mut hi) = (1i64, current);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let opts = GetOptions::new().with_count_only().with_revision(mid);
+            match kv.get(probe.as_str(), Some(opts)).await.map_err(map_err) {
+                Ok(_) => hi = mid,
+                Err(StoreError::Compacted { .. }) => lo = mid + 1,
+                Err(e) => return Err(e),
+            }
+        }
+        // Revision 1 readable means nothing was compacted.
+        Ok(if lo <= 1 { 0 } else { lo })
+    }
+
+    async fn compact(&self, revision: i64) -> StoreResult<()> {
+        let res = self
+            .kv()
+            .compact(revision, Some(CompactionOptions::new().with_physical()))
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) => match map_err(e) {
+                // Already compacted at or past `revision`: nothing to do.
+                StoreError::Compacted { .. } => Ok(()),
+                StoreError::Unavailable(msg) if msg.contains("future revision") => {
+                    Err(StoreError::FutureRevision {
+                        requested: revision,
+                        current: self.current_revision().await?,
+                    })
+                }
+                other => Err(other),
+            },
+        }
+    }
+}

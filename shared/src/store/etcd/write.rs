@@ -23,6 +23,9 @@ const WRITE_CHUNK: usize = 32;
 /// Bytes per multi-entity write transaction.
 const WRITE_CHUNK_BYTES: usize = 1 << 20;
 
+/// Outcomes of a batch's writes, by their place in the batch.
+type Written = Vec<(usize, StoreResult<UpsertOutcome>)>;
+
 /// One decided write of a batch: its place in the batch, its guard and
 /// operations, and its size on the wire.
 struct Pending {
@@ -243,49 +246,48 @@ impl EtcdStore {
         chunks: Vec<Vec<Pending>>,
         writes: &[Upsert<'_>],
         existed: &[bool],
-    ) -> Vec<(usize, StoreResult<UpsertOutcome>)> {
-        let futs: Vec<futures::future::BoxFuture<'_, Vec<(usize, StoreResult<UpsertOutcome>)>>> =
-            chunks
-                .into_iter()
-                .map(|chunk| {
-                    async move {
-                        let idx: Vec<usize> = chunk.iter().map(|p| p.index).collect();
-                        let (cmps, ops): (Vec<Compare>, Vec<Vec<TxnOp>>) =
-                            chunk.into_iter().map(|p| (p.compare, p.ops)).unzip();
-                        let txn = Txn::new()
-                            .when(cmps)
-                            .and_then(ops.into_iter().flatten().collect::<Vec<_>>());
-                        match self.kv().txn(txn).await {
-                            Ok(resp) if resp.succeeded() => {
-                                let revision = resp.header().map_or(0, |h| h.revision());
-                                idx.iter()
-                                    .map(|&i| {
-                                        let outcome = if existed[i] {
-                                            UpsertOutcome::Updated { revision }
-                                        } else {
-                                            UpsertOutcome::Inserted { revision }
-                                        };
-                                        (i, Ok(outcome))
-                                    })
-                                    .collect()
+    ) -> Written {
+        let futs: Vec<futures::future::BoxFuture<'_, Written>> = chunks
+            .into_iter()
+            .map(|chunk| {
+                async move {
+                    let idx: Vec<usize> = chunk.iter().map(|p| p.index).collect();
+                    let (cmps, ops): (Vec<Compare>, Vec<Vec<TxnOp>>) =
+                        chunk.into_iter().map(|p| (p.compare, p.ops)).unzip();
+                    let txn = Txn::new()
+                        .when(cmps)
+                        .and_then(ops.into_iter().flatten().collect::<Vec<_>>());
+                    match self.kv().txn(txn).await {
+                        Ok(resp) if resp.succeeded() => {
+                            let revision = resp.header().map_or(0, |h| h.revision());
+                            idx.iter()
+                                .map(|&i| {
+                                    let outcome = if existed[i] {
+                                        UpsertOutcome::Updated { revision }
+                                    } else {
+                                        UpsertOutcome::Inserted { revision }
+                                    };
+                                    (i, Ok(outcome))
+                                })
+                                .collect()
+                        }
+                        Ok(_) => {
+                            let mut out = Vec::with_capacity(idx.len());
+                            for i in idx {
+                                out.push((i, self.upsert_one(writes[i]).await));
                             }
-                            Ok(_) => {
-                                let mut out = Vec::with_capacity(idx.len());
-                                for i in idx {
-                                    out.push((i, self.upsert_one(writes[i]).await));
-                                }
-                                out
-                            }
-                            Err(e) => {
-                                let e = map_err(e);
-                                idx.into_iter().map(|i| (i, Err(e.clone()))).collect()
-                            }
+                            out
+                        }
+                        Err(e) => {
+                            let e = map_err(e);
+                            idx.into_iter().map(|i| (i, Err(e.clone()))).collect()
                         }
                     }
-                    .boxed()
-                })
-                .collect();
-        let written: Vec<Vec<(usize, StoreResult<UpsertOutcome>)>> = futures::stream::iter(futs)
+                }
+                .boxed()
+            })
+            .collect();
+        let written: Vec<Written> = futures::stream::iter(futs)
             .buffer_unordered(BATCH_CONCURRENCY)
             .collect()
             .await;

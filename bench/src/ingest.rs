@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use css::ingest::handle_sqs;
+use css::lambda::handle_sqs;
 use css::model::{Entity, Kind};
 use css::store::UPSERT_CONCURRENCY as WRITE_CONCURRENCY;
 use css::store::{encode_record, EtcdStore, Keyspace, StateStore, Upsert};

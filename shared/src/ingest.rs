@@ -7,20 +7,11 @@
 
 use std::collections::HashMap;
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use serde::Serialize;
 
 use crate::events::{self, Change};
 use crate::model::{Entity, EntityKey};
 use crate::store::{StateStore, StoreError, Upsert, UpsertOutcome};
-
-#[derive(Debug, thiserror::Error)]
-pub enum IngestError {
-    /// A record that must be retried has no message id to report it by, so
-    /// the whole batch is failed instead (SQS redelivers all of it).
-    #[error("record {index} of the batch failed and has no messageId: {reason}")]
-    NoMessageId { index: usize, reason: String },
-}
 
 /// One message to apply: its id (for batch item failures) and body.
 #[derive(Debug, Clone)]
@@ -120,40 +111,4 @@ pub async fn apply_batch(store: &dyn StateStore, messages: &[Message]) -> BatchO
     }
     out.failures.sort_by_key(|(i, _)| *i);
     out
-}
-
-/// The Lambda handler's logic: an SQS event in, the batch item failures out.
-pub async fn handle_sqs(
-    store: &dyn StateStore,
-    event: SqsEvent,
-) -> Result<SqsBatchResponse, IngestError> {
-    let messages: Vec<Message> = event
-        .records
-        .into_iter()
-        .map(|r| Message {
-            id: r.message_id,
-            body: r.body,
-        })
-        .collect();
-    let outcome = apply_batch(store, &messages).await;
-    let mut response = SqsBatchResponse::default();
-    for (i, failure) in &outcome.failures {
-        let id = messages[*i].id.clone();
-        tracing::warn!(message_id = id.as_deref().unwrap_or("-"), error = %failure, "record not applied");
-        match id {
-            Some(id) => {
-                let mut item = BatchItemFailure::default();
-                item.item_identifier = id;
-                response.batch_item_failures.push(item);
-            }
-            None => {
-                return Err(IngestError::NoMessageId {
-                    index: *i,
-                    reason: failure.to_string(),
-                })
-            }
-        }
-    }
-    tracing::info!(stats = %serde_json::to_string(&outcome.stats).unwrap_or_default(), "batch applied");
-    Ok(response)
 }

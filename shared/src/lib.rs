@@ -11,6 +11,7 @@ pub mod config;
 pub mod cursor;
 pub mod events;
 pub mod ingest;
+pub mod lambda;
 pub mod model;
 pub mod query;
 pub mod reconcile;

@@ -148,7 +148,7 @@ fn apigw(
 }
 
 async fn call(app: &axum::Router, req: lambda_http::Request) -> (u16, Value) {
-    let resp = api::lambda::service(app.clone())
+    let resp = css::lambda::service(app.clone())
         .oneshot(req)
         .await
         .unwrap();

@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use css::ingest::{apply_batch, handle_sqs};
+use css::ingest::apply_batch;
+use css::lambda::handle_sqs;
 use css::model::{ClusterId, EntityKey, Kind};
 use css::store::{ClusterScope, EmbeddedStore, ListRequest, StateStore};
 use css_tests::fixtures::*;

@@ -30,7 +30,7 @@ fn app(store: Arc<dyn StateStore>) -> axum::Router {
 /// One API Gateway request (JSON text) through the adapter.
 async fn send(app: &axum::Router, text: &str) -> (u16, Value) {
     let req = lambda_http::request::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
-    let resp = api::lambda::service(app.clone())
+    let resp = css::lambda::service(app.clone())
         .oneshot(req)
         .await
         .expect("infallible");
@@ -61,7 +61,7 @@ async fn seed(store: &dyn StateStore) {
         "sqs-task-state-change.json",
         "sqs-instance-state-change.json",
     ] {
-        let resp = css::ingest::handle_sqs(store, serde_json::from_str(&read(sample)).unwrap())
+        let resp = css::lambda::handle_sqs(store, serde_json::from_str(&read(sample)).unwrap())
             .await
             .unwrap();
         assert!(resp.batch_item_failures.is_empty());
@@ -119,13 +119,13 @@ fn stage_prefix_is_stripped_only_for_named_stages() {
     use lambda_http::request::from_str;
     let text = std::fs::read_to_string(events_dir().join("apigw-list-tasks-staged.json")).unwrap();
     let req = from_str(&text).unwrap();
-    assert_eq!(api::lambda::strip_stage(req).uri().path(), "/v1/tasks");
+    assert_eq!(css::lambda::strip_stage(req).uri().path(), "/v1/tasks");
     let text = std::fs::read_to_string(events_dir().join("apigw-describe-task-decoded-arns.json"))
         .unwrap();
     let req = from_str(&text).unwrap();
     let path = req.uri().path().to_string();
     assert_eq!(
-        api::lambda::strip_stage(req).uri().path(),
+        css::lambda::strip_stage(req).uri().path(),
         path,
         "$default: untouched"
     );
@@ -236,7 +236,7 @@ async fn every_launch_type_filters_through_api_gateway() {
 /// One watch request through the adapter: a 200 of at most 5 MB.
 async fn watch_answer(app: &axum::Router, text: &str) -> Value {
     let req = lambda_http::request::from_str(text).unwrap();
-    let resp = api::lambda::service(app.clone())
+    let resp = css::lambda::service(app.clone())
         .oneshot(req)
         .await
         .unwrap();

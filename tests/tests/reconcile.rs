@@ -521,7 +521,7 @@ async fn scheduled_event_through_the_handler() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events/scheduled-reconcile.json");
     let event: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let source = AwsEcs::new(&moto.sdk_config());
-    let out = css::reconcile::handle_scheduled_event(
+    let out = css::lambda::handle_scheduled_event(
         store.as_ref(),
         &source,
         &event,
@@ -547,7 +547,7 @@ async fn scheduled_event_through_the_handler() {
     ] {
         assert!(out.get(k).is_some(), "summary has {k}");
     }
-    assert!(css::reconcile::handle_scheduled_event(
+    assert!(css::lambda::handle_scheduled_event(
         store.as_ref(),
         &source,
         &event,

@@ -13,7 +13,7 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
         let store = store.clone();
         async move {
-            css::ingest::handle_sqs(store.as_ref(), event.payload)
+            css::lambda::handle_sqs(store.as_ref(), event.payload)
                 .await
                 .map_err(Error::from)
         }

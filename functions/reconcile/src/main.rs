@@ -2,8 +2,8 @@
 #![forbid(unsafe_code)]
 
 use css::config::{init_logging, StoreArgs};
+use css::lambda::handle_scheduled_event;
 use css::reconcile::aws::AwsEcs;
-use css::reconcile::handle_scheduled_event;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
 

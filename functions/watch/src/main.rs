@@ -30,5 +30,5 @@ async fn main() -> Result<(), Error> {
         subscription_ttl: api::DEFAULT_SUBSCRIPTION_TTL,
         subscriptions_per_owner: args.subscriptions_per_owner as usize,
     });
-    lambda_http::run(api::lambda::service(app)).await
+    lambda_http::run(css::lambda::service(app)).await
 }

@@ -16,7 +16,6 @@ use crate::query::{self, filter_params, Filters, Params, QueryError, DEFAULT_LIM
 use crate::store::{StateStore, StoreError};
 
 mod error;
-pub mod lambda;
 mod watch;
 
 pub use error::{json_response, ApiError};
@@ -47,6 +46,11 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "/v1/subscriptions/{id}/events",
     ),
 ];
+
+/// The IAM caller of a request (its ARN), as the Lambda edge found it in
+/// API Gateway's authorizer context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller(pub String);
 
 /// How callers are identified (subscriptions belong to their creator).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

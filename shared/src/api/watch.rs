@@ -7,10 +7,9 @@ use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{Extensions, StatusCode, Uri};
 use axum::response::Response;
-use lambda_http::request::RequestContext;
 use serde_json::{json, Value};
 
-use super::{json_response, ApiError, AppState, Identity};
+use super::{json_response, ApiError, AppState, Caller, Identity};
 use crate::cursor::{owner_of, CursorStore, Subscription};
 use crate::model::Kind;
 use crate::query::{filter_params, Filters, Params, DEFAULT_LIMIT, MAX_LIMIT};
@@ -103,11 +102,8 @@ async fn stream(s: &AppState, kind: Kind, q: Option<&str>) -> Result<Response, A
 /// for (an assumed-role session as its role); in server mode, the one local
 /// principal.
 fn principal(s: &AppState, ext: &Extensions) -> Result<String, ApiError> {
-    if let Some(RequestContext::ApiGatewayV2(ctx)) = ext.get::<RequestContext>() {
-        let iam = ctx.authorizer.as_ref().and_then(|a| a.iam.as_ref());
-        if let Some(who) = iam.and_then(|i| i.user_arn.clone().or_else(|| i.caller_id.clone())) {
-            return Ok(owner_of(&who));
-        }
+    if let Some(Caller(who)) = ext.get::<Caller>() {
+        return Ok(owner_of(who));
     }
     match s.identity {
         Identity::Local => Ok("local".into()),

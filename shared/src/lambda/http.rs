@@ -1,7 +1,10 @@
 //! The router behind API Gateway: strips a named stage's `/<stage>` prefix,
-//! which lambda_http leaves in the path, before routing.
+//! which lambda_http leaves in the path, and hands the router the IAM caller
+//! from the authorizer context (as `api::Caller`), before routing.
 
 use axum::http::{Request, Uri};
+
+use crate::api::Caller;
 use axum::Router;
 use lambda_http::request::RequestContext;
 use lambda_http::RequestExt;
@@ -43,9 +46,28 @@ pub fn strip_stage<B>(mut req: Request<B>) -> Request<B> {
     req
 }
 
+/// The IAM caller API Gateway vouches for (its ARN, else its caller id).
+fn iam_caller<B>(req: &Request<B>) -> Option<String> {
+    let RequestContext::ApiGatewayV2(ctx) = req.request_context_ref()? else {
+        return None;
+    };
+    let iam = ctx.authorizer.as_ref()?.iam.as_ref()?;
+    iam.user_arn.clone().or_else(|| iam.caller_id.clone())
+}
+
+/// A request as the router takes it: stage stripped, caller attached.
+pub fn edge<B>(req: Request<B>) -> Request<B> {
+    let caller = iam_caller(&req);
+    let mut req = strip_stage(req);
+    if let Some(c) = caller {
+        req.extensions_mut().insert(Caller(c));
+    }
+    req
+}
+
 type LambdaRequest = Request<lambda_http::Body>;
 
 /// What `lambda_http::run` serves.
 pub fn service(router: Router) -> MapRequest<Router, fn(LambdaRequest) -> LambdaRequest> {
-    router.map_request(strip_stage::<lambda_http::Body> as fn(_) -> _)
+    router.map_request(edge::<lambda_http::Body> as fn(_) -> _)
 }

@@ -10,6 +10,7 @@ pub mod compaction;
 pub mod config;
 pub mod cursor;
 pub mod events;
+pub mod filter;
 pub mod ingest;
 pub mod lambda;
 pub mod model;

@@ -29,12 +29,19 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// The path segment used in keys and URLs.
+    pub const ALL: [Kind; 2] = [Kind::Task, Kind::Instance];
+
+    /// The path segment used in keys and URLs, and a subscription's resource.
     pub fn plural(self) -> &'static str {
         match self {
             Kind::Task => "tasks",
             Kind::Instance => "instances",
         }
+    }
+
+    /// The kind a path segment or resource name (`plural`) stands for.
+    pub fn from_plural(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.plural() == s)
     }
 
     /// The ARN resource type of this kind.
@@ -205,6 +212,11 @@ impl Arn {
         })
     }
 
+    /// Partition, region and account: where the resource lives.
+    pub fn place(&self) -> (&str, &str, &str) {
+        (&self.partition, &self.region, &self.account)
+    }
+
     pub fn parse_as(arn: &str, resource_type: &'static str) -> Result<Arn, ModelError> {
         let parsed = Arn::parse(arn)?;
         if parsed.resource_type != resource_type {
@@ -240,6 +252,11 @@ impl ClusterId {
             region: a.region,
             account: a.account,
         })
+    }
+
+    /// Partition, region and account: where the cluster lives.
+    pub fn place(&self) -> (&str, &str, &str) {
+        (&self.partition, &self.region, &self.account)
     }
 
     pub fn arn(&self) -> String {
@@ -342,15 +359,7 @@ impl Entity {
             .ok_or(ModelError::Missing("clusterArn"))?;
         let cluster = ClusterId::from_arn(cluster_arn)?;
         let parsed = Arn::parse_as(arn, kind.arn_type())?;
-        if (
-            parsed.partition.as_str(),
-            parsed.region.as_str(),
-            parsed.account.as_str(),
-        ) != (
-            cluster.partition.as_str(),
-            cluster.region.as_str(),
-            cluster.account.as_str(),
-        ) {
+        if parsed.place() != cluster.place() {
             return Err(ModelError::Inconsistent(format!(
                 "{arn_field} {arn} is not in the partition, region and account of clusterArn {cluster_arn}"
             )));

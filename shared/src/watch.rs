@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use tokio::time::{timeout_at, Instant};
 
-use crate::query::Filters;
+use crate::filter::Filters;
+use crate::query::answer_size;
 use crate::store::{EventType, StateStore, StoreError, StoredRecord, WatchEvent};
 
 /// Bytes of events in one answer: with the envelope it stays within the
@@ -25,6 +26,8 @@ const PROGRESS_GRACE: Duration = Duration::from_secs(2);
 pub enum WatchError {
     #[error("'since' {since} is ahead of the current revision {current}")]
     FutureSince { since: i64, current: i64 },
+    #[error("'ack' {ack} is ahead of the current revision {current}")]
+    FutureAck { ack: i64, current: i64 },
     #[error("revision {since} has been compacted")]
     Expired {
         since: i64,
@@ -63,51 +66,80 @@ pub struct PollRequest {
     pub limit: usize,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Put,
+    Delete,
+}
+
+/// One change as a filtered watcher sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub kind: ChangeKind,
+    pub revision: i64,
+    /// The entity now; for a DELETE, as last known (or as it is now, when
+    /// it only stopped matching).
+    pub record: StoredRecord,
+}
+
 #[derive(Debug, Default)]
 pub struct PollOutput {
-    /// Serialized `{"type","revision","item"}` events.
-    pub events: Vec<String>,
+    pub changes: Vec<Change>,
     /// Everything matching up to here has been delivered: the next `since`.
     pub revision: i64,
     pub more: bool,
 }
 
-impl PollOutput {
-    pub fn to_json(&self) -> String {
-        let mut s = crate::query::json_array_and_revision("events", &self.events, self.revision);
-        s.push_str(r#","more":"#);
-        s.push_str(if self.more { "true" } else { "false" });
-        s.push('}');
-        s
-    }
-}
-
-fn event_json(kind: &str, revision: i64, record: &StoredRecord) -> Result<String, StoreError> {
-    Ok(format!(
-        r#"{{"type":"{kind}","revision":"{revision}","item":{}}}"#,
-        crate::query::wrap(record)?
-    ))
-}
+/// What rendering adds to an item for its change, at most.
+const CHANGE_OVERHEAD: usize = 64;
 
 /// What one change means to a filtered watcher, if anything.
-fn translate(filters: &Filters, ev: &WatchEvent) -> Result<Option<String>, StoreError> {
+fn translate(filters: &Filters, ev: &WatchEvent) -> Option<Change> {
     let before = ev.prev.as_ref().filter(|p| filters.matches(p));
+    let change = |kind, record: &StoredRecord| Change {
+        kind,
+        revision: ev.revision,
+        record: record.clone(),
+    };
     match (ev.event_type, &ev.record) {
-        (EventType::Put, Some(new)) => {
-            if filters.matches(new) {
-                Ok(Some(event_json("PUT", ev.revision, new)?))
-            } else if before.is_some() {
-                // Stopped matching: gone from this watcher's view, as it is now.
-                Ok(Some(event_json("DELETE", ev.revision, new)?))
-            } else {
-                Ok(None)
-            }
-        }
-        _ => match before {
-            Some(last) => Ok(Some(event_json("DELETE", ev.revision, last)?)),
-            None => Ok(None),
-        },
+        (EventType::Put, Some(new)) if filters.matches(new) => Some(change(ChangeKind::Put, new)),
+        // Stopped matching: gone from this watcher's view, as it is now.
+        (EventType::Put, Some(new)) => before.map(|_| change(ChangeKind::Delete, new)),
+        _ => before.map(|last| change(ChangeKind::Delete, last)),
     }
+}
+
+/// Where a new subscription starts: `since` (not ahead of the store, not
+/// compacted away), else the current revision.
+pub async fn subscription_start(
+    store: &dyn StateStore,
+    since: Option<i64>,
+) -> Result<i64, WatchError> {
+    let current = store.current_revision().await?;
+    match since {
+        Some(r) if r > current => Err(WatchError::FutureSince { since: r, current }),
+        Some(r) => {
+            let compacted = store.compacted_revision().await?;
+            if r + 1 < compacted {
+                return Err(WatchError::Expired {
+                    since: r,
+                    oldest: compacted - 1,
+                    current,
+                });
+            }
+            Ok(r)
+        }
+        None => Ok(current),
+    }
+}
+
+/// An acknowledgement may not be ahead of the store.
+pub async fn check_ack(store: &dyn StateStore, ack: i64) -> Result<(), WatchError> {
+    let current = store.current_revision().await?;
+    if ack > current {
+        return Err(WatchError::FutureAck { ack, current });
+    }
+    Ok(())
 }
 
 pub async fn poll(store: &dyn StateStore, req: &PollRequest) -> Result<PollOutput, WatchError> {
@@ -150,28 +182,29 @@ pub async fn poll(store: &dyn StateStore, req: &PollRequest) -> Result<PollOutpu
                 .iter()
                 .position(|e| e.revision != rev)
                 .map_or(events.len(), |n| i + n);
-            if out.events.len() >= req.limit && !out.events.is_empty() {
+            if out.changes.len() >= req.limit && !out.changes.is_empty() {
                 out.more = true;
                 return Ok(out);
             }
-            let mut these = Vec::new();
-            for ev in &events[i..end] {
-                if let Some(json) = translate(&req.filters, ev)? {
-                    these.push(json);
-                }
+            let these: Vec<Change> = events[i..end]
+                .iter()
+                .filter_map(|ev| translate(&req.filters, ev))
+                .collect();
+            let mut size = 0;
+            for c in &these {
+                size += answer_size(&c.record)? + CHANGE_OVERHEAD;
             }
-            let size: usize = these.iter().map(|e| e.len() + 1).sum();
-            if !out.events.is_empty() && bytes + size > MAX_EVENT_BYTES {
+            if !out.changes.is_empty() && bytes + size > MAX_EVENT_BYTES {
                 out.more = true;
                 return Ok(out);
             }
             bytes += size;
-            out.events.extend(these);
+            out.changes.extend(these);
             out.revision = rev;
             i = end;
         }
         out.revision = out.revision.max(batch.progress);
-        if !out.events.is_empty() {
+        if !out.changes.is_empty() {
             return Ok(out);
         }
         if let Some((target, _)) = bookmark_target {

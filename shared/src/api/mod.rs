@@ -12,11 +12,15 @@ use axum::Router;
 
 use crate::cursor::CursorStore;
 use crate::model::Kind;
-use crate::query::{self, filter_params, Filters, Params, QueryError, DEFAULT_LIMIT, MAX_LIMIT};
+use crate::query::{self, ListQuery, QueryError};
 use crate::store::{StateStore, StoreError};
 
 mod error;
+pub mod params;
+pub mod render;
 mod watch;
+
+use params::Params;
 
 pub use error::{json_response, ApiError};
 
@@ -145,12 +149,13 @@ async fn list_instances(
 }
 
 async fn list(s: &AppState, kind: Kind, q: Option<&str>) -> Result<Response, ApiError> {
-    let mut allowed = filter_params(kind).to_vec();
-    allowed.extend(["limit", "nextToken"]);
-    let p = Params::parse(q, &allowed)?;
-    let filters = Filters::from_params(kind, &p)?;
-    let limit = p.int("limit", 1..=MAX_LIMIT as u64, DEFAULT_LIMIT as u64)? as usize;
-    let out = query::list(s.store.as_ref(), &filters, limit, p.get("nextToken"))
+    let p = Params::parse(q, &params::with_filters(kind, &["limit", "nextToken"]))?;
+    let query = ListQuery {
+        filters: params::filters(kind, &p)?,
+        limit: p.limit()?,
+        next_token: p.get("nextToken").map(str::to_string),
+    };
+    let out = query::list(s.store.as_ref(), &query)
         .await
         .map_err(|e| match e {
             // Only a token can ask for a revision.
@@ -160,7 +165,7 @@ async fn list(s: &AppState, kind: Kind, q: Option<&str>) -> Result<Response, Api
             },
             e => e.into(),
         })?;
-    Ok(ok_json(out.to_json()))
+    Ok(ok_json(render::list_page(&out)?))
 }
 
 async fn describe_task(
@@ -189,8 +194,18 @@ async fn describe(
     let prefix = format!("/v1/{}/", kind.plural());
     let rest = uri.path().strip_prefix(&prefix).unwrap_or_default();
     let (cluster, id) = split_describe_path(rest)?;
-    let record = query::describe(s.store.as_ref(), kind, &cluster, &id).await?;
-    Ok(ok_json(query::wrap(&record)?))
+    let id_param = match kind {
+        Kind::Task => "taskArnOrId",
+        Kind::Instance => "instanceArnOrId",
+    };
+    let record = query::describe(
+        s.store.as_ref(),
+        kind,
+        params::parse_cluster("cluster", &cluster)?,
+        &params::resource_ref(id_param, kind, &id)?,
+    )
+    .await?;
+    Ok(ok_json(render::item(&record)?))
 }
 
 /// `{cluster}/{arnOrId}` where either may be an ARN with its `/` and `:`

@@ -1,7 +1,7 @@
 //! Watch routes: long-poll streams and subscriptions (SPEC §6).
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
@@ -9,22 +9,18 @@ use axum::http::{Extensions, StatusCode, Uri};
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::{json_response, ApiError, AppState, Caller, Identity};
+use super::params::{self, Params};
+use super::{json_response, render, ApiError, AppState, Caller, Identity};
 use crate::cursor::{owner_of, CursorStore, Subscription};
+use crate::filter::Filters;
 use crate::model::Kind;
-use crate::query::{filter_params, Filters, Params, DEFAULT_LIMIT, MAX_LIMIT};
-use crate::watch::{poll, PollRequest, WatchError};
-
-pub const MAX_WAIT_SECS: u64 = 25;
-pub const DEFAULT_WAIT_SECS: u64 = 20;
+use crate::watch::{check_ack, poll, subscription_start, PollRequest, WatchError};
 
 impl From<WatchError> for ApiError {
     fn from(e: WatchError) -> Self {
         match e {
-            WatchError::FutureSince { since, current } => ApiError::BadParam {
-                name: "since".into(),
-                message: format!("'since' {since} is ahead of the current revision {current}"),
-            },
+            e @ WatchError::FutureSince { .. } => params::bad("since", e.to_string()),
+            e @ WatchError::FutureAck { .. } => params::bad("ack", e.to_string()),
             WatchError::Expired {
                 oldest, current, ..
             } => ApiError::Expired { oldest, current },
@@ -45,25 +41,6 @@ fn iso(secs: i64) -> String {
         .unwrap_or_default()
 }
 
-fn revision_param(name: &str, v: Option<&str>) -> Result<Option<i64>, ApiError> {
-    match v {
-        None => Ok(None),
-        Some(s) => match s.parse::<i64>() {
-            Ok(n) if n >= 0 && !s.starts_with('+') => Ok(Some(n)),
-            _ => Err(ApiError::BadParam {
-                name: name.into(),
-                message: format!("'{name}' must be a revision (a non-negative integer)"),
-            }),
-        },
-    }
-}
-
-fn poll_params(p: &Params) -> Result<(Duration, usize), ApiError> {
-    let wait = p.int("wait", 0..=MAX_WAIT_SECS, DEFAULT_WAIT_SECS)?;
-    let limit = p.int("limit", 1..=MAX_LIMIT as u64, DEFAULT_LIMIT as u64)? as usize;
-    Ok((Duration::from_secs(wait), limit))
-}
-
 pub(super) async fn stream_tasks(
     State(s): State<AppState>,
     RawQuery(q): RawQuery,
@@ -79,23 +56,15 @@ pub(super) async fn stream_instances(
 }
 
 async fn stream(s: &AppState, kind: Kind, q: Option<&str>) -> Result<Response, ApiError> {
-    let mut allowed = filter_params(kind).to_vec();
-    allowed.extend(["since", "wait", "limit"]);
-    let p = Params::parse(q, &allowed)?;
-    let filters = Filters::from_params(kind, &p)?;
-    let since = revision_param("since", p.get("since"))?;
-    let (wait, limit) = poll_params(&p)?;
-    let out = poll(
-        s.store.as_ref(),
-        &PollRequest {
-            filters,
-            since,
-            wait,
-            limit,
-        },
-    )
-    .await?;
-    Ok(json_response(StatusCode::OK, out.to_json()))
+    let p = Params::parse(q, &params::with_filters(kind, &["since", "wait", "limit"]))?;
+    let req = PollRequest {
+        filters: params::filters(kind, &p)?,
+        since: p.revision("since")?,
+        wait: p.wait()?,
+        limit: p.limit()?,
+    };
+    let out = poll(s.store.as_ref(), &req).await?;
+    Ok(json_response(StatusCode::OK, render::watch_batch(&out)?))
 }
 
 /// Who owns what the caller creates: the IAM caller API Gateway vouches
@@ -137,10 +106,10 @@ fn subscription_filters(
     let query: String = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(filters)
         .finish();
-    Ok(Filters::from_params(
+    params::filters(
         kind,
-        &Params::parse(Some(&query), filter_params(kind))?,
-    )?)
+        &Params::parse(Some(&query), params::filter_params(kind))?,
+    )
 }
 
 fn bad_body(name: &str, message: impl Into<String>) -> ApiError {
@@ -170,16 +139,11 @@ pub(super) async fn create_subscription(
     {
         return Err(bad_body(k, format!("unknown field '{k}'")));
     }
-    let kind = match obj.get("resource").and_then(Value::as_str) {
-        Some("tasks") => Kind::Task,
-        Some("instances") => Kind::Instance,
-        _ => {
-            return Err(bad_body(
-                "resource",
-                "'resource' must be \"tasks\" or \"instances\"",
-            ))
-        }
-    };
+    let kind = obj
+        .get("resource")
+        .and_then(Value::as_str)
+        .and_then(Kind::from_plural)
+        .ok_or_else(|| bad_body("resource", "'resource' must be \"tasks\" or \"instances\""))?;
     let mut filters = BTreeMap::new();
     match obj.get("filters") {
         None => {}
@@ -204,29 +168,10 @@ pub(super) async fn create_subscription(
     subscription_filters(kind, &filters)?;
     let since = match obj.get("since") {
         None => None,
-        Some(Value::String(t)) => revision_param("since", Some(t))?,
+        Some(Value::String(t)) => params::revision("since", Some(t))?,
         Some(_) => return Err(bad_body("since", "'since' must be a revision string")),
     };
-    let current = s.store.current_revision().await?;
-    let cursor = match since {
-        Some(r) if r > current => {
-            return Err(ApiError::from(WatchError::FutureSince {
-                since: r,
-                current,
-            }));
-        }
-        Some(r) => {
-            let compacted = s.store.compacted_revision().await?;
-            if r + 1 < compacted {
-                return Err(ApiError::Expired {
-                    oldest: compacted - 1,
-                    current,
-                });
-            }
-            r
-        }
-        None => current,
-    };
+    let cursor = subscription_start(s.store.as_ref(), since).await?;
     let created = now();
     let sub = Subscription {
         id: format!("{:032x}", rand::random::<u128>()),
@@ -305,17 +250,11 @@ pub(super) async fn subscription_events(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let p = Params::parse(q.as_deref(), &["wait", "ack", "limit"])?;
-    let ack = revision_param("ack", p.get("ack"))?;
-    let (wait, limit) = poll_params(&p)?;
+    let ack = p.revision("ack")?;
+    let (wait, limit) = (p.wait()?, p.limit()?);
     let sub = own(&s, &ext, &uri).await?;
     if let Some(a) = ack {
-        let current = s.store.current_revision().await?;
-        if a > current {
-            return Err(ApiError::BadParam {
-                name: "ack".into(),
-                message: format!("'ack' {a} is ahead of the current revision {current}"),
-            });
-        }
+        check_ack(s.store.as_ref(), a).await?;
     }
     // Commit the ack (forward only) and refresh the expiry, then follow
     // from whatever cursor is committed now.
@@ -325,11 +264,7 @@ pub(super) async fn subscription_events(
         .advance(&sub.id, ack.unwrap_or(sub.cursor), expires, t)
         .await?
         .ok_or_else(|| ApiError::NotFound("no such subscription".into()))?;
-    let kind = if sub.resource == "instances" {
-        Kind::Instance
-    } else {
-        Kind::Task
-    };
+    let kind = Kind::from_plural(&sub.resource).unwrap_or(Kind::Task);
     let filters = subscription_filters(kind, &sub.filters)?;
     let out = poll(
         s.store.as_ref(),
@@ -341,5 +276,5 @@ pub(super) async fn subscription_events(
         },
     )
     .await?;
-    Ok(json_response(StatusCode::OK, out.to_json()))
+    Ok(json_response(StatusCode::OK, render::watch_batch(&out)?))
 }

@@ -83,11 +83,7 @@ impl Keyspace {
             None => (rest, false),
         };
         let mut parts = rest.split('/');
-        let kind = match parts.next()? {
-            "tasks" => Kind::Task,
-            "instances" => Kind::Instance,
-            _ => return None,
-        };
+        let kind = Kind::from_plural(parts.next()?)?;
         if indexed {
             parts.next()?;
         }

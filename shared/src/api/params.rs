@@ -1,0 +1,378 @@
+//! Query-string parameters: each known one at most once, unknown ones
+//! refused, and the list filters parsed from them (SPEC §4). Every error
+//! names its parameter.
+
+use std::time::Duration;
+
+use super::ApiError;
+use crate::filter::{Filters, ResourceRef};
+use crate::model::{is_cluster_name, is_resource_id, Arn, ClusterId, Kind};
+use crate::query::{DEFAULT_LIMIT, MAX_LIMIT};
+use crate::store::ClusterScope;
+
+pub const MAX_WAIT_SECS: u64 = 25;
+pub const DEFAULT_WAIT_SECS: u64 = 20;
+const TASK_DESIRED: &[&str] = &["PENDING", "RUNNING", "STOPPED"];
+
+pub fn bad(name: &str, message: impl Into<String>) -> ApiError {
+    ApiError::BadParam {
+        name: name.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Query parameters: each known at most once, unknown ones refused.
+#[derive(Debug, Default)]
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    pub fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Params, ApiError> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+            if !allowed.contains(&k.as_ref()) {
+                return Err(bad(&k, format!("unknown query parameter '{k}'")));
+            }
+            if out.iter().any(|(seen, _)| *seen == k) {
+                return Err(bad(&k, format!("query parameter '{k}' is repeated")));
+            }
+            out.push((k.into_owned(), v.into_owned()));
+        }
+        Ok(Params(out))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// An integer parameter within `range`, or `default` when absent.
+    pub fn int(
+        &self,
+        name: &str,
+        range: std::ops::RangeInclusive<u64>,
+        default: u64,
+    ) -> Result<u64, ApiError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if range.contains(&n) => Ok(n),
+                _ => Err(bad(
+                    name,
+                    format!(
+                        "'{name}' must be an integer from {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
+                )),
+            },
+        }
+    }
+
+    /// `limit` (1..=1000, default 100).
+    pub fn limit(&self) -> Result<usize, ApiError> {
+        Ok(self.int("limit", 1..=MAX_LIMIT as u64, DEFAULT_LIMIT as u64)? as usize)
+    }
+
+    /// `wait` (0..=25 s, default 20).
+    pub fn wait(&self) -> Result<Duration, ApiError> {
+        Ok(Duration::from_secs(self.int(
+            "wait",
+            0..=MAX_WAIT_SECS,
+            DEFAULT_WAIT_SECS,
+        )?))
+    }
+
+    /// A revision parameter (`since`, `ack`): a non-negative integer.
+    pub fn revision(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        revision(name, self.get(name))
+    }
+}
+
+pub fn revision(name: &str, v: Option<&str>) -> Result<Option<i64>, ApiError> {
+    match v {
+        None => Ok(None),
+        Some(s) => match s.parse::<i64>() {
+            Ok(n) if n >= 0 && !s.starts_with('+') => Ok(Some(n)),
+            _ => Err(bad(
+                name,
+                format!("'{name}' must be a revision (a non-negative integer)"),
+            )),
+        },
+    }
+}
+
+pub fn parse_cluster(name: &str, value: &str) -> Result<ClusterScope, ApiError> {
+    if value.starts_with("arn:") {
+        return ClusterId::from_arn(value)
+            .map(ClusterScope::Exact)
+            .map_err(|e| bad(name, format!("'{name}': {e}")));
+    }
+    if is_cluster_name(value) {
+        return Ok(ClusterScope::Named(value.to_string()));
+    }
+    Err(bad(
+        name,
+        format!("'{name}' must be a cluster name or cluster ARN, got {value:?}"),
+    ))
+}
+
+/// Filter parameters per kind.
+pub fn filter_params(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Task => &[
+            "cluster",
+            "status",
+            "desiredStatus",
+            "startedBy",
+            "group",
+            "launchType",
+            "containerInstance",
+        ],
+        Kind::Instance => &["cluster", "status"],
+    }
+}
+
+/// The filter parameters of `kind` plus `extra` (limit, since, ...).
+pub fn with_filters(kind: Kind, extra: &[&'static str]) -> Vec<&'static str> {
+    let mut allowed = filter_params(kind).to_vec();
+    allowed.extend(extra);
+    allowed
+}
+
+/// A task or container instance by ARN (either format) or bare id.
+pub fn resource_ref(name: &str, kind: Kind, v: &str) -> Result<ResourceRef, ApiError> {
+    if v.starts_with("arn:") {
+        let arn =
+            Arn::parse_as(v, kind.arn_type()).map_err(|e| bad(name, format!("'{name}': {e}")))?;
+        return Ok(ResourceRef {
+            id: arn.id.clone(),
+            arn: Some(arn),
+        });
+    }
+    if is_resource_id(v) {
+        return Ok(ResourceRef {
+            id: v.to_string(),
+            arn: None,
+        });
+    }
+    Err(bad(
+        name,
+        format!(
+            "'{name}' must be an ARN or id of a {}, got {v:?}",
+            kind.arn_type()
+        ),
+    ))
+}
+
+/// The list filters from query parameters.
+pub fn filters(kind: Kind, p: &Params) -> Result<Filters, ApiError> {
+    let mut f = Filters::all(kind);
+    if let Some(c) = p.get("cluster") {
+        f.cluster = parse_cluster("cluster", c)?;
+    }
+    if let Some(s) = p.get("status") {
+        f.status = Some(kind.parse_status(s).ok_or_else(|| {
+            bad(
+                "status",
+                format!("'status' must be one of {}", kind.statuses().join(", ")),
+            )
+        })?);
+    }
+    if kind == Kind::Instance {
+        return Ok(f);
+    }
+    if let Some(s) = p.get("desiredStatus") {
+        f.desired_status = Some(Kind::Task.parse_status(s).ok_or_else(|| {
+            bad(
+                "desiredStatus",
+                format!("'desiredStatus' must be one of {}", TASK_DESIRED.join(", ")),
+            )
+        })?);
+    }
+    for (name, slot) in [("startedBy", &mut f.started_by), ("group", &mut f.group)] {
+        if let Some(v) = p.get(name) {
+            if v.is_empty() || v.len() > 1024 {
+                return Err(bad(name, format!("'{name}' must be 1 to 1024 characters")));
+            }
+            *slot = Some(v.to_string());
+        }
+    }
+    if let Some(v) = p.get("launchType") {
+        // ECS's launch types and future ones of the same shape: a letter,
+        // then letters, digits and `_` (EC2, FARGATE, MANAGED_INSTANCES).
+        if v.len() > 64
+            || !v.starts_with(|c: char| c.is_ascii_alphabetic())
+            || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(bad(
+                "launchType",
+                "'launchType' must be a launch type such as EC2, FARGATE or EXTERNAL",
+            ));
+        }
+        f.launch_type = Some(v.to_ascii_uppercase());
+    }
+    if let Some(v) = p.get("containerInstance") {
+        f.container_instance = Some(resource_ref("containerInstance", Kind::Instance, v)?);
+    }
+    Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(kind: Kind, query: &str) -> Result<Filters, ApiError> {
+        filters(kind, &Params::parse(Some(query), filter_params(kind))?)
+    }
+
+    fn refused(kind: Kind, query: &str) -> String {
+        match parse(kind, query) {
+            Err(ApiError::BadParam { name, .. }) => name,
+            other => panic!("{query}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_launch_type_is_accepted() {
+        for (given, kept) in [
+            ("EC2", "EC2"),
+            ("FARGATE", "FARGATE"),
+            ("EXTERNAL", "EXTERNAL"),
+            ("ec2", "EC2"),
+            ("Fargate", "FARGATE"),
+            // A future value of the same shape.
+            ("MANAGED_INSTANCES", "MANAGED_INSTANCES"),
+        ] {
+            let f = parse(Kind::Task, &format!("launchType={given}"))
+                .unwrap_or_else(|e| panic!("{given}: {e}"));
+            assert_eq!(f.launch_type.as_deref(), Some(kept), "{given}");
+        }
+        for bad in [
+            "",
+            "0",
+            "2EC",
+            "_X",
+            "EC 2",
+            "EC2;",
+            "fargate%2F",
+            &"A".repeat(65),
+        ] {
+            assert_eq!(
+                refused(Kind::Task, &format!("launchType={bad}")),
+                "launchType",
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_and_repeated_parameters_are_named() {
+        assert_eq!(refused(Kind::Task, "colour=red"), "colour");
+        assert_eq!(
+            refused(Kind::Task, "status=RUNNING&status=STOPPED"),
+            "status"
+        );
+        // Task-only filters are unknown for instances.
+        for p in [
+            "desiredStatus=RUNNING",
+            "group=g",
+            "launchType=EC2",
+            "startedBy=x",
+        ] {
+            let name = p.split('=').next().unwrap();
+            assert_eq!(refused(Kind::Instance, p), name);
+        }
+    }
+
+    #[test]
+    fn statuses_of_each_kind_in_any_case() {
+        for s in Kind::Task.statuses() {
+            let f = parse(Kind::Task, &format!("status={}", s.to_lowercase())).unwrap();
+            assert_eq!(f.status, Some(*s));
+        }
+        for s in Kind::Instance.statuses() {
+            let f = parse(Kind::Instance, &format!("status={s}")).unwrap();
+            assert_eq!(f.status, Some(*s));
+        }
+        assert_eq!(refused(Kind::Task, "status=ACTIVE"), "status");
+        assert_eq!(refused(Kind::Instance, "status=RUNNING"), "status");
+        for d in ["PENDING", "running", "Stopped"] {
+            assert!(
+                parse(Kind::Task, &format!("desiredStatus={d}")).is_ok(),
+                "{d}"
+            );
+        }
+        assert_eq!(
+            refused(Kind::Task, "desiredStatus=SLEEPING"),
+            "desiredStatus"
+        );
+    }
+
+    #[test]
+    fn clusters_by_name_or_arn() {
+        let f = parse(Kind::Task, "cluster=web").unwrap();
+        assert_eq!(f.cluster, ClusterScope::Named("web".into()));
+        let f = parse(
+            Kind::Task,
+            "cluster=arn:aws-cn:ecs:cn-north-1:123456789012:cluster/web",
+        )
+        .unwrap();
+        match f.cluster {
+            ClusterScope::Exact(c) => {
+                assert_eq!(c.place(), ("aws-cn", "cn-north-1", "123456789012"));
+                assert_eq!(c.name, "web");
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            "we%20b",
+            "arn:aws:ecs:us-east-1:123456789012:task/web/x",
+            "arn:nope",
+        ] {
+            assert_eq!(
+                refused(Kind::Task, &format!("cluster={bad}")),
+                "cluster",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn container_instances_by_arn_in_either_format_or_id() {
+        for v in [
+            "arn:aws:ecs:us-east-1:123456789012:container-instance/web/abc",
+            "arn:aws:ecs:us-east-1:123456789012:container-instance/abc",
+            "abc",
+        ] {
+            let f = parse(Kind::Task, &format!("containerInstance={v}")).unwrap();
+            assert_eq!(f.container_instance.unwrap().id, "abc", "{v}");
+        }
+        assert_eq!(
+            refused(
+                Kind::Task,
+                "containerInstance=arn:aws:ecs:us-east-1:123456789012:task/web/abc"
+            ),
+            "containerInstance"
+        );
+    }
+
+    #[test]
+    fn limits_waits_and_revisions_are_bounded() {
+        let p = |q: &str| Params::parse(Some(q), &["limit", "wait", "since"]).unwrap();
+        assert_eq!(p("").limit().unwrap(), DEFAULT_LIMIT);
+        assert_eq!(p("limit=1000").limit().unwrap(), 1000);
+        for bad in ["limit=0", "limit=1001", "limit=x", "limit=-1"] {
+            assert!(p(bad).limit().is_err(), "{bad}");
+        }
+        assert_eq!(p("").wait().unwrap(), Duration::from_secs(20));
+        assert_eq!(p("wait=0").wait().unwrap(), Duration::ZERO);
+        assert!(p("wait=26").wait().is_err());
+        assert_eq!(p("since=42").revision("since").unwrap(), Some(42));
+        assert_eq!(p("").revision("since").unwrap(), None);
+        for bad in ["since=-1", "since=%2B5", "since=1.5", "since=x"] {
+            assert!(p(bad).revision("since").is_err(), "{bad}");
+        }
+    }
+}

@@ -129,10 +129,7 @@ impl Server {
                 let account = css::reconcile::aws::caller_account(sdk)
                     .await
                     .map_err(ServerError::Aws)?;
-                let region = sdk
-                    .region()
-                    .map(|r| r.to_string())
-                    .ok_or(ServerError::Config(ConfigError::Missing("AWS_REGION")))?;
+                let region = css::config::region(sdk)?;
                 let source: Arc<dyn EcsSource> = Arc::new(AwsEcs::new(sdk));
                 Some((source, RunScope { account, region }))
             }

@@ -13,10 +13,7 @@ async fn main() -> Result<(), Error> {
     init_logging(true, args.log_level.as_deref());
     let store = args.connect_etcd().await?;
     let sdk = css::config::aws_sdk_config().await;
-    let region = sdk
-        .region()
-        .map(|r| r.to_string())
-        .ok_or("AWS_REGION is required")?;
+    let region = css::config::region(&sdk)?;
     let ecs = AwsEcs::new(&sdk);
     let retention = args.history_retention;
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {

@@ -112,3 +112,103 @@ pub async fn apply_batch(store: &dyn StateStore, messages: &[Message]) -> BatchO
     out.failures.sort_by_key(|(i, _)| *i);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Kind;
+    use crate::store::EmbeddedStore;
+    use crate::testing::{entity, event, instance, task, task_event};
+
+    fn messages(bodies: &[String]) -> Vec<Message> {
+        bodies
+            .iter()
+            .enumerate()
+            .map(|(i, b)| Message {
+                id: Some(format!("m{i}")),
+                body: Some(b.clone()),
+            })
+            .collect()
+    }
+
+    async fn stored_version(store: &EmbeddedStore, id: &str) -> Option<u64> {
+        let key = entity(Kind::Task, &task("c1", id, "RUNNING", 1)).key;
+        let rec = store.get(&key, None).await.unwrap()?;
+        let version = rec.meta().unwrap().ecs_version;
+        Some(version)
+    }
+
+    #[tokio::test]
+    async fn one_entitys_records_collapse_to_the_newest() {
+        let store = EmbeddedStore::new("/t/");
+        let start = store.current_revision().await.unwrap();
+        let bodies: Vec<String> = [3, 1, 5, 2, 5]
+            .iter()
+            .map(|v| task_event(&task("c1", "a", "RUNNING", *v)))
+            .collect();
+        let out = apply_batch(&store, &messages(&bodies)).await;
+        assert!(out.failures.is_empty());
+        assert_eq!(out.stats.received, 5);
+        assert_eq!((out.stats.inserted, out.stats.unchanged), (1, 4));
+        assert_eq!(stored_version(&store, "a").await, Some(5));
+        assert_eq!(
+            store.current_revision().await.unwrap(),
+            start + 1,
+            "one write for the whole group"
+        );
+    }
+
+    #[tokio::test]
+    async fn older_and_duplicate_versions_are_acknowledged_not_written() {
+        let store = EmbeddedStore::new("/t/");
+        apply_batch(
+            &store,
+            &messages(&[task_event(&task("c1", "a", "RUNNING", 4))]),
+        )
+        .await;
+        let rev = store.current_revision().await.unwrap();
+        let out = apply_batch(
+            &store,
+            &messages(&[
+                task_event(&task("c1", "a", "PENDING", 3)),
+                task_event(&task("c1", "a", "RUNNING", 4)),
+            ]),
+        )
+        .await;
+        assert!(out.failures.is_empty());
+        assert_eq!(out.stats.unchanged, 2);
+        assert_eq!(store.current_revision().await.unwrap(), rev);
+    }
+
+    #[tokio::test]
+    async fn malformed_records_fail_alone_and_other_types_are_counted() {
+        let store = EmbeddedStore::new("/t/");
+        let mut no_version = task("c1", "b", "RUNNING", 1);
+        no_version["version"] = serde_json::Value::Null;
+        let bodies = vec![
+            task_event(&task("c1", "a", "RUNNING", 1)),
+            "not json".to_string(),
+            task_event(&no_version),
+            event("ECS Service Action", &serde_json::json!({"eventName": "X"})),
+            event(
+                "ECS Container Instance State Change",
+                &instance("c1", "i1", "ACTIVE", 1),
+            ),
+        ];
+        let mut msgs = messages(&bodies);
+        msgs.push(Message {
+            id: Some("empty".into()),
+            body: None,
+        });
+        let out = apply_batch(&store, &msgs).await;
+        let failed: Vec<usize> = out.failures.iter().map(|(i, _)| *i).collect();
+        assert_eq!(failed, vec![1, 2, 5]);
+        assert!(out
+            .failures
+            .iter()
+            .all(|(_, f)| matches!(f, Failure::Malformed(_))));
+        assert_eq!(out.stats.malformed, 3);
+        assert_eq!(out.stats.ignored, 1);
+        assert_eq!(out.stats.inserted, 2, "the task and the instance");
+    }
+}

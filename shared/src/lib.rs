@@ -1,8 +1,38 @@
 //! cluster-state-service: a live, queryable and watchable copy of the state
-//! of ECS tasks and container instances.
+//! of ECS tasks and container instances. Every Lambda (`functions/*`) and
+//! server mode (`server/`) is a thin main over this crate.
 //!
-//! Layers, bottom up: `model` and `events` (pure), `store` (state stores),
-//! `ingest` (SQS batches into the store), `config` (settings, logging).
+//! The map, edges on top, arrows pointing down (a module imports only
+//! modules below it):
+//!
+//! ```text
+//! lambda      the Lambda edge: SQS event -> ingest, scheduled event -> reconcile,
+//!             API Gateway request -> api (stage stripped, IAM caller attached)
+//! api         the one axum Router: routes, params (query strings -> typed
+//!             requests), render (records -> JSON), error (-> HTTP status)
+//! config      settings from env/flags, logging, AWS SDK set-up, store connection
+//!   |
+//! query       list (filters, 5 MB pages, snapshot page tokens) and describe
+//! watch       long polls over store watches; subscription cursor rules
+//! ingest      messages -> events -> one guarded write per entity
+//! reconcile   EcsSource (aws.rs: the ECS API) -> guarded upserts and deletes
+//! compaction  (time, revision) checkpoints, history compacted past retention
+//!   |
+//! filter      the list filters as a value; matching a stored record
+//! limits      answer sizes (5 MB) and counts
+//! cursor      CursorStore: subscriptions (dynamodb.rs, embedded.rs), owners, quota
+//! store       StateStore: record (format), keys (layout), etcd/, embedded/,
+//!             shared_watch (one etcd watch per kind shared by long polls)
+//!   |
+//! events      EventBridge envelope -> a classified, validated change
+//! model       Kind, Arn, ClusterId, EntityKey, Entity (ECS JSON kept verbatim)
+//! ```
+//!
+//! Where a list request becomes a store range read: `api::list` parses the
+//! query string (`api::params`) into a `query::ListQuery`; `query::list`
+//! turns its cluster and status filters into one `store::ListRequest`, which
+//! `store::keys::Keyspace::list_prefix` makes a key range over exactly the
+//! matching records (the status index), read at one snapshot revision.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -13,8 +43,12 @@ pub mod events;
 pub mod filter;
 pub mod ingest;
 pub mod lambda;
+pub mod limits;
 pub mod model;
 pub mod query;
 pub mod reconcile;
 pub mod store;
 pub mod watch;
+
+#[cfg(test)]
+mod testing;

@@ -11,18 +11,9 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::filter::{Filters, ResourceRef};
+use crate::limits::{item_size, MAX_ITEMS_BYTES, MAX_LIMIT};
 use crate::model::{ClusterId, EntityKey, Kind};
 use crate::store::{ClusterScope, ListRequest, StateStore, StoreError, StoredRecord};
-
-/// Largest list or watch answer: Lambda's response limit is 6 MB.
-pub const MAX_PAGE_BYTES: usize = 5_000_000;
-/// Bytes of items in one page, leaving room for the envelope and token.
-const MAX_ITEM_BYTES: usize = MAX_PAGE_BYTES - 1_000;
-/// What rendering adds to an entity's JSON, at most: the metadata wrapper
-/// (63 bytes with a 19-digit revision) and a comma.
-pub const ITEM_OVERHEAD: usize = 64;
-pub const DEFAULT_LIMIT: usize = 100;
-pub const MAX_LIMIT: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -58,11 +49,6 @@ pub struct ListOutput {
     pub records: Vec<StoredRecord>,
     pub revision: i64,
     pub next_token: Option<String>,
-}
-
-/// The size a record takes in an answer, at most.
-pub fn answer_size(record: &StoredRecord) -> Result<usize, StoreError> {
-    Ok(record.meta()?.entity.get().len() + ITEM_OVERHEAD)
 }
 
 #[derive(Serialize, Deserialize)]
@@ -120,8 +106,8 @@ pub async fn list(store: &dyn StateStore, q: &ListQuery) -> Result<ListOutput, Q
             if !exact && !filters.matches(rec) {
                 continue;
             }
-            let size = answer_size(rec)?;
-            if bytes + size > MAX_ITEM_BYTES && !items.is_empty() {
+            let size = item_size(rec)?;
+            if bytes + size > MAX_ITEMS_BYTES && !items.is_empty() {
                 // Stop before the record that does not fit; it starts the next page.
                 let k = req.start_after.clone().unwrap_or_default();
                 let k = if i == 0 {

@@ -12,12 +12,8 @@ use std::time::Duration;
 use tokio::time::{timeout_at, Instant};
 
 use crate::filter::Filters;
-use crate::query::answer_size;
+use crate::limits::{item_size, EVENT_OVERHEAD, MAX_ITEMS_BYTES};
 use crate::store::{EventType, StateStore, StoreError, StoredRecord, WatchEvent};
-
-/// Bytes of events in one answer: with the envelope it stays within the
-/// 5 MB that list pages keep to (Lambda's response limit is 6 MB).
-pub const MAX_EVENT_BYTES: usize = crate::query::MAX_PAGE_BYTES - 1_000;
 
 /// After `wait`, how long to wait for the store to confirm progress.
 const PROGRESS_GRACE: Duration = Duration::from_secs(2);
@@ -89,9 +85,6 @@ pub struct PollOutput {
     pub revision: i64,
     pub more: bool,
 }
-
-/// What rendering adds to an item for its change, at most.
-const CHANGE_OVERHEAD: usize = 64;
 
 /// What one change means to a filtered watcher, if anything.
 fn translate(filters: &Filters, ev: &WatchEvent) -> Option<Change> {
@@ -192,9 +185,9 @@ pub async fn poll(store: &dyn StateStore, req: &PollRequest) -> Result<PollOutpu
                 .collect();
             let mut size = 0;
             for c in &these {
-                size += answer_size(&c.record)? + CHANGE_OVERHEAD;
+                size += item_size(&c.record)? + EVENT_OVERHEAD;
             }
-            if !out.changes.is_empty() && bytes + size > MAX_EVENT_BYTES {
+            if !out.changes.is_empty() && bytes + size > MAX_ITEMS_BYTES {
                 out.more = true;
                 return Ok(out);
             }
@@ -212,5 +205,170 @@ pub async fn poll(store: &dyn StateStore, req: &PollRequest) -> Result<PollOutpu
                 return Ok(out);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Kind;
+    use crate::store::{encode_record, ClusterScope, EmbeddedStore, Upsert};
+    use crate::testing::{entity, task};
+
+    fn record(id: &str, status: &str, version: u64, rev: i64) -> StoredRecord {
+        let e = entity(Kind::Task, &task("c1", id, status, version));
+        let value = encode_record(&Upsert::event(&e));
+        StoredRecord::new(e.key, "k".into(), rev, 1, value)
+    }
+
+    fn running() -> Filters {
+        Filters {
+            status: Some("RUNNING"),
+            ..Filters::all(Kind::Task)
+        }
+    }
+
+    fn put(prev: Option<StoredRecord>, new: StoredRecord) -> WatchEvent {
+        WatchEvent {
+            event_type: EventType::Put,
+            revision: new.mod_revision,
+            key: new.key.clone(),
+            record: Some(new),
+            prev,
+        }
+    }
+
+    fn delete(prev: StoredRecord, revision: i64) -> WatchEvent {
+        WatchEvent {
+            event_type: EventType::Delete,
+            revision,
+            key: prev.key.clone(),
+            record: None,
+            prev: Some(prev),
+        }
+    }
+
+    #[test]
+    fn a_put_that_matches_is_a_put() {
+        let c = translate(&running(), &put(None, record("a", "RUNNING", 1, 5))).unwrap();
+        assert_eq!((c.kind, c.revision), (ChangeKind::Put, 5));
+    }
+
+    #[test]
+    fn starting_to_match_is_a_put() {
+        let before = record("a", "PENDING", 1, 4);
+        let c = translate(&running(), &put(Some(before), record("a", "RUNNING", 2, 5))).unwrap();
+        assert_eq!(c.kind, ChangeKind::Put);
+    }
+
+    #[test]
+    fn stopping_to_match_is_a_delete_carrying_the_new_state() {
+        let before = record("a", "RUNNING", 1, 4);
+        let c = translate(&running(), &put(Some(before), record("a", "STOPPED", 2, 5))).unwrap();
+        assert_eq!(c.kind, ChangeKind::Delete);
+        assert_eq!(c.record.meta().unwrap().status, "STOPPED");
+    }
+
+    #[test]
+    fn changes_outside_the_filter_are_not_seen() {
+        let before = record("a", "PENDING", 1, 4);
+        assert!(translate(&running(), &put(Some(before), record("a", "STOPPED", 2, 5))).is_none());
+        assert!(translate(&running(), &put(None, record("b", "STOPPED", 1, 6))).is_none());
+        assert!(translate(&running(), &delete(record("c", "STOPPED", 1, 3), 7)).is_none());
+    }
+
+    #[test]
+    fn a_delete_carries_the_last_known_state() {
+        let c = translate(&running(), &delete(record("a", "RUNNING", 3, 4), 9)).unwrap();
+        assert_eq!((c.kind, c.revision), (ChangeKind::Delete, 9));
+        assert_eq!(c.record.meta().unwrap().ecs_version, 3);
+    }
+
+    #[test]
+    fn other_clusters_and_kinds_are_filtered_out() {
+        let f = Filters {
+            cluster: ClusterScope::Named("other".into()),
+            ..Filters::all(Kind::Task)
+        };
+        assert!(translate(&f, &put(None, record("a", "RUNNING", 1, 5))).is_none());
+        let f = Filters::all(Kind::Instance);
+        assert!(translate(&f, &put(None, record("a", "RUNNING", 1, 5))).is_none());
+    }
+
+    async fn write(store: &EmbeddedStore, id: &str, status: &str, version: u64) -> i64 {
+        let e = entity(Kind::Task, &task("c1", id, status, version));
+        match store.upsert_if_newer(Upsert::event(&e)).await.unwrap() {
+            crate::store::UpsertOutcome::Inserted { revision }
+            | crate::store::UpsertOutcome::Updated { revision } => revision,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn req(since: Option<i64>, limit: usize) -> PollRequest {
+        PollRequest {
+            filters: Filters::all(Kind::Task),
+            since,
+            wait: Duration::ZERO,
+            limit,
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_stop_at_revision_boundaries_past_the_limit() {
+        let store = EmbeddedStore::new("/t/");
+        let start = store.current_revision().await.unwrap();
+        let r1 = write(&store, "a", "RUNNING", 1).await;
+        let r2 = write(&store, "b", "RUNNING", 1).await;
+        let out = poll(&store, &req(Some(start), 1)).await.unwrap();
+        assert_eq!((out.changes.len(), out.revision, out.more), (1, r1, true));
+        let out = poll(&store, &req(Some(out.revision), 1)).await.unwrap();
+        assert_eq!(out.changes.len(), 1);
+        assert_eq!(out.changes[0].revision, r2);
+        assert_eq!(out.revision, r2);
+    }
+
+    #[tokio::test]
+    async fn nothing_to_say_is_a_bookmark_at_the_current_revision() {
+        let store = EmbeddedStore::new("/t/");
+        let r = write(&store, "a", "RUNNING", 1).await;
+        let out = poll(&store, &req(Some(r), 10)).await.unwrap();
+        assert!(out.changes.is_empty());
+        assert_eq!((out.revision, out.more), (r, false));
+        let out = poll(&store, &req(None, 10)).await.unwrap();
+        assert_eq!(out.revision, r, "no since: from now");
+    }
+
+    #[tokio::test]
+    async fn future_and_compacted_cursors_are_refused() {
+        let store = EmbeddedStore::new("/t/");
+        write(&store, "a", "RUNNING", 1).await;
+        let r = write(&store, "a", "STOPPED", 2).await;
+        assert!(matches!(
+            poll(&store, &req(Some(r + 5), 10)).await,
+            Err(WatchError::FutureSince { .. })
+        ));
+        store.compact(r).await.unwrap();
+        assert!(matches!(
+            poll(&store, &req(Some(1), 10)).await,
+            Err(WatchError::Expired { .. })
+        ));
+        assert!(matches!(
+            subscription_start(&store, Some(1)).await,
+            Err(WatchError::Expired { .. })
+        ));
+        assert!(matches!(
+            subscription_start(&store, Some(r + 1)).await,
+            Err(WatchError::FutureSince { .. })
+        ));
+        assert_eq!(subscription_start(&store, None).await.unwrap(), r);
+        assert_eq!(
+            subscription_start(&store, Some(r - 1)).await.unwrap(),
+            r - 1
+        );
+        assert!(check_ack(&store, r).await.is_ok());
+        assert!(matches!(
+            check_ack(&store, r + 1).await,
+            Err(WatchError::FutureAck { .. })
+        ));
     }
 }

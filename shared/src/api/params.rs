@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::ApiError;
 use crate::filter::{Filters, ResourceRef};
+use crate::limits::{DEFAULT_LIMIT, MAX_LIMIT};
 use crate::model::{is_cluster_name, is_resource_id, Arn, ClusterId, Kind};
-use crate::query::{DEFAULT_LIMIT, MAX_LIMIT};
 use crate::store::ClusterScope;
 
 pub const MAX_WAIT_SECS: u64 = 25;

@@ -8,11 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use clap::Parser;
-use css::api::{self, AppState};
-use css::config::{ConfigError, StoreArgs};
-use css::cursor::{CursorStore, DynamoCursorStore, EmbeddedCursorStore};
-use css::reconcile::aws::AwsEcs;
-use css::reconcile::{EcsSource, Reconciler, RunScope, SourceError};
+use css::api::{self, AppState, Identity};
+use css::config::StoreArgs;
+use css::reconcile::{EcsSource, Reconciler, RunScope};
+use css::setup::{self, CursorChoice, EcsChoice, Overrides, SetupError, StoreChoice, Wants};
 use css::store::StateStore;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -59,8 +58,6 @@ pub struct ServerConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -68,8 +65,8 @@ pub enum ServerError {
     },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
-    #[error("AWS: {0}")]
-    Aws(SourceError),
+    #[error(transparent)]
+    Setup(#[from] SetupError),
 }
 
 /// Clients to use instead of those built from the environment.
@@ -94,12 +91,30 @@ impl Server {
     /// `aws` overrides the clients built from the environment (tests).
     pub async fn start(mut cfg: ServerConfig, aws: AwsOverrides) -> Result<Server, ServerError> {
         cfg.store = cfg.store.normalized();
-        let mut store = cfg.store.connect_any().await?;
-        if !cfg.store.etcd_endpoints.is_empty() {
-            // Long polls share one etcd watch per kind (the embedded store's
-            // watches are in-process already).
-            store = Arc::new(css::store::SharedWatchStore::new(store));
-        }
+        // Every client is made before the listener binds or anything is
+        // spawned, so a failure here leaves nothing running.
+        let parts = setup::build(
+            &cfg.store,
+            Wants {
+                store: StoreChoice::EtcdOrEmbedded,
+                cursors: CursorChoice::DynamoOrEmbedded,
+                ecs: if cfg.reconcile {
+                    EcsChoice::InAccount
+                } else {
+                    EcsChoice::None
+                },
+            },
+            Overrides {
+                dynamodb: aws.dynamodb,
+                ecs: aws.ecs,
+            },
+        )
+        .await?;
+        let sqs = match (cfg.queue_url.clone(), aws.sqs) {
+            (None, _) => None,
+            (Some(url), Some(c)) => Some((url, c)),
+            (Some(url), None) => Some((url, aws_sdk_sqs::Client::new(parts.sdk().await))),
+        };
         let listener = tokio::net::TcpListener::bind(cfg.bind)
             .await
             .map_err(|source| ServerError::Bind {
@@ -107,44 +122,14 @@ impl Server {
                 source,
             })?;
         let addr = listener.local_addr().map_err(ServerError::Serve)?;
-        // Every AWS client is set up before anything is spawned, so a failure
-        // here leaves nothing running; the SDK config is loaded once, if at all.
-        let sdk = tokio::sync::OnceCell::new();
-        let load_sdk = || sdk.get_or_init(css::config::aws_sdk_config);
-        let cursors: Arc<dyn CursorStore> = match &cfg.store.cursor_table {
-            Some(table) => {
-                let client = match aws.dynamodb.clone() {
-                    Some(c) => c,
-                    None => aws_sdk_dynamodb::Client::new(load_sdk().await),
-                };
-                Arc::new(DynamoCursorStore::new(client, table.clone()))
-            }
-            None => Arc::new(EmbeddedCursorStore::new()),
-        };
-        let reconcile = match (cfg.reconcile, aws.ecs) {
-            (false, _) => None,
-            (true, Some(o)) => Some(o),
-            (true, None) => {
-                let sdk = load_sdk().await;
-                let account = css::reconcile::aws::caller_account(sdk)
-                    .await
-                    .map_err(ServerError::Aws)?;
-                let region = css::config::region(sdk)?;
-                let source: Arc<dyn EcsSource> = Arc::new(AwsEcs::new(sdk));
-                Some((source, RunScope { account, region }))
-            }
-        };
-        let sqs = match (cfg.queue_url.clone(), aws.sqs) {
-            (None, _) => None,
-            (Some(url), Some(c)) => Some((url, c)),
-            (Some(url), None) => Some((url, aws_sdk_sqs::Client::new(load_sdk().await))),
-        };
+        let store = parts.store.clone();
+        let reconcile = parts
+            .ecs
+            .as_ref()
+            .and_then(|e| Some((e.source.clone(), e.scope()?)));
 
         let (stop, stopped) = watch::channel(false);
-        let app = api::router(AppState {
-            subscriptions_per_owner: cfg.store.subscriptions_per_owner as usize,
-            ..AppState::local(store.clone(), cursors)
-        });
+        let app = api::router(AppState::new(&parts, Identity::Local, &cfg.store));
         let mut rx = stopped.clone();
         let http = tokio::spawn(async move {
             axum::serve(listener, app)

@@ -17,12 +17,7 @@ async fn main() {
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
             // One line naming the setting, not a usage screen.
-            let text = e.to_string();
-            let line = text
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid arguments");
-            eprintln!("css-server: {}", line.trim_start_matches("error: "));
+            eprintln!("css-server: {}", css::config::first_line(&e.to_string()));
             std::process::exit(2);
         }
     };

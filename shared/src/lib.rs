@@ -10,6 +10,8 @@
 //!             API Gateway request -> api (stage stripped, IAM caller attached)
 //! api         the one axum Router: routes, params (query strings -> typed
 //!             requests), render (records -> JSON), error (-> HTTP status)
+//! setup       settings -> the parts a process runs on (store, cursor store,
+//!             ECS source, account and region), for every main and server mode
 //! config      settings from env/flags, logging, AWS SDK set-up, store connection
 //!   |
 //! query       list (filters, 5 MB pages, snapshot page tokens) and describe
@@ -47,6 +49,7 @@ pub mod limits;
 pub mod model;
 pub mod query;
 pub mod reconcile;
+pub mod setup;
 pub mod store;
 pub mod watch;
 

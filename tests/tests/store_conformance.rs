@@ -1,76 +1,84 @@
-//! The conformance suite, run against the embedded store and a real etcd.
+//! The conformance suite: one list of scenarios, run against the embedded
+//! store, a real etcd, and the shared-watch wrapper server mode puts over etcd.
 
 use std::sync::Arc;
 
-use css::store::{EmbeddedStore, StateStore};
+use css::store::{EmbeddedStore, SharedWatchStore, StateStore};
 use css_tests::{conformance, EtcdServer};
 
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
+/// A store under test and what keeps it alive (the etcd process).
+struct Backend {
+    store: Arc<dyn StateStore>,
+    _etcd: Option<EtcdServer>,
+}
+
+async fn embedded() -> Backend {
+    Backend {
+        store: Arc::new(EmbeddedStore::new("/ecs-css/v1/")),
+        _etcd: None,
+    }
+}
+
+async fn etcd() -> Backend {
+    let etcd = EtcdServer::start();
+    Backend {
+        store: etcd.store("/ecs-css/v1/").await,
+        _etcd: Some(etcd),
+    }
+}
+
+async fn shared_watch_over_etcd() -> Backend {
+    let etcd = EtcdServer::start();
+    Backend {
+        store: Arc::new(SharedWatchStore::new(etcd.store("/ecs-css/v1/").await)),
+        _etcd: Some(etcd),
+    }
+}
+
+/// The scenarios, each a test in the backend's module: `borrowed` ones
+/// take the store by reference, `shared` ones an `Arc` (they spawn tasks).
+macro_rules! scenarios {
+    ($backend:ident, borrowed: [$($name:ident),*], shared: [$($arc:ident),*]) => {
+        mod $backend {
             use super::*;
             $(
                 #[tokio::test]
                 async fn $name() {
-                    let store = EmbeddedStore::new("/ecs-css/v1/");
-                    conformance::$name(&store).await;
+                    let b = super::$backend().await;
+                    conformance::$name(b.store.as_ref()).await;
                 }
             )*
-            #[tokio::test]
-            async fn racing_writers() {
-                let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::new("/ecs-css/v1/"));
-                conformance::racing_writers(store).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn shared_watch() {
-                let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::new("/ecs-css/v1/"));
-                conformance::shared_watch(store).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn batched_writes() {
-                let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::new("/ecs-css/v1/"));
-                conformance::batched_writes(store).await;
-            }
-        }
-        mod etcd {
-            use super::*;
             $(
-                #[tokio::test]
-                async fn $name() {
-                    let etcd = EtcdServer::start();
-                    let store = etcd.store("/ecs-css/v1/").await;
-                    conformance::$name(store.as_ref()).await;
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $arc() {
+                    let b = super::$backend().await;
+                    conformance::$arc(b.store.clone()).await;
                 }
             )*
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn racing_writers() {
-                let etcd = EtcdServer::start();
-                let store: Arc<dyn StateStore> = etcd.store("/ecs-css/v1/").await;
-                conformance::racing_writers(store).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn shared_watch() {
-                let etcd = EtcdServer::start();
-                let store: Arc<dyn StateStore> = etcd.store("/ecs-css/v1/").await;
-                conformance::shared_watch(store).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn batched_writes() {
-                let etcd = EtcdServer::start();
-                let store: Arc<dyn StateStore> = etcd.store("/ecs-css/v1/").await;
-                conformance::batched_writes(store).await;
-            }
         }
     };
 }
 
-conformance!(
-    version_guard,
-    status_index_and_scopes,
-    snapshot_pagination,
-    guarded_delete,
-    snapshot_guard_without_version,
-    watch_from_revision,
-    compaction,
-    watch_progress,
-);
+/// The one list, run against every backend.
+macro_rules! conformance {
+    ($($backend:ident),*) => {
+        $(
+            scenarios!(
+                $backend,
+                borrowed: [
+                    version_guard,
+                    status_index_and_scopes,
+                    snapshot_pagination,
+                    guarded_delete,
+                    snapshot_guard_without_version,
+                    watch_from_revision,
+                    compaction,
+                    watch_progress
+                ],
+                shared: [racing_writers, shared_watch, batched_writes]
+            );
+        )*
+    };
+}
+
+conformance!(embedded, etcd, shared_watch_over_etcd);

@@ -2,14 +2,13 @@
 #![forbid(unsafe_code)]
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use css::config::{init_logging, StoreArgs};
+use css::setup::Wants;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let args = StoreArgs::from_env()?;
-    init_logging(true, args.log_level.as_deref());
-    let store = args.connect_etcd().await?;
+    let (_, parts) = css::setup::lambda(Wants::default()).await?;
+    let store = parts.store;
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
         let store = store.clone();
         async move {

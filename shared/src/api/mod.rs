@@ -10,9 +10,11 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 
+use crate::config::StoreArgs;
 use crate::cursor::CursorStore;
 use crate::model::Kind;
 use crate::query::{self, ListQuery, QueryError};
+use crate::setup::Parts;
 use crate::store::{StateStore, StoreError};
 
 mod error;
@@ -82,6 +84,17 @@ pub const DEFAULT_SUBSCRIPTION_TTL: Duration = Duration::from_secs(7 * 24 * 3600
 pub const DEFAULT_SUBSCRIPTIONS_PER_OWNER: usize = 100;
 
 impl AppState {
+    /// The state of a process from what `setup::build` made and its settings.
+    pub fn new(parts: &Parts, identity: Identity, args: &StoreArgs) -> AppState {
+        AppState {
+            store: parts.store.clone(),
+            cursors: parts.cursors.clone(),
+            identity,
+            subscription_ttl: DEFAULT_SUBSCRIPTION_TTL,
+            subscriptions_per_owner: args.subscriptions_per_owner as usize,
+        }
+    }
+
     /// Server mode's state: one local principal.
     pub fn local(store: Arc<dyn StateStore>, cursors: Arc<dyn CursorStore>) -> AppState {
         AppState {

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::{FromRequestParts, RawQuery, State};
+use axum::http::request::Parts;
 use axum::http::{Extensions, StatusCode, Uri};
 use axum::response::Response;
 use serde_json::{json, Value};
@@ -218,25 +219,27 @@ async fn own(s: &AppState, ext: &Extensions, uri: &Uri) -> Result<Subscription, 
     }
 }
 
-pub(super) async fn get_subscription(
-    State(s): State<AppState>,
-    ext: Extensions,
-    uri: Uri,
-    RawQuery(q): RawQuery,
-) -> Result<Response, ApiError> {
-    Params::parse(q.as_deref(), &[])?;
-    let sub = own(&s, &ext, &uri).await?;
-    Ok(json_response(StatusCode::OK, sub_json(&sub)))
+/// The caller's own subscription named by the path, for routes that take
+/// no query parameters.
+pub(super) struct Owned(Subscription);
+
+impl FromRequestParts<AppState> for Owned {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
+        Params::parse(parts.uri.query(), &[])?;
+        Ok(Owned(own(s, &parts.extensions, &parts.uri).await?))
+    }
+}
+
+pub(super) async fn get_subscription(Owned(sub): Owned) -> Response {
+    json_response(StatusCode::OK, sub_json(&sub))
 }
 
 pub(super) async fn delete_subscription(
     State(s): State<AppState>,
-    ext: Extensions,
-    uri: Uri,
-    RawQuery(q): RawQuery,
+    Owned(sub): Owned,
 ) -> Result<Response, ApiError> {
-    Params::parse(q.as_deref(), &[])?;
-    let sub = own(&s, &ext, &uri).await?;
     cursors(&s)?.delete(&sub.id).await?;
     let mut resp = json_response(StatusCode::NO_CONTENT, String::new());
     resp.headers_mut().remove(axum::http::header::CONTENT_TYPE);

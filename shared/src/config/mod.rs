@@ -17,6 +17,9 @@ use crate::store::{EmbeddedStore, EtcdStore, StateStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A setting clap refused, as its one line naming the setting.
+    #[error("{0}")]
+    Environment(String),
     #[error("{0} is required")]
     Missing(&'static str),
     #[error("{name} is invalid: {reason}")]
@@ -126,7 +129,9 @@ pub fn from_env<T: Args>() -> Result<T, String> {
         .map_err(|e| first_line(&e.to_string()))
 }
 
-fn first_line(s: &str) -> String {
+/// The first non-empty line of a clap error, without its "error: " prefix:
+/// one line naming the setting instead of a usage screen.
+pub fn first_line(s: &str) -> String {
     s.lines()
         .find(|l| !l.trim().is_empty())
         .unwrap_or("invalid configuration")

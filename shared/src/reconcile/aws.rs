@@ -115,15 +115,11 @@ fn iso_timestamps(v: &mut Value) {
 /// The entities under `field` of a Describe* answer, in event-detail shape
 /// (which, unlike DescribeContainerInstances, always names the cluster).
 fn entities(
-    body: Option<Vec<u8>>,
+    body: Vec<u8>,
     field: &str,
     cluster: &str,
     operation: &'static str,
 ) -> Result<Vec<Box<RawValue>>, SourceError> {
-    let body = body.ok_or_else(|| SourceError {
-        operation,
-        message: "no response body".into(),
-    })?;
     // An HTTP 200 whose body is not ECS's answer shape fails here, loudly.
     let mut v: Value = serde_json::from_slice(&body).map_err(|e| err(operation, e))?;
     let Some(Value::Array(items)) = v.get_mut(field).map(Value::take) else {
@@ -140,6 +136,26 @@ fn entities(
             serde_json::value::to_raw_value(&item).map_err(|e| err(operation, e))
         })
         .collect()
+}
+
+/// Sends a Describe* call (`send` adds the body-capturing interceptor it is
+/// given) and returns the entities under `field` of its raw answer.
+async fn describe<T, E, R, F, Fut>(
+    operation: &'static str,
+    field: &str,
+    cluster: &str,
+    send: F,
+) -> Result<Vec<Box<RawValue>>, SourceError>
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+    F: FnOnce(CaptureBody) -> Fut,
+    Fut: std::future::Future<Output = Result<T, aws_sdk_ecs::error::SdkError<E, R>>>,
+{
+    let capture = CaptureBody::default();
+    let res = send(capture.clone()).await;
+    let body = raw_answer(res, &capture, operation)?;
+    entities(body, field, cluster, operation)
 }
 
 /// The raw body of a successful answer. An answer the SDK's typed model
@@ -182,34 +198,20 @@ impl AwsEcs {
 #[async_trait]
 impl EcsSource for AwsEcs {
     async fn list_clusters(&self) -> Result<Vec<String>, SourceError> {
-        let mut out = Vec::new();
-        let mut pages = self.client.list_clusters().into_paginator().send();
-        while let Some(page) = pages.next().await {
-            out.extend(
-                page.map_err(|e| err("ListClusters", e))?
-                    .cluster_arns
-                    .unwrap_or_default(),
-            );
-        }
-        Ok(out)
+        let pages = self.client.list_clusters().into_paginator().items();
+        pages
+            .send()
+            .collect::<Result<_, _>>()
+            .await
+            .map_err(|e| err("ListClusters", e))
     }
 
     async fn list_container_instances(&self, cluster: &str) -> Result<Vec<String>, SourceError> {
-        let mut out = Vec::new();
-        let mut pages = self
-            .client
-            .list_container_instances()
-            .cluster(cluster)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            out.extend(
-                page.map_err(|e| err("ListContainerInstances", e))?
-                    .container_instance_arns
-                    .unwrap_or_default(),
-            );
-        }
-        Ok(out)
+        let pages = self.client.list_container_instances().cluster(cluster);
+        (pages.into_paginator().items().send())
+            .collect::<Result<_, _>>()
+            .await
+            .map_err(|e| err("ListContainerInstances", e))
     }
 
     async fn describe_container_instances(
@@ -217,42 +219,25 @@ impl EcsSource for AwsEcs {
         cluster: &str,
         arns: &[String],
     ) -> Result<Vec<Box<RawValue>>, SourceError> {
-        let capture = CaptureBody::default();
-        let res = self
+        let call = self
             .client
             .describe_container_instances()
             .cluster(cluster)
-            .set_container_instances(Some(arns.to_vec()))
-            .customize()
-            .interceptor(capture.clone())
-            .send()
-            .await;
-        let body = raw_answer(res, &capture, "DescribeContainerInstances")?;
-        entities(
-            Some(body),
-            "containerInstances",
-            cluster,
-            "DescribeContainerInstances",
-        )
+            .set_container_instances(Some(arns.to_vec()));
+        let op = "DescribeContainerInstances";
+        describe(op, "containerInstances", cluster, |capture| {
+            call.customize().interceptor(capture).send()
+        })
+        .await
     }
 
     async fn list_tasks(&self, cluster: &str, desired: &str) -> Result<Vec<String>, SourceError> {
-        let mut out = Vec::new();
-        let mut pages = self
-            .client
-            .list_tasks()
-            .cluster(cluster)
-            .desired_status(DesiredStatus::from(desired))
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            out.extend(
-                page.map_err(|e| err("ListTasks", e))?
-                    .task_arns
-                    .unwrap_or_default(),
-            );
-        }
-        Ok(out)
+        let pages = (self.client.list_tasks().cluster(cluster))
+            .desired_status(DesiredStatus::from(desired));
+        (pages.into_paginator().items().send())
+            .collect::<Result<_, _>>()
+            .await
+            .map_err(|e| err("ListTasks", e))
     }
 
     async fn describe_tasks(
@@ -260,18 +245,15 @@ impl EcsSource for AwsEcs {
         cluster: &str,
         arns: &[String],
     ) -> Result<Vec<Box<RawValue>>, SourceError> {
-        let capture = CaptureBody::default();
-        let res = self
+        let call = self
             .client
             .describe_tasks()
             .cluster(cluster)
-            .set_tasks(Some(arns.to_vec()))
-            .customize()
-            .interceptor(capture.clone())
-            .send()
-            .await;
-        let body = raw_answer(res, &capture, "DescribeTasks")?;
-        entities(Some(body), "tasks", cluster, "DescribeTasks")
+            .set_tasks(Some(arns.to_vec()));
+        describe("DescribeTasks", "tasks", cluster, |capture| {
+            call.customize().interceptor(capture).send()
+        })
+        .await
     }
 
     fn api_calls(&self) -> u64 {

@@ -354,3 +354,6 @@ impl Reconciler<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

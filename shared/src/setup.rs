@@ -1,0 +1,180 @@
+//! What a process builds from its settings before serving: the state store,
+//! the cursor store, the ECS source and the account and region it covers.
+//! The four Lambda mains and server mode all call `build`, so each part is
+//! wired one way everywhere.
+
+use std::sync::Arc;
+
+use tokio::sync::OnceCell;
+
+use crate::config::{self, ConfigError, StoreArgs};
+use crate::cursor::{CursorStore, DynamoCursorStore, EmbeddedCursorStore};
+use crate::reconcile::aws::{caller_account, AwsEcs};
+use crate::reconcile::{EcsSource, RunScope, SourceError};
+use crate::store::{SharedWatchStore, StateStore};
+
+/// Which state store a process may run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StoreChoice {
+    /// etcd, required (the Lambdas).
+    #[default]
+    Etcd,
+    /// etcd when CSS_ETCD_ENDPOINTS is set, else the embedded store; on etcd
+    /// long polls share one watch per kind (server mode: one process serves
+    /// many watchers).
+    EtcdOrEmbedded,
+}
+
+/// Which cursor store, if any, a process serves subscriptions from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CursorChoice {
+    /// No subscriptions here (css-api, css-ingest, css-reconcile).
+    #[default]
+    None,
+    /// DynamoDB, CSS_CURSOR_TABLE required (css-watch).
+    Dynamo,
+    /// DynamoDB when CSS_CURSOR_TABLE is set, else in memory (server mode).
+    DynamoOrEmbedded,
+}
+
+/// Whether a process reads the ECS API, and how it learns its account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EcsChoice {
+    #[default]
+    None,
+    /// The source and the region; the account comes with each invocation
+    /// (css-reconcile reads it from the invoked function's ARN).
+    InRegion,
+    /// The source, the region and the account of the running identity (STS).
+    InAccount,
+}
+
+/// What a process asks `build` for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Wants {
+    pub store: StoreChoice,
+    pub cursors: CursorChoice,
+    pub ecs: EcsChoice,
+}
+
+/// Clients to use instead of those built from the environment (tests, and
+/// server mode's callers pointing at local AWS endpoints).
+#[derive(Default)]
+pub struct Overrides {
+    pub dynamodb: Option<aws_sdk_dynamodb::Client>,
+    pub ecs: Option<(Arc<dyn EcsSource>, RunScope)>,
+}
+
+/// The ECS API and the account and region it is read for.
+#[derive(Clone)]
+pub struct Ecs {
+    pub source: Arc<dyn EcsSource>,
+    pub region: String,
+    /// Known with `EcsChoice::InAccount` (or an override).
+    pub account: Option<String>,
+}
+
+impl Ecs {
+    /// The scope of a reconcile run, with the account known here.
+    pub fn scope(&self) -> Option<RunScope> {
+        Some(RunScope {
+            account: self.account.clone()?,
+            region: self.region.clone(),
+        })
+    }
+}
+
+/// Everything `build` made.
+pub struct Parts {
+    pub store: Arc<dyn StateStore>,
+    pub cursors: Option<Arc<dyn CursorStore>>,
+    pub ecs: Option<Ecs>,
+    sdk: Arc<OnceCell<aws_config::SdkConfig>>,
+}
+
+impl Parts {
+    /// The AWS SDK configuration, loaded from the environment on first use
+    /// and shared by every client made from it.
+    pub async fn sdk(&self) -> &aws_config::SdkConfig {
+        self.sdk.get_or_init(config::aws_sdk_config).await
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("AWS: {0}")]
+    Aws(#[from] SourceError),
+}
+
+/// Builds the parts `wants` names from `args`. Every AWS client is made
+/// before this returns, so a missing setting fails here, not at first use.
+pub async fn build(
+    args: &StoreArgs,
+    wants: Wants,
+    overrides: Overrides,
+) -> Result<Parts, SetupError> {
+    let store: Arc<dyn StateStore> = match wants.store {
+        StoreChoice::Etcd => args.connect_etcd().await?,
+        StoreChoice::EtcdOrEmbedded if args.etcd_endpoints.is_empty() => args.connect_any().await?,
+        StoreChoice::EtcdOrEmbedded => Arc::new(SharedWatchStore::new(args.connect_any().await?)),
+    };
+    let sdk = Arc::new(OnceCell::new());
+    let load_sdk = || sdk.get_or_init(config::aws_sdk_config);
+    let table = match wants.cursors {
+        CursorChoice::None => None,
+        CursorChoice::Dynamo => Some(Some(
+            args.cursor_table
+                .clone()
+                .ok_or(ConfigError::Missing("CSS_CURSOR_TABLE"))?,
+        )),
+        CursorChoice::DynamoOrEmbedded => Some(args.cursor_table.clone()),
+    };
+    let cursors: Option<Arc<dyn CursorStore>> = match table {
+        None => None,
+        Some(None) => Some(Arc::new(EmbeddedCursorStore::new())),
+        Some(Some(table)) => {
+            let client = match overrides.dynamodb {
+                Some(c) => c,
+                None => aws_sdk_dynamodb::Client::new(load_sdk().await),
+            };
+            Some(Arc::new(DynamoCursorStore::new(client, table)))
+        }
+    };
+    let ecs = match (wants.ecs, overrides.ecs) {
+        (EcsChoice::None, _) => None,
+        (_, Some((source, scope))) => Some(Ecs {
+            source,
+            region: scope.region,
+            account: Some(scope.account),
+        }),
+        (choice, None) => {
+            let sdk = load_sdk().await;
+            let region = config::region(sdk)?;
+            let account = match choice {
+                EcsChoice::InAccount => Some(caller_account(sdk).await?),
+                _ => None,
+            };
+            Some(Ecs {
+                source: Arc::new(AwsEcs::new(sdk)),
+                region,
+                account,
+            })
+        }
+    };
+    Ok(Parts {
+        store,
+        cursors,
+        ecs,
+        sdk,
+    })
+}
+
+/// A Lambda's start: settings from the environment, JSON logs, then `build`.
+pub async fn lambda(wants: Wants) -> Result<(StoreArgs, Parts), SetupError> {
+    let args = StoreArgs::from_env().map_err(ConfigError::Environment)?;
+    config::init_logging(true, args.log_level.as_deref());
+    let parts = build(&args, wants, Overrides::default()).await?;
+    Ok((args, parts))
+}

@@ -261,8 +261,10 @@ async fn a_failed_cluster_listing_is_one_error_and_touches_nothing() {
     let s = store();
     let t = task("web", "t1", "RUNNING", 1);
     seed(s.as_ref(), Kind::Task, std::slice::from_ref(&t)).await;
-    let mut ecs = Ecs::default();
-    ecs.failing = vec!["ListClusters"];
+    let ecs = Ecs {
+        failing: vec!["ListClusters"],
+        ..Ecs::default()
+    };
     let sum = run(s.as_ref(), &ecs).await;
     assert_eq!(sum.errors.len(), 1);
     assert_eq!(

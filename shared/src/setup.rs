@@ -178,3 +178,69 @@ pub async fn lambda(wants: Wants) -> Result<(StoreArgs, Parts), SetupError> {
     let parts = build(&args, wants, Overrides::default()).await?;
     Ok((args, parts))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{store_args, Ecs, ACCOUNT, REGION};
+
+    fn refusal(r: Result<Parts, SetupError>) -> String {
+        match r {
+            Ok(_) => panic!("built without a required setting"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_lambdas_need_etcd_and_css_watch_its_cursor_table() {
+        let none = Overrides::default;
+        let lambda = build(&store_args(&[]), Wants::default(), none()).await;
+        assert_eq!(refusal(lambda), "CSS_ETCD_ENDPOINTS is required");
+        let watch = Wants {
+            store: StoreChoice::EtcdOrEmbedded,
+            cursors: CursorChoice::Dynamo,
+            ..Wants::default()
+        };
+        let watch = build(&store_args(&[]), watch, none()).await;
+        assert_eq!(refusal(watch), "CSS_CURSOR_TABLE is required");
+    }
+
+    #[tokio::test]
+    async fn server_mode_without_settings_runs_on_embedded_parts() {
+        let wants = Wants {
+            store: StoreChoice::EtcdOrEmbedded,
+            cursors: CursorChoice::DynamoOrEmbedded,
+            ecs: EcsChoice::None,
+        };
+        let parts = build(&store_args(&[]), wants, Overrides::default()).await;
+        let parts = parts.unwrap_or_else(|e| panic!("{e}"));
+        assert!(parts.cursors.is_some() && parts.ecs.is_none());
+        let current = parts.store.current_revision().await;
+        assert_eq!(
+            current.unwrap_or_else(|e| panic!("{e}")),
+            1,
+            "a new embedded store"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_ecs_override_brings_its_scope() {
+        let scope = RunScope {
+            account: ACCOUNT.into(),
+            region: REGION.into(),
+        };
+        let overrides = Overrides {
+            ecs: Some((Arc::new(Ecs::default()), scope)),
+            ..Overrides::default()
+        };
+        let wants = Wants {
+            store: StoreChoice::EtcdOrEmbedded,
+            ecs: EcsChoice::InAccount,
+            ..Wants::default()
+        };
+        let parts = build(&store_args(&[]), wants, overrides).await;
+        let ecs = parts.unwrap_or_else(|e| panic!("{e}")).ecs;
+        let scope = ecs.and_then(|e| e.scope()).map(|s| (s.account, s.region));
+        assert_eq!(scope, Some((ACCOUNT.to_string(), REGION.to_string())));
+    }
+}

@@ -1,9 +1,17 @@
 //! Builders for the library's unit tests: ECS JSON, entities and EventBridge
 //! messages, on the embedded store (no etcd or moto needed).
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::model::{Entity, Kind};
+use crate::reconcile::{EcsSource, SourceError};
+use crate::store::{EmbeddedStore, Source, StateStore, StoredRecord, Upsert};
 
 pub const ACCOUNT: &str = "111122223333";
 pub const REGION: &str = "eu-west-1";
@@ -54,4 +62,147 @@ pub fn event(detail_type: &str, detail: &Value) -> String {
 
 pub fn task_event(detail: &Value) -> String {
     event("ECS Task State Change", detail)
+}
+
+/// An ECS account in memory: clusters with their tasks and instances, the
+/// operations told to fail, and an event to write into the store while
+/// ListTasks is answered (as an event arriving mid-run would).
+#[derive(Default)]
+pub struct Ecs {
+    pub clusters: BTreeMap<String, (Vec<Value>, Vec<Value>)>,
+    pub failing: Vec<&'static str>,
+    pub calls: AtomicU64,
+    pub mid_run: Mutex<Option<(Arc<EmbeddedStore>, Value)>>,
+}
+
+impl Ecs {
+    pub fn with(mut self, cluster: &str, tasks: Vec<Value>, instances: Vec<Value>) -> Ecs {
+        self.clusters
+            .insert(cluster_arn(cluster), (tasks, instances));
+        self
+    }
+
+    fn call(&self, operation: &'static str) -> Result<(), SourceError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        match self.failing.contains(&operation) {
+            true => Err(SourceError {
+                operation,
+                message: "injected".into(),
+            }),
+            false => Ok(()),
+        }
+    }
+
+    fn of(&self, cluster: &str) -> (Vec<Value>, Vec<Value>) {
+        self.clusters.get(cluster).cloned().unwrap_or_default()
+    }
+}
+
+fn arns(items: &[Value], field: &str) -> Vec<String> {
+    let arn = |v: &Value| v[field].as_str().map(String::from);
+    items.iter().filter_map(arn).collect()
+}
+
+fn described(items: Vec<Value>, field: &str, asked: &[String]) -> Vec<Box<RawValue>> {
+    let wanted = |v: &Value| asked.iter().any(|a| v[field].as_str() == Some(a));
+    let raw = |v: Value| RawValue::from_string(v.to_string()).ok();
+    items.into_iter().filter(wanted).filter_map(raw).collect()
+}
+
+#[async_trait]
+impl EcsSource for Ecs {
+    async fn list_clusters(&self) -> Result<Vec<String>, SourceError> {
+        self.call("ListClusters")?;
+        Ok(self.clusters.keys().cloned().collect())
+    }
+
+    async fn list_container_instances(&self, cluster: &str) -> Result<Vec<String>, SourceError> {
+        self.call("ListContainerInstances")?;
+        Ok(arns(&self.of(cluster).1, "containerInstanceArn"))
+    }
+
+    async fn describe_container_instances(
+        &self,
+        cluster: &str,
+        asked: &[String],
+    ) -> Result<Vec<Box<RawValue>>, SourceError> {
+        self.call("DescribeContainerInstances")?;
+        Ok(described(self.of(cluster).1, "containerInstanceArn", asked))
+    }
+
+    async fn list_tasks(&self, cluster: &str, desired: &str) -> Result<Vec<String>, SourceError> {
+        self.call("ListTasks")?;
+        let late = self.mid_run.lock().ok().and_then(|mut m| m.take());
+        if let Some((store, detail)) = late {
+            put(store.as_ref(), &entity(Kind::Task, &detail)).await;
+        }
+        let (tasks, _) = self.of(cluster);
+        let wanted = |t: &&Value| t["desiredStatus"] == desired;
+        let tasks: Vec<Value> = tasks.iter().filter(wanted).cloned().collect();
+        Ok(arns(&tasks, "taskArn"))
+    }
+
+    async fn describe_tasks(
+        &self,
+        cluster: &str,
+        asked: &[String],
+    ) -> Result<Vec<Box<RawValue>>, SourceError> {
+        self.call("DescribeTasks")?;
+        Ok(described(self.of(cluster).0, "taskArn", asked))
+    }
+
+    fn api_calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+}
+
+/// Writes an entity as an event would.
+pub async fn put(store: &dyn StateStore, e: &Entity) {
+    let w = Upsert {
+        entity: e,
+        source: Source::Event,
+        snapshot: None,
+    };
+    for r in store.upsert_many(&[w]).await {
+        r.unwrap_or_else(|e| panic!("seeding the store: {e}"));
+    }
+}
+
+pub async fn seed(store: &dyn StateStore, kind: Kind, details: &[Value]) {
+    for d in details {
+        put(store, &entity(kind, d)).await;
+    }
+}
+
+/// The stored record of `detail`, after writing it as an event would.
+pub async fn stored(store: &dyn StateStore, kind: Kind, detail: &Value) -> StoredRecord {
+    let e = entity(kind, detail);
+    put(store, &e).await;
+    let rec = store
+        .get(&e.key, None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    rec.unwrap_or_else(|| panic!("{detail} was not stored"))
+}
+
+pub fn embedded() -> Arc<EmbeddedStore> {
+    Arc::new(EmbeddedStore::new("/ecs-css/v1/"))
+}
+
+/// Settings as the parser's defaults give them, with these etcd endpoints.
+pub fn store_args(endpoints: &[&str]) -> crate::config::StoreArgs {
+    crate::config::StoreArgs {
+        etcd_endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
+        etcd_username: None,
+        etcd_password: None,
+        etcd_ca_file: None,
+        etcd_cert_file: None,
+        etcd_key_file: None,
+        etcd_timeout: std::time::Duration::from_secs(5),
+        key_prefix: "/x/".into(),
+        cursor_table: None,
+        subscriptions_per_owner: 100,
+        history_retention: std::time::Duration::from_secs(3600),
+        log_level: None,
+    }
 }

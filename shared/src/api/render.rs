@@ -77,3 +77,80 @@ pub fn watch_batch(out: &PollOutput) -> Result<String, StoreError> {
     s.push('}');
     Ok(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+    use crate::model::Kind;
+    use crate::testing::{embedded, stored, task};
+    use crate::watch::Change;
+
+    fn json(s: &str) -> Value {
+        serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
+    }
+
+    #[tokio::test]
+    async fn an_item_is_the_ecs_json_byte_for_byte_with_its_revision() {
+        let s = embedded();
+        let rec = stored(s.as_ref(), Kind::Task, &task("web", "t1", "RUNNING", 3)).await;
+        let entity = rec.meta().map(|m| m.entity.get().to_string());
+        let expected = format!(
+            r#"{{"metadata":{{"entityVersion":"{}"}},"entity":{}}}"#,
+            rec.mod_revision,
+            entity.unwrap_or_else(|e| panic!("{e}"))
+        );
+        assert_eq!(item(&rec).unwrap_or_else(|e| panic!("{e}")), expected);
+    }
+
+    #[tokio::test]
+    async fn a_page_names_its_revision_and_a_token_only_when_more_follows() {
+        let s = embedded();
+        let rec = stored(s.as_ref(), Kind::Task, &task("web", "t1", "RUNNING", 1)).await;
+        for token in [None, Some("abc".to_string())] {
+            let out = ListOutput {
+                records: vec![rec.clone()],
+                revision: 7,
+                next_token: token.clone(),
+            };
+            let page = json(&list_page(&out).unwrap_or_else(|e| panic!("{e}")));
+            assert_eq!(page["revision"], "7");
+            assert_eq!(page["items"][0]["entity"]["lastStatus"], "RUNNING");
+            assert_eq!(
+                page.get("nextToken").and_then(Value::as_str),
+                token.as_deref()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_watch_batch_types_each_event_and_says_whether_more_follows() {
+        let s = embedded();
+        let rec = stored(s.as_ref(), Kind::Task, &task("web", "t1", "STOPPED", 2)).await;
+        for more in [false, true] {
+            let change = |kind, revision| Change {
+                kind,
+                revision,
+                record: rec.clone(),
+            };
+            let out = PollOutput {
+                changes: vec![change(ChangeKind::Put, 4), change(ChangeKind::Delete, 5)],
+                revision: 5,
+                more,
+            };
+            let batch = json(&watch_batch(&out).unwrap_or_else(|e| panic!("{e}")));
+            assert_eq!(batch["events"][0]["type"], "PUT");
+            assert_eq!(batch["events"][0]["revision"], "4");
+            assert_eq!(batch["events"][1]["type"], "DELETE");
+            assert_eq!(
+                batch["events"][1]["item"]["entity"]["lastStatus"],
+                "STOPPED"
+            );
+            assert_eq!(
+                (batch["revision"].as_str(), batch["more"].as_bool()),
+                (Some("5"), Some(more))
+            );
+        }
+    }
+}

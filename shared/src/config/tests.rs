@@ -1,6 +1,7 @@
 //! Settings: validation, TLS by scheme, secrets kept out of logs.
 
 use super::*;
+use crate::testing::store_args as args;
 
 #[test]
 fn first_line_of_clap_errors() {
@@ -33,23 +34,6 @@ fn validation_names_the_setting() {
         .unwrap_err()
         .to_string()
         .contains("CSS_KEY_PREFIX"));
-}
-
-fn args(endpoints: &[&str]) -> StoreArgs {
-    StoreArgs {
-        etcd_endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
-        etcd_username: None,
-        etcd_password: None,
-        etcd_ca_file: None,
-        etcd_cert_file: None,
-        etcd_key_file: None,
-        etcd_timeout: Duration::from_secs(5),
-        key_prefix: "/x/".into(),
-        cursor_table: None,
-        subscriptions_per_owner: 100,
-        history_retention: Duration::from_secs(3600),
-        log_level: None,
-    }
 }
 
 #[test]

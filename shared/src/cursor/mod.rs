@@ -101,7 +101,28 @@ pub trait CursorStore: Send + Sync {
 
 #[cfg(test)]
 mod tests {
-    use super::owner_of;
+    use super::{check_quota, owner_of, CursorError, Subscription};
+
+    #[test]
+    fn the_quota_refuses_only_at_the_limit_naming_owner_and_limit() {
+        let sub = Subscription {
+            id: "s1".into(),
+            principal: "arn:aws:iam::111122223333:role/ops".into(),
+            resource: "tasks".into(),
+            filters: Default::default(),
+            cursor: 1,
+            expires_at: 10,
+            created_at: 0,
+        };
+        assert!(check_quota(&sub, 0, 2).is_ok());
+        assert!(check_quota(&sub, 1, 2).is_ok());
+        match check_quota(&sub, 2, 2) {
+            Err(CursorError::TooMany { owner, limit }) => {
+                assert_eq!((owner.as_str(), limit), (sub.principal.as_str(), 2))
+            }
+            other => panic!("over the quota: {other:?}"),
+        }
+    }
 
     #[test]
     fn an_assumed_role_session_is_owned_by_its_role() {

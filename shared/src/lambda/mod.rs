@@ -14,3 +14,6 @@ pub mod sqs;
 pub use http::{service, strip_stage};
 pub use scheduled::handle_scheduled_event;
 pub use sqs::{handle_sqs, IngestError};
+
+#[cfg(test)]
+mod tests;

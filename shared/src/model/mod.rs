@@ -96,6 +96,15 @@ mod tests {
     use super::*;
     use serde_json::value::RawValue;
 
+    #[test]
+    fn every_kind_has_one_plural_and_back() {
+        for kind in Kind::ALL {
+            assert_eq!(Kind::from_plural(kind.plural()), Some(kind));
+        }
+        assert_eq!(Kind::from_plural("services"), None);
+        assert_eq!(Kind::from_plural("Tasks"), None);
+    }
+
     fn raw(s: &str) -> Box<RawValue> {
         RawValue::from_string(s.to_string()).unwrap()
     }

@@ -1,129 +1,14 @@
 //! Reconcile decisions over the embedded store, with an in-test ECS: what a
 //! run inserts, updates, leaves and deletes, and what it must never touch.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::{EcsSource, Reconciler, RunScope, SourceError, Summary};
-use crate::model::{Entity, Kind};
-use crate::store::{EmbeddedStore, Source, StateStore, Upsert};
-use crate::testing::{cluster_arn, entity, instance, task, ACCOUNT, REGION};
-
-/// An ECS account in memory: clusters with their tasks and instances, the
-/// operations told to fail, and an event to write into the store while
-/// ListTasks is answered (as an event arriving mid-run would).
-#[derive(Default)]
-struct Ecs {
-    clusters: BTreeMap<String, (Vec<Value>, Vec<Value>)>,
-    failing: Vec<&'static str>,
-    calls: AtomicU64,
-    mid_run: Mutex<Option<(Arc<EmbeddedStore>, Value)>>,
-}
-
-impl Ecs {
-    fn with(mut self, cluster: &str, tasks: Vec<Value>, instances: Vec<Value>) -> Ecs {
-        self.clusters
-            .insert(cluster_arn(cluster), (tasks, instances));
-        self
-    }
-
-    fn call(&self, operation: &'static str) -> Result<(), SourceError> {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        match self.failing.contains(&operation) {
-            true => Err(SourceError {
-                operation,
-                message: "injected".into(),
-            }),
-            false => Ok(()),
-        }
-    }
-
-    fn of(&self, cluster: &str) -> (Vec<Value>, Vec<Value>) {
-        self.clusters.get(cluster).cloned().unwrap_or_default()
-    }
-}
-
-fn arns(items: &[Value], field: &str) -> Vec<String> {
-    let arn = |v: &Value| v[field].as_str().map(String::from);
-    items.iter().filter_map(arn).collect()
-}
-
-fn described(items: Vec<Value>, field: &str, asked: &[String]) -> Vec<Box<RawValue>> {
-    let wanted = |v: &Value| asked.iter().any(|a| v[field].as_str() == Some(a));
-    let raw = |v: Value| RawValue::from_string(v.to_string()).ok();
-    items.into_iter().filter(wanted).filter_map(raw).collect()
-}
-
-#[async_trait]
-impl EcsSource for Ecs {
-    async fn list_clusters(&self) -> Result<Vec<String>, SourceError> {
-        self.call("ListClusters")?;
-        Ok(self.clusters.keys().cloned().collect())
-    }
-
-    async fn list_container_instances(&self, cluster: &str) -> Result<Vec<String>, SourceError> {
-        self.call("ListContainerInstances")?;
-        Ok(arns(&self.of(cluster).1, "containerInstanceArn"))
-    }
-
-    async fn describe_container_instances(
-        &self,
-        cluster: &str,
-        asked: &[String],
-    ) -> Result<Vec<Box<RawValue>>, SourceError> {
-        self.call("DescribeContainerInstances")?;
-        Ok(described(self.of(cluster).1, "containerInstanceArn", asked))
-    }
-
-    async fn list_tasks(&self, cluster: &str, desired: &str) -> Result<Vec<String>, SourceError> {
-        self.call("ListTasks")?;
-        let late = self.mid_run.lock().ok().and_then(|mut m| m.take());
-        if let Some((store, detail)) = late {
-            put(store.as_ref(), &entity(Kind::Task, &detail)).await;
-        }
-        let (tasks, _) = self.of(cluster);
-        let wanted = |t: &&Value| t["desiredStatus"] == desired;
-        let tasks: Vec<Value> = tasks.iter().filter(wanted).cloned().collect();
-        Ok(arns(&tasks, "taskArn"))
-    }
-
-    async fn describe_tasks(
-        &self,
-        cluster: &str,
-        asked: &[String],
-    ) -> Result<Vec<Box<RawValue>>, SourceError> {
-        self.call("DescribeTasks")?;
-        Ok(described(self.of(cluster).0, "taskArn", asked))
-    }
-
-    fn api_calls(&self) -> u64 {
-        self.calls.load(Ordering::Relaxed)
-    }
-}
-
-/// Writes an entity as an event would.
-async fn put(store: &dyn StateStore, e: &Entity) {
-    let w = Upsert {
-        entity: e,
-        source: Source::Event,
-        snapshot: None,
-    };
-    for r in store.upsert_many(&[w]).await {
-        r.unwrap_or_else(|e| panic!("seeding the store: {e}"));
-    }
-}
-
-async fn seed(store: &dyn StateStore, kind: Kind, details: &[Value]) {
-    for d in details {
-        put(store, &entity(kind, d)).await;
-    }
-}
+use super::{Reconciler, RunScope, Summary};
+use crate::model::Kind;
+use crate::store::StateStore;
+use crate::testing::{cluster_arn, embedded, entity, instance, seed, task, Ecs, ACCOUNT, REGION};
 
 async fn run(store: &dyn StateStore, ecs: &Ecs) -> Summary {
     Reconciler {
@@ -149,13 +34,9 @@ async fn version(store: &dyn StateStore, detail: &Value) -> Option<u64> {
     Some(rec.meta().unwrap_or_else(|e| panic!("{e}")).ecs_version)
 }
 
-fn store() -> Arc<EmbeddedStore> {
-    Arc::new(EmbeddedStore::new("/ecs-css/v1/"))
-}
-
 #[tokio::test]
 async fn a_first_run_inserts_everything_and_a_second_changes_nothing() {
-    let s = store();
+    let s = embedded();
     let ecs = Ecs::default()
         .with(
             "web",
@@ -179,7 +60,7 @@ async fn a_first_run_inserts_everything_and_a_second_changes_nothing() {
 
 #[tokio::test]
 async fn newer_versions_update_and_older_ones_never_regress() {
-    let s = store();
+    let s = embedded();
     seed(
         s.as_ref(),
         Kind::Task,
@@ -203,7 +84,7 @@ async fn newer_versions_update_and_older_ones_never_regress() {
 
 #[tokio::test]
 async fn records_ecs_no_longer_lists_are_deleted() {
-    let s = store();
+    let s = embedded();
     let (kept, gone) = (
         task("web", "t1", "RUNNING", 1),
         task("web", "t2", "RUNNING", 1),
@@ -225,7 +106,7 @@ async fn records_ecs_no_longer_lists_are_deleted() {
 #[tokio::test]
 async fn a_failed_listing_keeps_every_record_of_that_cluster() {
     for failing in ["ListTasks", "ListContainerInstances"] {
-        let s = store();
+        let s = embedded();
         let old = task("web", "t-old", "RUNNING", 1);
         seed(s.as_ref(), Kind::Task, std::slice::from_ref(&old)).await;
         let mut ecs = Ecs::default().with("web", vec![task("web", "t1", "RUNNING", 1)], vec![]);
@@ -245,7 +126,7 @@ async fn a_failed_listing_keeps_every_record_of_that_cluster() {
 
 #[tokio::test]
 async fn a_failed_describe_is_an_error_and_deletes_nothing_it_listed() {
-    let s = store();
+    let s = embedded();
     let i1 = instance("web", "i1", "ACTIVE", 1);
     seed(s.as_ref(), Kind::Instance, std::slice::from_ref(&i1)).await;
     let mut ecs = Ecs::default().with("web", vec![task("web", "t1", "RUNNING", 1)], vec![i1]);
@@ -258,7 +139,7 @@ async fn a_failed_describe_is_an_error_and_deletes_nothing_it_listed() {
 
 #[tokio::test]
 async fn a_failed_cluster_listing_is_one_error_and_touches_nothing() {
-    let s = store();
+    let s = embedded();
     let t = task("web", "t1", "RUNNING", 1);
     seed(s.as_ref(), Kind::Task, std::slice::from_ref(&t)).await;
     let ecs = Ecs {
@@ -279,7 +160,7 @@ async fn a_failed_cluster_listing_is_one_error_and_touches_nothing() {
 
 #[tokio::test]
 async fn vanished_clusters_are_purged_only_in_the_runs_account_and_region() {
-    let s = store();
+    let s = embedded();
     let ours = task("gone", "t1", "RUNNING", 1);
     let mut theirs = ours.clone();
     let other =
@@ -299,7 +180,7 @@ async fn vanished_clusters_are_purged_only_in_the_runs_account_and_region() {
 async fn an_event_written_during_the_run_survives_the_delete_phase() {
     // Stored before the run (so in its snapshot), not listed by ECS, and
     // changed by an event while the run lists: the newer event wins.
-    let s = store();
+    let s = embedded();
     seed(
         s.as_ref(),
         Kind::Task,

@@ -10,52 +10,17 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 pub mod cli;
+mod error;
+mod retry;
 pub mod sign;
 pub mod types;
 pub mod watch;
 
+pub use error::Error;
+pub use retry::{jittered, NoticeFn, Retry, RetryNotice};
 pub use sign::Signer;
 pub use types::*;
 pub use watch::{ResyncCause, Watch, WatchEvent};
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("cannot reach {endpoint}: {message}")]
-    Unreachable { endpoint: String, message: String },
-    #[error("{status} from {endpoint}: {message}")]
-    Forbidden {
-        status: u16,
-        endpoint: String,
-        message: String,
-        /// The access key the request was signed with, if it was.
-        signed_as: Option<String>,
-    },
-    #[error("invalid request{}: {message}", parameter.as_ref().map(|p| format!(" (parameter '{p}')")).unwrap_or_default())]
-    BadRequest {
-        parameter: Option<String>,
-        message: String,
-    },
-    #[error("not found: {0}")]
-    NotFound(String),
-    /// The snapshot or revision asked for was compacted (410).
-    #[error("expired: {0}")]
-    Expired(String),
-    #[error("service unavailable: {0}")]
-    Unavailable(String),
-    #[error("server error {status}: {message}")]
-    Server { status: u16, message: String },
-    #[error("AWS credentials: {0}")]
-    Credentials(String),
-    #[error("unexpected answer: {0}")]
-    Decode(String),
-}
-
-impl Error {
-    /// Worth retrying as is (the same request may succeed later).
-    pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Unreachable { .. } | Error::Unavailable(_))
-    }
-}
 
 /// How requests are signed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -65,44 +30,6 @@ pub enum Signing {
     Auto,
     Always,
     Never,
-}
-
-/// Told of every retry before its pause: what failed and how long until
-/// the next attempt (cssctl prints it on stderr).
-#[derive(Clone)]
-pub struct RetryNotice(pub std::sync::Arc<NoticeFn>);
-
-pub type NoticeFn = dyn Fn(&Error, Duration) + Send + Sync;
-
-impl std::fmt::Debug for RetryNotice {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RetryNotice")
-    }
-}
-
-/// A pause drawn at random from the upper half of `delay`, so that many
-/// clients failing together (a server restart) do not retry in lockstep.
-pub fn jittered(delay: Duration) -> Duration {
-    delay.mul_f64(rand::random_range(0.5..=1.0))
-}
-
-/// Retries of a transient failure (unreachable, 503, 502, 504, 429).
-#[derive(Debug, Clone, Copy)]
-pub struct Retry {
-    /// None: keep trying (watches).
-    pub attempts: Option<u32>,
-    pub first: Duration,
-    pub max: Duration,
-}
-
-impl Default for Retry {
-    fn default() -> Self {
-        Retry {
-            attempts: Some(5),
-            first: Duration::from_millis(200),
-            max: Duration::from_secs(5),
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -464,20 +391,4 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         cur = next;
     }
     cur.to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_is_jittered_within_the_upper_half() {
-        let d = Duration::from_millis(800);
-        let pauses: Vec<Duration> = (0..200).map(|_| jittered(d)).collect();
-        assert!(pauses
-            .iter()
-            .all(|p| *p >= Duration::from_millis(400) && *p <= d));
-        let distinct: std::collections::BTreeSet<Duration> = pauses.into_iter().collect();
-        assert!(distinct.len() > 50, "spread, not lockstep: {distinct:?}");
-    }
 }

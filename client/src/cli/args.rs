@@ -1,0 +1,122 @@
+//! cssctl's command line: commands, flags and their values.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::types::Filters;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cssctl",
+    version,
+    about = "Query and watch cluster-state-service: ECS tasks and container instances",
+    after_help = "Exit codes: 0 ok, 2 usage, 3 endpoint unreachable or unavailable, 4 not authorized (IAM), \
+5 invalid request, 6 not found, 7 server error, 8 AWS credentials, 9 unexpected answer."
+)]
+pub struct Cli {
+    /// The service: server mode, or an API Gateway stage URL (signed with SigV4).
+    #[arg(
+        long,
+        env = "CSS_ENDPOINT",
+        default_value = "http://127.0.0.1:3000",
+        global = true
+    )]
+    pub endpoint: String,
+    /// When to sign requests with SigV4 (auto: for execute-api URLs).
+    #[arg(long, value_enum, default_value = "auto", global = true)]
+    pub sign: SignArg,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum SignArg {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List (or watch) tasks.
+    Tasks(ListArgs),
+    /// List (or watch) container instances.
+    Instances(ListArgs),
+    /// Show one task or container instance as JSON.
+    Describe {
+        #[arg(value_enum)]
+        kind: DescribeKind,
+        /// Cluster name or ARN.
+        cluster: String,
+        /// ARN or bare id.
+        id: String,
+    },
+    /// Server-side watch cursors.
+    #[command(subcommand)]
+    Subscriptions(SubCommand),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum DescribeKind {
+    Task,
+    Instance,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    Table,
+    Wide,
+    Json,
+    Yaml,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub filters: Filters,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: Output,
+    /// Tables without their header line (for scripts).
+    #[arg(long)]
+    pub no_headers: bool,
+    /// After listing, print one line per change (ADDED/MODIFIED/DELETED) until interrupted.
+    #[arg(short, long)]
+    pub watch: bool,
+    /// Items per page requested from the service (1-1000).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub page_size: u32,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SubCommand {
+    /// Create a subscription; prints it as JSON.
+    Create {
+        #[arg(long, value_enum)]
+        resource: ResourceArg,
+        #[command(flatten)]
+        filters: Filters,
+        /// Start after this revision (default: now).
+        #[arg(long)]
+        since: Option<i64>,
+    },
+    /// Show a subscription.
+    Get { id: String },
+    /// Commit --ack (if given), then print the changes after the cursor as JSON.
+    Events {
+        id: String,
+        /// Revision to commit as the cursor first.
+        #[arg(long)]
+        ack: Option<i64>,
+        /// Seconds to wait for a change (0-25).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=25))]
+        wait: u64,
+    },
+    /// Delete a subscription.
+    Delete { id: String },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ResourceArg {
+    Tasks,
+    Instances,
+}

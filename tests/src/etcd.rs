@@ -1,10 +1,11 @@
 //! A real etcd (Debian's etcd-server) on a free loopback port with a
 //! temporary data dir, stopped and removed on drop.
 
+use std::collections::BTreeSet;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use css::store::etcd::EtcdSettings;
@@ -21,11 +22,22 @@ pub struct EtcdServer {
     pub tls: Option<TestPki>,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
+/// A free loopback port never handed out before in this process: the
+/// kernel may offer a just-released port again, and two etcds of parallel
+/// tests on one port fail in confusing ways (one exits, the other's client
+/// answers for it).
+pub fn free_port() -> u16 {
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("no free loopback port");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 fn etcd_binary() -> PathBuf {
@@ -121,7 +133,25 @@ impl EtcdServer {
             .expect("failed to start etcd");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", self.client_port)).is_err() {
+        loop {
+            // Up only while our own process lives: a port someone else
+            // listens on must not pass for ours.
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                let log = std::fs::read_to_string(self.dir.path().join("etcd.log"));
+                panic!(
+                    "etcd exited ({status}) on ports {}/{}: {}",
+                    self.client_port,
+                    self.peer_port,
+                    log.unwrap_or_default()
+                );
+            }
+            if TcpStream::connect(("127.0.0.1", self.client_port)).is_ok() {
+                break;
+            }
             if Instant::now() > deadline {
                 panic!("etcd did not start on port {}", self.client_port);
             }

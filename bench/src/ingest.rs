@@ -159,7 +159,7 @@ async fn raw_run(store: &EtcdStore, w: &Workload, prefix: &str, concurrency: usi
             )
         })
         .collect();
-    let client = store.client().clone();
+    let client = store.client().await.expect("an etcd member");
     let elapsed = timed(async {
         futures::stream::iter(puts)
             .map(|(k, v)| {

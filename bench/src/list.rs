@@ -79,6 +79,8 @@ async fn raw(store: &EtcdStore, prefix: &str) -> f64 {
     );
     let mut kv = store
         .client()
+        .await
+        .expect("an etcd member")
         .kv_client()
         .max_decoding_message_size(64 << 20);
     let t = Instant::now();

@@ -123,7 +123,12 @@ async fn via_raw_etcd(
     writes: usize,
     tag: &str,
 ) -> Vec<f64> {
-    let client = etcd.store("/ecs-css/v1/").await.client().clone();
+    let client = etcd
+        .store("/ecs-css/v1/")
+        .await
+        .client()
+        .await
+        .expect("an etcd member");
     let prefix = Keyspace::new("/ecs-css/v1/").kind_prefix(Kind::Task);
     let stop = Arc::new(AtomicBool::new(false));
     let mut got = Vec::new();

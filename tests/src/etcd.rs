@@ -20,6 +20,10 @@ pub struct EtcdServer {
     peer_port: u16,
     /// Mutual TLS on client and peer URLs (`start_tls`).
     pub tls: Option<TestPki>,
+    /// The member's name, and the cluster it founds with others
+    /// (`name=peer-url,...`); alone, it is its own cluster.
+    name: String,
+    initial_cluster: Option<String>,
 }
 
 /// A free loopback port never handed out before in this process: the
@@ -69,15 +73,36 @@ impl EtcdServer {
     fn start_with(tls: bool) -> EtcdServer {
         let dir = tempfile::tempdir().expect("temp dir for etcd");
         let tls = tls.then(|| TestPki::issue(dir.path()));
-        let mut server = EtcdServer {
+        let mut server = EtcdServer::member("css-test", dir, tls, None);
+        server.spawn();
+        server.wait_up();
+        server
+    }
+
+    /// A member not yet started (`spawn` starts it).
+    pub(crate) fn member(
+        name: &str,
+        dir: tempfile::TempDir,
+        tls: Option<TestPki>,
+        initial_cluster: Option<String>,
+    ) -> EtcdServer {
+        EtcdServer {
             child: None,
             dir,
             client_port: free_port(),
             peer_port: free_port(),
             tls,
-        };
-        server.spawn();
-        server
+            name: name.to_string(),
+            initial_cluster,
+        }
+    }
+
+    pub fn peer_url(&self) -> String {
+        format!("{}://127.0.0.1:{}", self.scheme(), self.peer_port)
+    }
+
+    pub(crate) fn set_initial_cluster(&mut self, cluster: String) {
+        self.initial_cluster = Some(cluster);
     }
 
     fn scheme(&self) -> &'static str {
@@ -88,9 +113,11 @@ impl EtcdServer {
         }
     }
 
-    fn spawn(&mut self) {
+    pub(crate) fn spawn(&mut self) {
         let client = format!("{}://127.0.0.1:{}", self.scheme(), self.client_port);
-        let peer = format!("{}://127.0.0.1:{}", self.scheme(), self.peer_port);
+        let peer = self.peer_url();
+        let cluster =
+            (self.initial_cluster.clone()).unwrap_or_else(|| format!("{}={peer}", self.name));
         let mut tls_args: Vec<std::ffi::OsString> = Vec::new();
         if let Some(pki) = &self.tls {
             for (flag, path) in [
@@ -109,7 +136,7 @@ impl EtcdServer {
         }
         let log = std::fs::File::create(self.dir.path().join("etcd.log")).expect("etcd log file");
         let child = Command::new(etcd_binary())
-            .args(["--name", "css-test"])
+            .args(["--name", &self.name])
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
             .args([
@@ -124,7 +151,8 @@ impl EtcdServer {
                 "--initial-advertise-peer-urls",
                 &peer,
             ])
-            .args(["--initial-cluster", &format!("css-test={peer}")])
+            .args(["--initial-cluster", &cluster])
+            .args(["--initial-cluster-token", "css-test"])
             .args(["--log-level", "error", "--logger", "zap"])
             .args(&tls_args)
             .stdout(Stdio::null())
@@ -132,6 +160,10 @@ impl EtcdServer {
             .spawn()
             .expect("failed to start etcd");
         self.child = Some(child);
+    }
+
+    /// Waits until the client port answers, while etcd's own process lives.
+    pub(crate) fn wait_up(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             // Up only while our own process lives: a port someone else
@@ -175,6 +207,11 @@ impl EtcdServer {
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
+        self.wait_up();
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// Settings that reach this etcd (with the test CA and client

@@ -1,10 +1,12 @@
 //! Test harness shared by the integration tests and benchmarks: a real etcd
 //! on loopback, fixtures, and the store conformance suite.
 
+pub mod cluster;
 pub mod conformance;
 pub mod etcd;
 pub mod fixtures;
 
+pub use cluster::EtcdCluster;
 pub use etcd::EtcdServer;
 pub mod moto;
 pub mod openapi;

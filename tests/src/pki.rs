@@ -9,6 +9,7 @@ use rcgen::{
     KeyPair, KeyUsagePurpose, SanType,
 };
 
+#[derive(Clone)]
 pub struct TestPki {
     pub ca: PathBuf,
     pub server_cert: PathBuf,

@@ -1,21 +1,24 @@
 //! The conformance suite: one list of scenarios, run against the embedded
-//! store, a real etcd, and the shared-watch wrapper server mode puts over etcd.
+//! store, a real etcd, the shared-watch wrapper server mode puts over etcd,
+//! and a 3-member etcd cluster with mutual TLS.
 
 use std::sync::Arc;
 
 use css::store::{EmbeddedStore, SharedWatchStore, StateStore};
-use css_tests::{conformance, EtcdServer};
+use css_tests::{conformance, EtcdCluster, EtcdServer};
 
-/// A store under test and what keeps it alive (the etcd process).
+/// A store under test and what keeps it alive (the etcd processes).
 struct Backend {
     store: Arc<dyn StateStore>,
     _etcd: Option<EtcdServer>,
+    _cluster: Option<EtcdCluster>,
 }
 
 async fn embedded() -> Backend {
     Backend {
         store: Arc::new(EmbeddedStore::new("/ecs-css/v1/")),
         _etcd: None,
+        _cluster: None,
     }
 }
 
@@ -24,6 +27,7 @@ async fn etcd() -> Backend {
     Backend {
         store: etcd.store("/ecs-css/v1/").await,
         _etcd: Some(etcd),
+        _cluster: None,
     }
 }
 
@@ -32,6 +36,17 @@ async fn shared_watch_over_etcd() -> Backend {
     Backend {
         store: Arc::new(SharedWatchStore::new(etcd.store("/ecs-css/v1/").await)),
         _etcd: Some(etcd),
+        _cluster: None,
+    }
+}
+
+/// Three members with mutual TLS, the store's client on all of them.
+async fn tls_cluster() -> Backend {
+    let cluster = EtcdCluster::start(3, true).await;
+    Backend {
+        store: cluster.store("/ecs-css/v1/").await,
+        _etcd: None,
+        _cluster: Some(cluster),
     }
 }
 
@@ -81,4 +96,4 @@ macro_rules! conformance {
     };
 }
 
-conformance!(embedded, etcd, shared_watch_over_etcd);
+conformance!(embedded, etcd, shared_watch_over_etcd, tls_cluster);

@@ -3,10 +3,13 @@
 
 use std::time::Duration;
 
-use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use std::sync::Arc;
 
-use super::{map_err, EtcdStore, Keyspace};
-use crate::store::StoreResult;
+use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
+
+use super::members::Members;
+use super::{EtcdStore, Keyspace};
+use crate::store::{StoreError, StoreResult};
 
 /// How to reach etcd.
 #[derive(Clone, Default)]
@@ -66,6 +69,51 @@ impl EtcdSettings {
     }
 }
 
+/// The one line that names a TLS or credentials mistake in an error from
+/// etcd, where the transport's own text would not.
+/// `client_cert`: over TLS, whether a client certificate was set (None:
+/// not known, or not TLS).
+pub(super) fn explain(e: &etcd_client::Error, client_cert: Option<bool>) -> Option<&'static str> {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    let t = text.to_ascii_lowercase();
+    if t.contains("unknownissuer") || t.contains("unknown issuer") || t.contains("badsignature") {
+        Some("etcd's certificate is not signed by the CA of CSS_ETCD_CA_FILE (or, without it, by the system's roots)")
+    } else if t.contains("notvalidforname") || t.contains("not valid for name") {
+        Some("etcd's certificate does not name the host of CSS_ETCD_ENDPOINTS")
+    } else if [
+        "certificaterequired",
+        "certificate required",
+        "badcertificate",
+        "bad certificate",
+        "unknownca",
+        "unknown ca",
+    ]
+    .iter()
+    .any(|p| t.contains(p))
+    {
+        // etcd answers a missing certificate as a bad one.
+        Some(match client_cert {
+            Some(false) => "etcd requires a client certificate: set CSS_ETCD_CERT_FILE and CSS_ETCD_KEY_FILE",
+            Some(true) => "etcd refused the client certificate of CSS_ETCD_CERT_FILE (not signed by a CA it trusts?)",
+            None => "etcd refused the TLS client certificate (none set, or not signed by a CA etcd trusts)",
+        })
+    } else if client_cert == Some(false) && t.contains("connection closed") {
+        // etcd closes a TLS 1.3 connection without a client certificate
+        // right after the handshake; its alert may not reach the client.
+        Some("etcd requires a client certificate: set CSS_ETCD_CERT_FILE and CSS_ETCD_KEY_FILE")
+    } else if t.contains("authentication failed") || t.contains("invalid username or password") {
+        Some("etcd refused CSS_ETCD_USERNAME/CSS_ETCD_PASSWORD")
+    } else {
+        None
+    }
+}
+
 impl EtcdStore {
     pub async fn connect(settings: &EtcdSettings, prefix: &str) -> StoreResult<EtcdStore> {
         let timeout = if settings.request_timeout.is_zero() {
@@ -86,12 +134,23 @@ impl EtcdStore {
         if let Some(tls) = settings.tls_options() {
             opts = opts.with_tls(tls);
         }
-        let client = Client::connect(&settings.endpoints, Some(opts))
-            .await
-            .map_err(map_err)?;
+        // A member without a leader refuses requests (and cancels watches)
+        // instead of serving stale reads or stalling: the request moves on.
+        opts = opts.with_require_leader(true);
+        let members = Members::new(&settings.endpoints, opts, timeout);
+        let ks = Keyspace::new(prefix);
+        // Settings that cannot work on any member stop start-up here with
+        // one line; members that are merely down are passed over later.
+        if let Err(e) = members.check(&ks.meta("revision-probe")).await {
+            let client_cert = settings.tls.then_some(settings.client_cert_pem.is_some());
+            match explain(&e, client_cert) {
+                Some(line) => return Err(StoreError::Unavailable(line.to_string())),
+                None => tracing::warn!(error = %e, "no etcd member answered yet"),
+            }
+        }
         Ok(EtcdStore {
-            client,
-            ks: Keyspace::new(prefix),
+            members: Arc::new(members),
+            ks,
         })
     }
 }

@@ -5,15 +5,21 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use std::sync::Arc;
+
 use etcd_client::{
-    Client, CompactionOptions, Compare, CompareOp, GetOptions, KeyValue, Txn, TxnOp, WatchOptions,
+    Client, CompactionOptions, Compare, CompareOp, GetOptions, GetResponse, KeyValue, Txn, TxnOp,
+    TxnResponse,
 };
 
 use super::*;
 
 mod connection;
+mod members;
 mod watcher;
 mod write;
+
+use members::Members;
 
 pub use connection::EtcdSettings;
 use watcher::EtcdWatcher;
@@ -25,11 +31,14 @@ const MAX_MESSAGE: usize = 64 << 20;
 
 #[derive(Clone)]
 pub struct EtcdStore {
-    client: Client,
+    members: Arc<Members>,
     ks: Keyspace,
 }
 
 fn map_err(e: etcd_client::Error) -> StoreError {
+    if let Some(line) = connection::explain(&e, None) {
+        return StoreError::Unavailable(line.to_string());
+    }
     let msg = e.to_string();
     if msg.contains("required revision has been compacted") {
         // The caller fills in the revisions (etcd's error does not carry them).
@@ -66,18 +75,35 @@ fn record_from_kv(ks: &Keyspace, kv: &KeyValue) -> StoreResult<StoredRecord> {
     ))
 }
 
+/// A KV client with room for pages of large records (gRPC's default cap is 4 MiB).
+fn kv(c: Client) -> etcd_client::KvClient {
+    c.kv_client().max_decoding_message_size(MAX_MESSAGE)
+}
+
 impl EtcdStore {
-    /// Clients with room for pages of large records (gRPC's default cap is 4 MiB).
-    fn kv(&self) -> etcd_client::KvClient {
-        self.client
-            .kv_client()
-            .max_decoding_message_size(MAX_MESSAGE)
+    /// A read on a live member (`members`: failover).
+    async fn get_kv(
+        &self,
+        key: impl Into<Vec<u8>>,
+        opts: Option<GetOptions>,
+    ) -> Result<GetResponse, etcd_client::Error> {
+        let key = key.into();
+        let call = |c| {
+            let (key, opts) = (key.clone(), opts.clone());
+            async move { kv(c).get(key, opts).await }
+        };
+        self.members.call(call).await
     }
 
-    fn watcher(&self) -> etcd_client::WatchClient {
-        self.client
-            .watch_client()
-            .max_decoding_message_size(MAX_MESSAGE)
+    /// A transaction on a live member. Every transaction of this store is
+    /// read-only or guarded by a compare, so repeating it elsewhere after a
+    /// failure that hid its outcome cannot apply it twice.
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse, etcd_client::Error> {
+        let call = |c| {
+            let txn = txn.clone();
+            async move { kv(c).txn(txn).await }
+        };
+        self.members.call(call).await
     }
 
     /// One range read for a list request; answers the response and its revision.
@@ -106,7 +132,7 @@ impl EtcdStore {
         if let Some(rev) = req.revision {
             opts = opts.with_revision(rev);
         }
-        let resp = match self.kv().get(start, Some(opts)).await {
+        let resp = match self.get_kv(start, Some(opts)).await {
             Ok(r) => r,
             Err(e) => return Err(self.read_err(e, req.revision).await),
         };
@@ -120,9 +146,13 @@ impl EtcdStore {
         &self.ks
     }
 
-    /// The raw client, for benchmarks that compare against plain etcd calls.
-    pub fn client(&self) -> &Client {
-        &self.client
+    /// A raw client of a live member, for benchmarks that compare against
+    /// plain etcd calls.
+    pub async fn client(&self) -> StoreResult<Client> {
+        self.members
+            .call(|c| async move { Ok(c) })
+            .await
+            .map_err(map_err)
     }
 
     async fn compacted_error(&self, requested: i64) -> StoreError {
@@ -174,8 +204,7 @@ impl StateStore for EtcdStore {
 
     async fn delete_if_unchanged(&self, key: &EntityKey, mod_revision: i64) -> StoreResult<bool> {
         let primary = self.ks.primary(key);
-        let mut kv = self.kv();
-        let resp = kv.get(primary.as_str(), None).await.map_err(map_err)?;
+        let resp = self.get_kv(primary.as_str(), None).await.map_err(map_err)?;
         let Some(current) = resp.kvs().first() else {
             return Ok(false);
         };
@@ -194,7 +223,7 @@ impl StateStore for EtcdStore {
                 TxnOp::delete(primary.as_str(), None),
                 TxnOp::delete(self.ks.status_index(key, &status), None),
             ]);
-        let resp = kv.txn(txn).await.map_err(map_err)?;
+        let resp = self.txn(txn).await.map_err(map_err)?;
         Ok(resp.succeeded())
     }
 
@@ -208,7 +237,7 @@ impl StateStore for EtcdStore {
         if let Some(rev) = revision {
             opts = opts.with_revision(rev);
         }
-        let resp = match self.kv().get(primary, Some(opts)).await {
+        let resp = match self.get_kv(primary, Some(opts)).await {
             Ok(r) => r,
             Err(e) => return Err(self.read_err(e, revision).await),
         };
@@ -255,8 +284,7 @@ impl StateStore for EtcdStore {
 
     async fn get_meta(&self, name: &str) -> StoreResult<Option<Bytes>> {
         let resp = self
-            .kv()
-            .get(self.ks.meta(name), None)
+            .get_kv(self.ks.meta(name), None)
             .await
             .map_err(map_err)?;
         Ok(resp
@@ -266,58 +294,18 @@ impl StateStore for EtcdStore {
     }
 
     async fn put_meta(&self, name: &str, value: Bytes) -> StoreResult<()> {
-        self.kv()
-            .put(self.ks.meta(name), value.to_vec(), None)
-            .await
-            .map_err(map_err)?;
+        // The same value under the same key: repeating it is harmless.
+        let key = self.ks.meta(name);
+        let call = |c| {
+            let (key, value) = (key.clone(), value.to_vec());
+            async move { kv(c).put(key, value, None).await }
+        };
+        self.members.call(call).await.map_err(map_err)?;
         Ok(())
     }
 
     async fn watch(&self, kind: Kind, from_revision: i64) -> StoreResult<WatchStream> {
-        // etcd reports a compacted start revision only some time after the
-        // watch is created (and may send progress before that), so check it
-        // first: a read at a revision fails exactly when it is compacted.
-        let probe = GetOptions::new()
-            .with_count_only()
-            .with_revision(from_revision.max(1));
-        match self
-            .kv()
-            .get(self.ks.meta("revision-probe"), Some(probe))
-            .await
-        {
-            Ok(_) => {}
-            Err(e) => match map_err(e) {
-                StoreError::Compacted { .. } => {
-                    return Err(self.compacted_error(from_revision).await)
-                }
-                // Ahead of the store: nothing compacted there.
-                StoreError::Unavailable(m) if m.contains("future revision") => {}
-                other => return Err(other),
-            },
-        }
-        // Watch every key after the index range (both kinds' records and the
-        // service's bookkeeping), not only this kind's: events come in
-        // revision order, so any event at or past a revision proves that
-        // everything before it was delivered. etcd 3.4's progress
-        // notifications can overtake pending events, so they are not used.
-        let start = self.ks.kind_prefix(Kind::Instance);
-        let opts = WatchOptions::new()
-            .with_range(prefix_end(self.ks.prefix()))
-            .with_start_revision(from_revision)
-            .with_prev_key();
-        let mut stream = self
-            .watcher()
-            .watch(start, Some(opts))
-            .await
-            .map_err(map_err)?;
-        // The first answer confirms the watch, or cancels it as compacted.
-        match stream.message().await.map_err(map_err)? {
-            Some(resp) if resp.compact_revision() > 0 || resp.canceled() => {
-                return Err(self.compacted_error(from_revision).await);
-            }
-            Some(_) => {}
-            None => return Err(StoreError::Unavailable("watch closed by etcd".into())),
-        }
+        let stream = self.open_stream(from_revision).await?;
         Ok(Box::new(EtcdWatcher {
             stream,
             store: self.clone(),
@@ -330,8 +318,7 @@ impl StateStore for EtcdStore {
 
     async fn current_revision(&self) -> StoreResult<i64> {
         let resp = self
-            .kv()
-            .get(
+            .get_kv(
                 self.ks.meta("revision-probe"),
                 Some(GetOptions::new().with_count_only()),
             )
@@ -345,13 +332,16 @@ impl StateStore for EtcdStore {
         // fails exactly when that revision is compacted: binary search it.
         // Only error paths (410 answers) and compaction ask for it.
         let current = self.current_revision().await?;
-        let mut kv = self.kv();
         let probe = self.ks.meta("revision-probe");
         let (mut lo, mut hi) = (1i64, current);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             let opts = GetOptions::new().with_count_only().with_revision(mid);
-            match kv.get(probe.as_str(), Some(opts)).await.map_err(map_err) {
+            match self
+                .get_kv(probe.as_str(), Some(opts))
+                .await
+                .map_err(map_err)
+            {
                 Ok(_) => hi = mid,
                 Err(StoreError::Compacted { .. }) => lo = mid + 1,
                 Err(e) => return Err(e),
@@ -362,10 +352,13 @@ impl StateStore for EtcdStore {
     }
 
     async fn compact(&self, revision: i64) -> StoreResult<()> {
-        let res = self
-            .kv()
-            .compact(revision, Some(CompactionOptions::new().with_physical()))
-            .await;
+        // Compacting again to the same revision is refused as compacted,
+        // which counts as done: repeating it is harmless.
+        let call = |c| async move {
+            let opts = CompactionOptions::new().with_physical();
+            kv(c).compact(revision, Some(opts)).await
+        };
+        let res = self.members.call(call).await;
         match res {
             Ok(_) => Ok(()),
             Err(e) => match map_err(e) {

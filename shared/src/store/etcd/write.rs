@@ -86,7 +86,7 @@ impl EtcdStore {
                                 .map(|k| TxnOp::get(k.as_str(), None))
                                 .collect::<Vec<_>>(),
                         );
-                        match self.kv().txn(txn).await {
+                        match self.txn(txn).await {
                             Ok(resp) => resp
                                 .op_responses()
                                 .into_iter()
@@ -122,8 +122,7 @@ impl EtcdStore {
     pub(super) async fn upsert_one(&self, w: Upsert<'_>) -> StoreResult<UpsertOutcome> {
         let key = &w.entity.key;
         let primary = self.ks.primary(key);
-        let mut kv = self.kv();
-        let resp = kv.get(primary.as_str(), None).await.map_err(map_err)?;
+        let resp = self.get_kv(primary.as_str(), None).await.map_err(map_err)?;
         let mut current = match resp.kvs().first() {
             Some(kv) => Some(record_from_kv(&self.ks, kv)?),
             None => None,
@@ -138,7 +137,7 @@ impl EtcdStore {
                 .when([guard])
                 .and_then(ops)
                 .or_else([TxnOp::get(primary.as_str(), None)]);
-            let resp = kv.txn(txn).await.map_err(map_err)?;
+            let resp = self.txn(txn).await.map_err(map_err)?;
             if resp.succeeded() {
                 let revision = resp.header().map_or(0, |h| h.revision());
                 return Ok(match current {
@@ -257,7 +256,7 @@ impl EtcdStore {
                     let txn = Txn::new()
                         .when(cmps)
                         .and_then(ops.into_iter().flatten().collect::<Vec<_>>());
-                    match self.kv().txn(txn).await {
+                    match self.txn(txn).await {
                         Ok(resp) if resp.succeeded() => {
                             let revision = resp.header().map_or(0, |h| h.revision());
                             idx.iter()

@@ -1,0 +1,178 @@
+//! Failover across etcd members. etcd-client balances requests over every
+//! endpoint and fails those that land on a dead member for as long as it is
+//! down, so the store keeps one client per member instead: requests stick to
+//! one member, and a request that fails there because the member is gone,
+//! has no leader, or times out is sent again to the next member, until the
+//! failover window (an election plus one request timeout) has passed.
+//!
+//! Only requests safe to repeat go through `call`: reads, transactions
+//! guarded by a compare (a repeat of one that did commit fails its compare
+//! and is re-decided by the caller), compaction and idempotent puts.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, ConnectOptions};
+use tonic::Code;
+
+/// How long a failed member is passed over before it is tried again.
+const COOLDOWN: Duration = Duration::from_secs(5);
+/// Time for etcd to elect a new leader (its default election timeout is 1 s;
+/// an election may take a few rounds).
+const ELECTION: Duration = Duration::from_secs(5);
+
+struct Member {
+    endpoint: String,
+    /// Connected on first use (and again after a failed connect).
+    client: tokio::sync::Mutex<Option<Client>>,
+    down_until: Mutex<Option<Instant>>,
+}
+
+pub(super) struct Members {
+    members: Vec<Member>,
+    options: ConnectOptions,
+    preferred: AtomicUsize,
+    /// An election plus one request timeout.
+    window: Duration,
+}
+
+/// Whether an error says "this member cannot answer now" (so another may),
+/// rather than something about the request itself.
+pub(super) fn is_member_failure(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        etcd_client::Error::GRpcStatus(s) => match s.code() {
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted => true,
+            // h2 resets and refused connections surface as Unknown.
+            Code::Unknown => {
+                let m = s.message();
+                m.contains("transport") || m.contains("connection") || m.contains("broken pipe")
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+impl Members {
+    pub(super) fn new(endpoints: &[String], options: ConnectOptions, timeout: Duration) -> Members {
+        Members {
+            members: endpoints
+                .iter()
+                .map(|e| Member {
+                    endpoint: e.clone(),
+                    client: tokio::sync::Mutex::new(None),
+                    down_until: Mutex::new(None),
+                })
+                .collect(),
+            options,
+            preferred: AtomicUsize::new(0),
+            window: ELECTION + timeout,
+        }
+    }
+
+    /// The member to ask: the preferred one unless it is cooling down, else
+    /// the next that is not; if all are, the preferred one anyway.
+    fn pick(&self) -> usize {
+        let n = self.members.len();
+        let start = self.preferred.load(Ordering::Relaxed) % n;
+        let now = Instant::now();
+        (0..n)
+            .map(|i| (start + i) % n)
+            .find(|&i| {
+                let down = self.members[i].down_until.lock();
+                !down.map(|d| d.is_some_and(|t| t > now)).unwrap_or(false)
+            })
+            .unwrap_or(start)
+    }
+
+    fn mark_down(&self, i: usize, e: &etcd_client::Error) {
+        if let Ok(mut d) = self.members[i].down_until.lock() {
+            if d.is_none_or(|t| t <= Instant::now()) {
+                tracing::warn!(member = %self.members[i].endpoint, error = %e, "etcd member failed; trying another");
+            }
+            *d = Some(Instant::now() + COOLDOWN);
+        }
+        let n = self.members.len();
+        let _ =
+            self.preferred
+                .compare_exchange(i, (i + 1) % n, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    fn mark_up(&self, i: usize) {
+        if let Ok(mut d) = self.members[i].down_until.lock() {
+            *d = None;
+        }
+    }
+
+    async fn client(&self, i: usize) -> Result<Client, etcd_client::Error> {
+        let mut slot = self.members[i].client.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = Client::connect(
+            [self.members[i].endpoint.as_str()],
+            Some(self.options.clone()),
+        )
+        .await?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Connects to every member once: settings that cannot work anywhere
+    /// (a wrong CA, a missing client certificate, bad credentials) fail
+    /// here; members that are merely down do not.
+    pub(super) async fn check(&self, probe: &str) -> Result<(), etcd_client::Error> {
+        let mut last = None;
+        for i in 0..self.members.len() {
+            let opts = etcd_client::GetOptions::new().with_count_only();
+            let res = match self.client(i).await {
+                Ok(mut c) => c.get(probe, Some(opts)).await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            match res {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    self.mark_down(i, &e);
+                    last = Some(e);
+                }
+            }
+        }
+        match last {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `op` on a live member, moving to the next on a member failure
+    /// until the failover window has passed.
+    pub(super) async fn call<T, F, Fut>(&self, op: F) -> Result<T, etcd_client::Error>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = Instant::now() + self.window;
+        let mut pause = Duration::from_millis(25);
+        loop {
+            let i = self.pick();
+            let res = match self.client(i).await {
+                Ok(c) => op(c).await,
+                Err(e) => Err(e),
+            };
+            match res {
+                Ok(v) => {
+                    self.mark_up(i);
+                    return Ok(v);
+                }
+                Err(e) if is_member_failure(&e) && Instant::now() < deadline => {
+                    self.mark_down(i, &e);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}

@@ -72,6 +72,8 @@ pub enum ServerError {
 /// Clients to use instead of those built from the environment.
 #[derive(Default)]
 pub struct AwsOverrides {
+    /// AWS settings for every client not given here (else the environment's).
+    pub sdk: Option<aws_config::SdkConfig>,
     pub sqs: Option<aws_sdk_sqs::Client>,
     pub dynamodb: Option<aws_sdk_dynamodb::Client>,
     pub ecs: Option<(Arc<dyn EcsSource>, RunScope)>,
@@ -105,6 +107,7 @@ impl Server {
                 },
             },
             Overrides {
+                sdk: aws.sdk,
                 dynamodb: aws.dynamodb,
                 ecs: aws.ecs,
             },

@@ -61,6 +61,8 @@ pub struct Wants {
 /// server mode's callers pointing at local AWS endpoints).
 #[derive(Default)]
 pub struct Overrides {
+    /// The AWS settings of every client made here (else the environment's).
+    pub sdk: Option<aws_config::SdkConfig>,
     pub dynamodb: Option<aws_sdk_dynamodb::Client>,
     pub ecs: Option<(Arc<dyn EcsSource>, RunScope)>,
 }
@@ -115,13 +117,25 @@ pub async fn build(
     wants: Wants,
     overrides: Overrides,
 ) -> Result<Parts, SetupError> {
-    let store: Arc<dyn StateStore> = match wants.store {
-        StoreChoice::Etcd => args.connect_etcd().await?,
-        StoreChoice::EtcdOrEmbedded if args.etcd_endpoints.is_empty() => args.connect_any().await?,
-        StoreChoice::EtcdOrEmbedded => Arc::new(SharedWatchStore::new(args.connect_any().await?)),
-    };
     let sdk = Arc::new(OnceCell::new());
+    if let Some(given) = overrides.sdk {
+        let _ = sdk.set(given);
+    }
     let load_sdk = || sdk.get_or_init(config::aws_sdk_config);
+    // Secrets are read with the same AWS settings as every other client.
+    let secrets_sdk = match args.reads_secrets() {
+        true => Some(load_sdk().await),
+        false => None,
+    };
+    let store: Arc<dyn StateStore> = match wants.store {
+        StoreChoice::Etcd => args.connect_etcd_with(secrets_sdk).await?,
+        StoreChoice::EtcdOrEmbedded if args.etcd_endpoints.is_empty() => {
+            args.connect_any(secrets_sdk).await?
+        }
+        StoreChoice::EtcdOrEmbedded => {
+            Arc::new(SharedWatchStore::new(args.connect_any(secrets_sdk).await?))
+        }
+    };
     let table = match wants.cursors {
         CursorChoice::None => None,
         CursorChoice::Dynamo => Some(Some(

@@ -198,6 +198,8 @@ pub fn store_args(endpoints: &[&str]) -> crate::config::StoreArgs {
         etcd_ca_file: None,
         etcd_cert_file: None,
         etcd_key_file: None,
+        etcd_tls_secret: None,
+        etcd_credentials_secret: None,
         etcd_timeout: std::time::Duration::from_secs(5),
         key_prefix: "/x/".into(),
         cursor_table: None,

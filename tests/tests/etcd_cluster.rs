@@ -396,3 +396,124 @@ async fn a_member_lost_for_good_then_rejoining() {
     );
     assert_eq!(all_tasks(store.as_ref()).await.len(), 100);
 }
+
+/// Settings as a function has them: endpoints and the names of secrets.
+fn secret_args(endpoints: Vec<String>) -> css::config::StoreArgs {
+    css::config::StoreArgs {
+        etcd_endpoints: endpoints,
+        etcd_username: None,
+        etcd_password: None,
+        etcd_ca_file: None,
+        etcd_cert_file: None,
+        etcd_key_file: None,
+        etcd_tls_secret: None,
+        etcd_credentials_secret: None,
+        etcd_timeout: Duration::from_secs(2),
+        key_prefix: "/ecs-css/v1/".into(),
+        cursor_table: None,
+        subscriptions_per_owner: 100,
+        history_retention: Duration::from_secs(3600),
+        log_level: None,
+    }
+}
+
+async fn put_secret(moto: &MotoServer, name: &str, value: &serde_json::Value) -> String {
+    let sm = aws_sdk_secretsmanager::Client::new(&moto.sdk_config());
+    let out = sm
+        .create_secret()
+        .name(name)
+        .secret_string(value.to_string())
+        .send()
+        .await;
+    out.expect("secret created")
+        .arn()
+        .expect("secret ARN")
+        .to_string()
+}
+
+/// What every function does at init: `setup::build` with the settings.
+async fn build(
+    args: &css::config::StoreArgs,
+    moto: &MotoServer,
+) -> Result<css::setup::Parts, String> {
+    let overrides = css::setup::Overrides {
+        sdk: Some(moto.sdk_config()),
+        ..Default::default()
+    };
+    let wants = css::setup::Wants::default();
+    css::setup::build(args, wants, overrides)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn round_trip(store: &dyn StateStore, id: &str) {
+    let e = entity(
+        Kind::Task,
+        &task_detail("sec", ACCOUNT, id, "RUNNING", 1, true),
+    );
+    store
+        .upsert_if_newer(css::store::Upsert::event(&e))
+        .await
+        .expect("write");
+    assert!(store.get(&e.key, None).await.expect("read").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_and_credentials_come_from_secrets_manager() {
+    let moto = MotoServer::start();
+    let cluster = EtcdCluster::start(3, true).await;
+    let pki = cluster.pki.as_ref().expect("a TLS cluster");
+    let read = |p: &std::path::PathBuf| std::fs::read_to_string(p).expect("certificate");
+    let tls =
+        json!({"ca": read(&pki.ca), "cert": read(&pki.client_cert), "key": read(&pki.client_key)});
+    let mut args = secret_args(cluster.endpoints());
+    args.etcd_tls_secret = Some(put_secret(&moto, "css/etcd-tls", &tls).await);
+    let parts = build(&args, &moto)
+        .await
+        .expect("connects with the secret's certificates");
+    round_trip(parts.store.as_ref(), "tls").await;
+
+    // Without the client certificate in the secret: refused in one line.
+    let ca_only = json!({"ca": read(&pki.ca)});
+    args.etcd_tls_secret = Some(put_secret(&moto, "css/etcd-ca-only", &ca_only).await);
+    let err = build(&args, &moto).await.err().expect("refused");
+    assert!(err.contains("requires a client certificate"), "{err}");
+    args.etcd_tls_secret = Some("css/no-such-secret".into());
+    let err = build(&args, &moto).await.err().expect("refused");
+    assert!(
+        err.starts_with("CSS_ETCD_TLS_SECRET: cannot read secret css/no-such-secret"),
+        "{err}"
+    );
+
+    // Credentials for an etcd with authentication on.
+    let etcd = css_tests::EtcdServer::start();
+    let mut c = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .expect("etcd");
+    c.user_add("root", "root-pw", None)
+        .await
+        .expect("root user");
+    c.user_grant_role("root", "root").await.expect("root role");
+    c.role_add("css").await.expect("role");
+    let perm = etcd_client::Permission::read_write("/ecs-css/").with_prefix();
+    c.role_grant_permission("css", perm)
+        .await
+        .expect("permission");
+    c.user_add("css", "s3cret", None).await.expect("user");
+    c.user_grant_role("css", "css").await.expect("grant");
+    c.auth_enable().await.expect("auth on");
+    let mut args = secret_args(vec![etcd.endpoint()]);
+    let creds = json!({"username": "css", "password": "s3cret"});
+    args.etcd_credentials_secret = Some(put_secret(&moto, "css/etcd-credentials", &creds).await);
+    let parts = build(&args, &moto)
+        .await
+        .expect("connects with the secret's credentials");
+    round_trip(parts.store.as_ref(), "auth").await;
+    let wrong = json!({"username": "css", "password": "wrong"});
+    args.etcd_credentials_secret = Some(put_secret(&moto, "css/etcd-wrong", &wrong).await);
+    let err = build(&args, &moto).await.err().expect("refused");
+    assert!(
+        err.contains("refused CSS_ETCD_USERNAME/CSS_ETCD_PASSWORD"),
+        "{err}"
+    );
+}

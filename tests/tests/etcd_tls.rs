@@ -20,6 +20,8 @@ fn args(etcd: &EtcdServer) -> StoreArgs {
         etcd_ca_file: path(&pki.ca),
         etcd_cert_file: path(&pki.client_cert),
         etcd_key_file: path(&pki.client_key),
+        etcd_tls_secret: None,
+        etcd_credentials_secret: None,
         etcd_timeout: Duration::from_secs(2),
         key_prefix: "/ecs-css/v1/".into(),
         cursor_table: None,

@@ -487,6 +487,7 @@ async fn server_mode_reconciles_on_its_interval() {
             sqs: None,
             ecs: Some((source, scope())),
             dynamodb: None,
+            sdk: None,
         },
     )
     .await;

@@ -104,6 +104,7 @@ async fn run(etcd: Option<&EtcdServer>) {
             sqs: Some(sqs.clone()),
             ecs: None,
             dynamodb: None,
+            sdk: None,
         },
     )
     .await;

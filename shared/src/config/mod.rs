@@ -8,6 +8,7 @@ use clap::Args;
 
 mod aws;
 mod logging;
+mod secrets;
 
 pub use aws::{aws_http_client, aws_sdk_config, region};
 pub use logging::init_logging;
@@ -24,6 +25,12 @@ pub enum ConfigError {
     Missing(&'static str),
     #[error("{name} is invalid: {reason}")]
     Invalid { name: &'static str, reason: String },
+    #[error("{name}: cannot read secret {secret}: {reason}")]
+    Secret {
+        name: &'static str,
+        secret: String,
+        reason: String,
+    },
     #[error("cannot reach the state store: {0}")]
     Store(#[from] StoreError),
 }
@@ -88,6 +95,21 @@ pub struct StoreArgs {
     /// PEM client key for mutual TLS.
     #[arg(long, env = "CSS_ETCD_KEY_FILE", value_name = "CSS_ETCD_KEY_FILE")]
     pub etcd_key_file: Option<String>,
+    /// Secrets Manager secret (ARN or name) holding etcd's TLS material as
+    /// JSON: "ca" (PEM of the CA that signed etcd's certificate), and for
+    /// mutual TLS "cert" and "key" (the client's). Read once at start-up,
+    /// instead of the three files.
+    #[arg(long, env = "CSS_ETCD_TLS_SECRET", value_name = "CSS_ETCD_TLS_SECRET")]
+    pub etcd_tls_secret: Option<String>,
+    /// Secrets Manager secret (ARN or name) holding etcd credentials as JSON
+    /// "username" and "password". Read once at start-up, instead of
+    /// CSS_ETCD_USERNAME and CSS_ETCD_PASSWORD.
+    #[arg(
+        long,
+        env = "CSS_ETCD_CREDENTIALS_SECRET",
+        value_name = "CSS_ETCD_CREDENTIALS_SECRET"
+    )]
+    pub etcd_credentials_secret: Option<String>,
     /// Timeout of one etcd request.
     #[arg(long, env = "CSS_ETCD_TIMEOUT", default_value = "5s", value_parser = parse_duration, value_name = "CSS_ETCD_TIMEOUT")]
     pub etcd_timeout: Duration,
@@ -172,6 +194,8 @@ impl StoreArgs {
             &mut self.etcd_ca_file,
             &mut self.etcd_cert_file,
             &mut self.etcd_key_file,
+            &mut self.etcd_tls_secret,
+            &mut self.etcd_credentials_secret,
             &mut self.cursor_table,
             &mut self.log_level,
         ] {
@@ -205,6 +229,25 @@ impl StoreArgs {
                 reason: "CSS_ETCD_CERT_FILE and CSS_ETCD_KEY_FILE go together".into(),
             });
         }
+        let both = |a: bool, b: bool, name, what: &str| match a && b {
+            true => Err(ConfigError::Invalid {
+                name,
+                reason: format!("give {what}, not both"),
+            }),
+            false => Ok(()),
+        };
+        both(
+            self.etcd_tls_secret.is_some(),
+            self.etcd_ca_file.is_some() || self.etcd_cert_file.is_some(),
+            "CSS_ETCD_TLS_SECRET",
+            "the TLS material as files or as a secret",
+        )?;
+        both(
+            self.etcd_credentials_secret.is_some(),
+            self.etcd_username.is_some(),
+            "CSS_ETCD_CREDENTIALS_SECRET",
+            "the credentials as settings or as a secret",
+        )?;
         self.tls()?;
         if self.key_prefix.is_empty() || !self.key_prefix.starts_with('/') {
             return Err(ConfigError::Invalid {
@@ -219,7 +262,9 @@ impl StoreArgs {
     /// (`https://`). An endpoint without a scheme takes TLS when a CA or client
     /// certificate is given, as etcd's own client does.
     fn tls(&self) -> Result<bool, ConfigError> {
-        let tls_files = self.etcd_ca_file.is_some() || self.etcd_cert_file.is_some();
+        let tls_files = self.etcd_ca_file.is_some()
+            || self.etcd_cert_file.is_some()
+            || self.etcd_tls_secret.is_some();
         let mut schemes = self.etcd_endpoints.iter().map(|e| {
             let e = e.trim();
             if e.starts_with("https://") {
@@ -242,8 +287,10 @@ impl StoreArgs {
         if !first && tls_files {
             let name = if self.etcd_ca_file.is_some() {
                 "CSS_ETCD_CA_FILE"
-            } else {
+            } else if self.etcd_cert_file.is_some() {
                 "CSS_ETCD_CERT_FILE"
+            } else {
+                "CSS_ETCD_TLS_SECRET"
             };
             return Err(ConfigError::Invalid {
                 name,
@@ -281,24 +328,42 @@ impl StoreArgs {
         })
     }
 
-    /// The etcd store; the Lambdas always use etcd.
+    /// The etcd store; the Lambdas always use etcd. Secrets named in the
+    /// settings are read with the SDK configuration from the environment.
     pub async fn connect_etcd(&self) -> Result<Arc<EtcdStore>, ConfigError> {
+        self.connect_etcd_with(None).await
+    }
+
+    /// As `connect_etcd`, reading secrets with `sdk` when given.
+    pub async fn connect_etcd_with(
+        &self,
+        sdk: Option<&aws_config::SdkConfig>,
+    ) -> Result<Arc<EtcdStore>, ConfigError> {
         if self.etcd_endpoints.is_empty() {
             return Err(ConfigError::Missing("CSS_ETCD_ENDPOINTS"));
         }
-        let settings = self.etcd_settings()?;
+        let mut settings = self.etcd_settings()?;
+        secrets::apply(&mut settings, self, sdk).await?;
         Ok(Arc::new(
             EtcdStore::connect(&settings, &self.key_prefix).await?,
         ))
     }
 
     /// etcd when endpoints are given, else the embedded store (server mode).
-    pub async fn connect_any(&self) -> Result<Arc<dyn StateStore>, ConfigError> {
+    pub async fn connect_any(
+        &self,
+        sdk: Option<&aws_config::SdkConfig>,
+    ) -> Result<Arc<dyn StateStore>, ConfigError> {
         if self.etcd_endpoints.is_empty() {
             self.validate()?;
             return Ok(Arc::new(EmbeddedStore::new(&self.key_prefix)));
         }
-        Ok(self.connect_etcd().await?)
+        Ok(self.connect_etcd_with(sdk).await?)
+    }
+
+    /// Whether connecting reads a secret (and so needs AWS settings).
+    pub fn reads_secrets(&self) -> bool {
+        self.etcd_tls_secret.is_some() || self.etcd_credentials_secret.is_some()
     }
 }
 

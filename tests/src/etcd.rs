@@ -79,6 +79,15 @@ impl EtcdServer {
         server
     }
 
+    /// etcd with mutual TLS on the given certificates.
+    pub fn start_with_pki(pki: TestPki) -> EtcdServer {
+        let dir = tempfile::tempdir().expect("temp dir for etcd");
+        let mut server = EtcdServer::member("css-test", dir, Some(pki), None);
+        server.spawn();
+        server.wait_up();
+        server
+    }
+
     /// A member not yet started (`spawn` starts it).
     pub(crate) fn member(
         name: &str,

@@ -138,3 +138,23 @@ pub fn entity(kind: Kind, detail: &Value) -> Entity {
     let raw = serde_json::value::RawValue::from_string(detail.to_string()).expect("raw json");
     Entity::from_raw(kind, raw, false).expect("valid entity")
 }
+
+/// Settings as a function has them: endpoints and the names of secrets.
+pub fn store_args(endpoints: Vec<String>) -> css::config::StoreArgs {
+    css::config::StoreArgs {
+        etcd_endpoints: endpoints,
+        etcd_username: None,
+        etcd_password: None,
+        etcd_ca_file: None,
+        etcd_cert_file: None,
+        etcd_key_file: None,
+        etcd_tls_secret: None,
+        etcd_credentials_secret: None,
+        etcd_timeout: std::time::Duration::from_secs(2),
+        key_prefix: "/ecs-css/v1/".into(),
+        cursor_table: None,
+        subscriptions_per_owner: 100,
+        history_retention: std::time::Duration::from_secs(3600),
+        log_level: None,
+    }
+}

@@ -1,13 +1,9 @@
-//! A throw-away certificate authority for TLS tests: a CA, a server
-//! certificate for 127.0.0.1 (also used for etcd's peers), and a client
-//! certificate, as PEM files in a directory.
+//! A throw-away certificate authority for TLS tests, issued by the same code
+//! as the stack's certificate custom resource (`css_certs::issue`): a CA, a
+//! member certificate for 127.0.0.1 (etcd's server and peer certificate),
+//! and the functions' client certificate, as PEM files in a directory.
 
 use std::path::{Path, PathBuf};
-
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SanType,
-};
 
 #[derive(Clone)]
 pub struct TestPki {
@@ -27,40 +23,25 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 impl TestPki {
     /// Issues the certificates into `dir`.
     pub fn issue(dir: &Path) -> TestPki {
-        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name
-            .push(DnType::CommonName, "cluster-state-service test CA");
-        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("CA key"))
-            .expect("self-signed CA");
+        let loopback = std::net::Ipv4Addr::LOCALHOST.into();
+        let issued = css_certs::issue("css-test", &[loopback], &["localhost".to_string()])
+            .expect("test certificates");
+        TestPki::write(dir, &issued.ca, &issued.members[0], &issued.client)
+    }
 
-        let leaf = |cn: &str, server: bool| {
-            let mut p = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
-            p.distinguished_name.push(DnType::CommonName, cn);
-            p.subject_alt_names
-                .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
-            p.extended_key_usages = if server {
-                // etcd's peers dial each other with the server certificate.
-                vec![
-                    ExtendedKeyUsagePurpose::ServerAuth,
-                    ExtendedKeyUsagePurpose::ClientAuth,
-                ]
-            } else {
-                vec![ExtendedKeyUsagePurpose::ClientAuth]
-            };
-            let key = KeyPair::generate().expect("key");
-            let cert = p.signed_by(&key, &ca).expect("signed certificate");
-            (cert.pem(), key.serialize_pem())
-        };
-        let (server_cert, server_key) = leaf("etcd", true);
-        let (client_cert, client_key) = leaf("css", false);
+    /// PEM text (as the custom resource's secrets hold it) as files in `dir`.
+    pub fn write(
+        dir: &Path,
+        ca: &str,
+        member: &css_certs::Pem,
+        client: &css_certs::Pem,
+    ) -> TestPki {
         TestPki {
-            ca: write(dir, "ca.pem", &ca.pem()),
-            server_cert: write(dir, "server.pem", &server_cert),
-            server_key: write(dir, "server-key.pem", &server_key),
-            client_cert: write(dir, "client.pem", &client_cert),
-            client_key: write(dir, "client-key.pem", &client_key),
+            ca: write(dir, "ca.pem", ca),
+            server_cert: write(dir, "server.pem", &member.cert),
+            server_key: write(dir, "server-key.pem", &member.key),
+            client_cert: write(dir, "client.pem", &client.cert),
+            client_key: write(dir, "client-key.pem", &client.key),
         }
     }
 }

@@ -397,26 +397,6 @@ async fn a_member_lost_for_good_then_rejoining() {
     assert_eq!(all_tasks(store.as_ref()).await.len(), 100);
 }
 
-/// Settings as a function has them: endpoints and the names of secrets.
-fn secret_args(endpoints: Vec<String>) -> css::config::StoreArgs {
-    css::config::StoreArgs {
-        etcd_endpoints: endpoints,
-        etcd_username: None,
-        etcd_password: None,
-        etcd_ca_file: None,
-        etcd_cert_file: None,
-        etcd_key_file: None,
-        etcd_tls_secret: None,
-        etcd_credentials_secret: None,
-        etcd_timeout: Duration::from_secs(2),
-        key_prefix: "/ecs-css/v1/".into(),
-        cursor_table: None,
-        subscriptions_per_owner: 100,
-        history_retention: Duration::from_secs(3600),
-        log_level: None,
-    }
-}
-
 async fn put_secret(moto: &MotoServer, name: &str, value: &serde_json::Value) -> String {
     let sm = aws_sdk_secretsmanager::Client::new(&moto.sdk_config());
     let out = sm
@@ -466,7 +446,7 @@ async fn certificates_and_credentials_come_from_secrets_manager() {
     let read = |p: &std::path::PathBuf| std::fs::read_to_string(p).expect("certificate");
     let tls =
         json!({"ca": read(&pki.ca), "cert": read(&pki.client_cert), "key": read(&pki.client_key)});
-    let mut args = secret_args(cluster.endpoints());
+    let mut args = css_tests::fixtures::store_args(cluster.endpoints());
     args.etcd_tls_secret = Some(put_secret(&moto, "css/etcd-tls", &tls).await);
     let parts = build(&args, &moto)
         .await
@@ -502,7 +482,7 @@ async fn certificates_and_credentials_come_from_secrets_manager() {
     c.user_add("css", "s3cret", None).await.expect("user");
     c.user_grant_role("css", "css").await.expect("grant");
     c.auth_enable().await.expect("auth on");
-    let mut args = secret_args(vec![etcd.endpoint()]);
+    let mut args = css_tests::fixtures::store_args(vec![etcd.endpoint()]);
     let creds = json!({"username": "css", "password": "s3cret"});
     args.etcd_credentials_secret = Some(put_secret(&moto, "css/etcd-credentials", &creds).await);
     let parts = build(&args, &moto)

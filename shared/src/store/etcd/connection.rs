@@ -103,7 +103,11 @@ pub(super) fn explain(e: &etcd_client::Error, client_cert: Option<bool>) -> Opti
             Some(true) => "etcd refused the client certificate of CSS_ETCD_CERT_FILE (not signed by a CA it trusts?)",
             None => "etcd refused the TLS client certificate (none set, or not signed by a CA etcd trusts)",
         })
-    } else if client_cert == Some(false) && t.contains("connection closed") {
+    } else if client_cert == Some(false)
+        && ["connection closed", "broken pipe", "connection reset"]
+            .iter()
+            .any(|p| t.contains(p))
+    {
         // etcd closes a TLS 1.3 connection without a client certificate
         // right after the handshake; its alert may not reach the client.
         Some("etcd requires a client certificate: set CSS_ETCD_CERT_FILE and CSS_ETCD_KEY_FILE")
@@ -141,7 +145,8 @@ impl EtcdStore {
         let ks = Keyspace::new(prefix);
         // Settings that cannot work on any member stop start-up here with
         // one line; members that are merely down are passed over later.
-        if let Err(e) = members.check(&ks.meta("revision-probe")).await {
+        let checked = members.check(&ks.meta("revision-probe")).await;
+        if let Err(e) = checked {
             let client_cert = settings.tls.then_some(settings.client_cert_pem.is_some());
             match explain(&e, client_cert) {
                 Some(line) => return Err(StoreError::Unavailable(line.to_string())),

@@ -25,6 +25,8 @@ if [ "$mode" != run ]; then
 fi
 if [ "$mode" = test ]; then
   [ -x /usr/bin/etcd ] || command -v etcd >/dev/null 2>&1 || apt_pkgs+=(etcd-server)
+  # etcdctl: the boot script test packs it into a release-shaped tarball.
+  command -v etcdctl >/dev/null 2>&1 || apt_pkgs+=(etcd-client)
 fi
 if [ "$mode" = sam ]; then
   command -v file >/dev/null 2>&1 || apt_pkgs+=(file)

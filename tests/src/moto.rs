@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 /// The Python with moto: $PYTHON (scripts/venv.sh sets it), else the
 /// scripts' virtual environment in the repository, else `python3`.
-fn python() -> String {
+pub fn python() -> String {
     if let Ok(p) = std::env::var("PYTHON") {
         return p;
     }

@@ -11,7 +11,6 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use css::model::Kind;
-use css::store::StateStore;
 use css_tests::etcd::free_port;
 use css_tests::fixtures::{entity, store_args, task_detail, ACCOUNT};
 use css_tests::moto::{python, MotoServer};

@@ -6,7 +6,12 @@ cd "$(dirname "$0")/.."
 . scripts/venv.sh
 scripts/prereqs.sh sam
 export SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
-cfn-lint template.yaml
+# The etcd members' user data must be deploy/etcd/boot.sh as it is now.
+scripts/embed-boot.sh
+git diff --quiet -- deploy/etcd/template.yaml 2>/dev/null \
+  || { echo "deploy/etcd/template.yaml was stale: run scripts/embed-boot.sh and commit it" >&2; exit 1; }
+# Both modes: conditions make one template; cfn-lint checks every branch.
+cfn-lint template.yaml deploy/etcd/template.yaml
 sam validate --lint
 sam build
 # What was built: function, architecture, binary size.

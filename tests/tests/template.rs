@@ -13,8 +13,17 @@ fn root() -> &'static Path {
 }
 
 fn template() -> Value {
-    let text = std::fs::read_to_string(root().join("template.yaml")).expect("template.yaml");
-    serde_yaml_ng::from_str(&text).expect("template.yaml is YAML")
+    load("template.yaml")
+}
+
+fn load(path: &str) -> Value {
+    let text = std::fs::read_to_string(root().join(path)).expect(path);
+    serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{path} is not YAML: {e}"))
+}
+
+/// A value as YAML text (intrinsic functions included), for "mentions" checks.
+fn text(v: &Value) -> String {
+    serde_yaml_ng::to_string(v).unwrap_or_default()
 }
 
 fn functions(t: &Value) -> Vec<(String, &Value)> {
@@ -51,7 +60,7 @@ fn every_function_binary_exists_in_the_workspace() {
     let t = template();
     let bins = workspace_binaries();
     let fns = functions(&t);
-    assert_eq!(fns.len(), 4);
+    assert_eq!(fns.len(), 5);
     let mut named = BTreeSet::new();
     for (name, f) in fns {
         assert_eq!(f["Metadata"]["BuildMethod"], "rust-cargolambda", "{name}");
@@ -68,9 +77,15 @@ fn every_function_binary_exists_in_the_workspace() {
     }
     assert_eq!(
         named,
-        ["css-api", "css-ingest", "css-reconcile", "css-watch"]
-            .map(String::from)
-            .into()
+        [
+            "css-api",
+            "css-certs",
+            "css-ingest",
+            "css-reconcile",
+            "css-watch"
+        ]
+        .map(String::from)
+        .into()
     );
     assert_eq!(t["Globals"]["Function"]["Runtime"], "provided.al2023");
 }
@@ -184,4 +199,196 @@ fn cursor_table_has_the_owner_index() {
         policy.contains(&format!("/index/{}", css::cursor::dynamodb::OWNER_INDEX)),
         "{policy}"
     );
+}
+
+/// Without EtcdEndpoints the stack creates its etcd: the nested application,
+/// its parameters, and the rule that asks for what it needs.
+#[test]
+fn the_stack_creates_its_etcd_unless_endpoints_are_given() {
+    let t = template();
+    let p = &t["Parameters"];
+    assert_eq!(p["EtcdEndpoints"]["Default"], "");
+    assert_eq!(p["EtcdClusterSize"]["Default"], "3");
+    assert_eq!(
+        text(&p["EtcdClusterSize"]["AllowedValues"]),
+        "- '1'\n- '3'\n"
+    );
+    assert_eq!(p["EtcdInstanceType"]["Default"], "t4g.small");
+    assert_eq!(p["EtcdArch"]["Default"], "arm64");
+    assert!(p["EtcdDownloadUrl"]["Default"]
+        .as_str()
+        .is_some_and(|u| u.starts_with("https://")));
+    let cluster = &t["Resources"]["EtcdCluster"];
+    assert_eq!(cluster["Type"], "AWS::Serverless::Application");
+    assert_eq!(cluster["Condition"], "CreateEtcd");
+    assert_eq!(
+        cluster["Properties"]["Location"],
+        "deploy/etcd/template.yaml"
+    );
+    let nested = load("deploy/etcd/template.yaml");
+    for name in cluster["Properties"]["Parameters"]
+        .as_mapping()
+        .expect("parameters")
+        .keys()
+    {
+        let name = name.as_str().unwrap_or_default();
+        assert!(
+            nested["Parameters"].get(name).is_some(),
+            "{name} is not a parameter of deploy/etcd"
+        );
+    }
+    let rule = text(&t["Rules"]["OwnEtcdNeedsVpcAndChecksum"]);
+    assert!(
+        rule.contains("VpcId") && rule.contains("EtcdSha256"),
+        "{rule}"
+    );
+    let env = text(&t["Globals"]["Function"]["Environment"]["Variables"]);
+    assert!(
+        env.contains("EtcdCluster.Outputs.Endpoints")
+            && env.contains("EtcdCluster.Outputs.ClientSecretArn")
+    );
+}
+
+/// Members admit clients only from the functions' group and peers only from
+/// each other; nothing is open to an address range.
+#[test]
+fn etcd_security_groups_admit_only_the_functions_and_the_members() {
+    let nested = load("deploy/etcd/template.yaml");
+    let r = &nested["Resources"];
+    let ingress = r["MemberSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+        .as_sequence()
+        .expect("ingress");
+    assert_eq!(ingress.len(), 1);
+    assert_eq!(
+        (
+            ingress[0]["FromPort"].as_u64(),
+            ingress[0]["ToPort"].as_u64()
+        ),
+        (Some(2379), Some(2379))
+    );
+    assert!(text(&ingress[0]["SourceSecurityGroupId"]).contains("ClientSecurityGroupId"));
+    let peer = &r["PeerIngress"]["Properties"];
+    assert_eq!(
+        (peer["FromPort"].as_u64(), peer["ToPort"].as_u64()),
+        (Some(2380), Some(2380))
+    );
+    assert!(text(&peer["SourceSecurityGroupId"]).contains("MemberSecurityGroup"));
+    assert!(!text(r).contains("CidrIp"), "no address range reaches etcd");
+    let main = template();
+    let sg = text(
+        &main["Resources"]["EtcdCluster"]["Properties"]["Parameters"]["ClientSecurityGroupId"],
+    );
+    assert!(sg.contains("FunctionsSecurityGroup"), "{sg}");
+    assert!(text(&main["Globals"]["Function"]["VpcConfig"]).contains("FunctionsSecurityGroup"));
+}
+
+/// Every grant on Secrets Manager in both templates: members read their own
+/// certificates, the functions read the client's (and a bring-your-own
+/// secret), the certificate function writes the stack's etcd secrets. No
+/// secret value is resolved into an environment variable.
+#[test]
+fn certificate_secrets_reach_only_the_functions_and_the_members() {
+    let main = template();
+    let nested = load("deploy/etcd/template.yaml");
+    let member_policy = text(&nested["Resources"]["MemberRole"]["Properties"]["Policies"]);
+    assert!(member_policy.contains("secretsmanager:GetSecretValue"));
+    assert!(
+        member_policy.contains("Member0Secret") && !member_policy.contains("ClientSecret"),
+        "{member_policy}"
+    );
+    assert_eq!(
+        actions(&text(&nested["Resources"])),
+        ["secretsmanager:GetSecretValue"],
+        "members only read"
+    );
+
+    let read = text(&main["Resources"]["EtcdSecretsPolicy"]["Properties"]["PolicyDocument"]);
+    assert!(
+        read.contains("secretsmanager:GetSecretValue") && read.contains("ClientSecretArn"),
+        "{read}"
+    );
+    let write = text(&main["Resources"]["CertificatesFunction"]["Properties"]["Policies"]);
+    assert!(
+        write.contains("secretsmanager:PutSecretValue")
+            && write.contains("${AWS::StackName}-etcd-*"),
+        "{write}"
+    );
+    assert_eq!(
+        actions(&text(&main["Resources"])),
+        [
+            "secretsmanager:GetSecretValue",
+            "secretsmanager:PutSecretValue"
+        ]
+    );
+    for (name, f) in functions(&main)
+        .into_iter()
+        .filter(|(n, _)| n != "CertificatesFunction")
+    {
+        assert!(
+            text(&f["Properties"]["Policies"]).contains("EtcdSecretsPolicy"),
+            "{name}"
+        );
+    }
+    let all = std::fs::read_to_string(root().join("template.yaml")).expect("template");
+    assert!(
+        !all.contains("resolve:secretsmanager"),
+        "a secret value in the environment"
+    );
+}
+
+/// IMDSv2 only, encrypted gp3 data volumes snapshotted on delete, and the
+/// user data is deploy/etcd/boot.sh verbatim.
+#[test]
+fn etcd_members_boot_from_the_script_in_the_repository() {
+    let nested = load("deploy/etcd/template.yaml");
+    let r = &nested["Resources"];
+    let data = &r["MemberLaunchTemplate"]["Properties"]["LaunchTemplateData"];
+    assert_eq!(data["MetadataOptions"]["HttpTokens"], "required");
+    for i in 0..3 {
+        let v = &r[&format!("Member{i}Volume")];
+        assert_eq!(v["DeletionPolicy"], "Snapshot");
+        assert_eq!(v["Properties"]["Encrypted"], true);
+        assert_eq!(v["Properties"]["VolumeType"], "gp3");
+        assert!(
+            text(&r[&format!("Member{i}")]["Properties"]["NetworkInterfaces"])
+                .contains(&format!("Member{i}Interface"))
+        );
+    }
+    let user_data = text(&data["UserData"]);
+    let script = std::fs::read_to_string(root().join("deploy/etcd/boot.sh")).expect("boot.sh");
+    let body: String = script.lines().skip(1).map(|l| format!("{l}\n")).collect();
+    let parts: Value = serde_yaml_ng::from_str(&user_data).expect("user data");
+    let embedded = find_string(&parts, &body);
+    assert!(
+        embedded,
+        "deploy/etcd/template.yaml does not hold boot.sh as it is: run scripts/embed-boot.sh"
+    );
+}
+
+/// The Secrets Manager actions named in a text (not ARNs, which say
+/// "secretsmanager:" too).
+fn actions(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = text
+        .match_indices("secretsmanager:")
+        .map(|(i, _)| &text[i..])
+        .filter(|rest| rest["secretsmanager:".len()..].starts_with(char::is_uppercase))
+        .map(|rest| {
+            rest.split(|c: char| !c.is_alphanumeric() && c != ':')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn find_string(v: &Value, wanted: &str) -> bool {
+    match v {
+        Value::String(s) => s == wanted,
+        Value::Sequence(items) => items.iter().any(|i| find_string(i, wanted)),
+        Value::Mapping(m) => m.values().any(|i| find_string(i, wanted)),
+        Value::Tagged(t) => find_string(&t.value, wanted),
+        _ => false,
+    }
 }

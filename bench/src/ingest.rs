@@ -94,7 +94,7 @@ fn payload_len(bodies: &[String]) -> usize {
     serde_json::to_vec(&sqs_event(bodies)).map_or(usize::MAX, |v| v.len())
 }
 
-async fn handler_run(
+pub(crate) async fn handler_run(
     store: Arc<EtcdStore>,
     w: &Workload,
     batch: Option<usize>,

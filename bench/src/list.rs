@@ -23,7 +23,7 @@ const MATCHING: usize = 1000;
 
 /// `total` tasks over 10 clusters; the listed cluster ("bench-0") always
 /// holds exactly MATCHING running tasks, everything else is STOPPED or elsewhere.
-async fn seed(store: &dyn StateStore, total: usize) {
+pub(crate) async fn seed(store: &dyn StateStore, total: usize) {
     let mut batch = Vec::new();
     let per_cluster = total / CLUSTERS;
     for c in 0..CLUSTERS {
@@ -51,7 +51,7 @@ async fn write(store: &dyn StateStore, batch: &[css::model::Entity]) {
     }
 }
 
-async fn via_router(store: Arc<dyn StateStore>) -> f64 {
+pub(crate) async fn via_router(store: Arc<dyn StateStore>) -> f64 {
     let app = api::router(AppState::local(
         store,
         Arc::new(css::cursor::EmbeddedCursorStore::new()),

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod cluster;
 mod cssctl;
 mod ingest;
 mod lambda;
@@ -48,6 +49,9 @@ enum What {
     Reconcile,
     /// Latency from a write to the long poll carrying it, 1 and 100 watchers.
     Watch,
+    /// The store on 3 members with mutual TLS vs 1 plaintext member: ingest,
+    /// filtered list, and a leader kill under a writer.
+    Cluster,
     /// Lambda bootstrap binaries: cold start, size, ingest peak RSS.
     Lambda,
     /// Server mode memory: 100,000 tasks in the embedded store.
@@ -94,6 +98,7 @@ async fn main() {
         What::Reconcile => reconcile::run(&etcd, cli.runs).await,
         What::Watch => watch::run(&etcd, cli.runs).await,
         What::Lambda => lambda::run(&etcd, cli.runs).await,
+        What::Cluster => cluster::run(cli.runs).await,
         What::Memory => memory::run(cli.runs).await,
         What::Cssctl => cssctl::run(cli.runs).await,
         What::RuntimeProbe | What::MemoryChild { .. } => {}
@@ -107,6 +112,8 @@ async fn main() {
             reconcile::run(&etcd, cli.runs).await;
             println!();
             watch::run(&etcd, cli.runs).await;
+            println!();
+            cluster::run(cli.runs).await;
             println!();
             lambda::run(&etcd, cli.runs).await;
             println!();

@@ -14,26 +14,27 @@ use css_tests::{EtcdCluster, EtcdServer};
 
 use crate::{ingest, list, median};
 
-/// Writes one task after another until `stop`; answers the instants of the
-/// successful writes.
-async fn writer(store: Arc<EtcdStore>, until: Instant) -> Vec<Instant> {
-    let mut ok = Vec::new();
+/// Writes one task after another until `until`; answers the instants of the
+/// successful writes and how many writes failed.
+async fn writer(store: Arc<EtcdStore>, until: Instant) -> (Vec<Instant>, usize) {
+    let (mut ok, mut failed) = (Vec::new(), 0);
     let mut v = 0u64;
     while Instant::now() < until {
         v += 1;
         let d = task_detail("failover", ACCOUNT, "w1", "RUNNING", v, true);
         let e = entity(Kind::Task, &d);
-        if store.upsert_if_newer(Upsert::event(&e)).await.is_ok() {
-            ok.push(Instant::now());
+        match store.upsert_if_newer(Upsert::event(&e)).await {
+            Ok(_) => ok.push(Instant::now()),
+            Err(_) => failed += 1,
         }
     }
-    ok
+    (ok, failed)
 }
 
 /// Kills the leader under a steady writer whose client talks to it; answers
-/// the time from the kill to the next successful write, and restarts the
-/// member so the cluster is whole again.
-async fn failover(cluster: &mut EtcdCluster) -> f64 {
+/// the time from the kill to the next successful write and the writes that
+/// failed, and restarts the member so the cluster is whole again.
+async fn failover(cluster: &mut EtcdCluster) -> (f64, usize) {
     let leader = cluster.leader().await.expect("a leader");
     let store = cluster.store_from(leader, "/bench/failover/").await;
     let until = Instant::now() + Duration::from_secs(8);
@@ -41,14 +42,14 @@ async fn failover(cluster: &mut EtcdCluster) -> f64 {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let killed = Instant::now();
     cluster.kill(leader);
-    let ok = writes.await.expect("writer");
+    let (ok, failed) = writes.await.expect("writer");
     cluster.restart(leader);
     cluster.wait_for_leader(Duration::from_secs(10)).await;
     let first = ok
         .into_iter()
         .find(|t| *t > killed)
         .expect("a write after the kill");
-    (first - killed).as_secs_f64() * 1000.0
+    ((first - killed).as_secs_f64() * 1000.0, failed)
 }
 
 pub async fn run(runs: usize) {
@@ -77,9 +78,11 @@ pub async fn run(runs: usize) {
         list_single.push(list::via_router(s.clone()).await);
         list_cluster.push(list::via_router(c.clone()).await);
     }
-    let mut kills = Vec::new();
+    let (mut kills, mut failed) = (Vec::new(), 0);
     for _ in 0..runs {
-        kills.push(failover(&mut cluster).await);
+        let (ms, f) = failover(&mut cluster).await;
+        kills.push(ms);
+        failed += f;
     }
     let (is, ic) = (median(ingest_single), median(ingest_cluster));
     let (ls, lc) = (median(list_single), median(list_cluster));
@@ -103,4 +106,5 @@ pub async fn run(runs: usize) {
         sorted.iter().map(|k| format!("{k:.0}")).collect::<Vec<_>>().join(", "),
         median(kills)
     );
+    println!("| writes that failed across the {runs} kills | - | {failed} | - |");
 }

@@ -27,7 +27,9 @@ struct Member {
     endpoint: String,
     /// Connected on first use (and again after a failed connect).
     client: tokio::sync::Mutex<Option<Client>>,
-    down_until: Mutex<Option<Instant>>,
+    /// Passed over until then; and whether its last failure was that it
+    /// could not be reached at all (rather than an election under way).
+    down_until: Mutex<Option<(Instant, bool)>>,
 }
 
 pub(super) struct Members {
@@ -36,6 +38,24 @@ pub(super) struct Members {
     preferred: AtomicUsize,
     /// An election plus one request timeout.
     window: Duration,
+}
+
+/// Whether an error says the member cannot be reached at all (down, refused,
+/// reset), as opposed to a reachable member waiting for a leader.
+fn is_unreachable(e: &etcd_client::Error) -> bool {
+    let text = e.to_string().to_ascii_lowercase();
+    matches!(
+        e,
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_)
+    ) || [
+        "connect error",
+        "connection refused",
+        "broken pipe",
+        "connection reset",
+        "transport error",
+    ]
+    .iter()
+    .any(|p| text.contains(p))
 }
 
 /// Whether an error says "this member cannot answer now" (so another may),
@@ -83,22 +103,36 @@ impl Members {
             .map(|i| (start + i) % n)
             .find(|&i| {
                 let down = self.members[i].down_until.lock();
-                !down.map(|d| d.is_some_and(|t| t > now)).unwrap_or(false)
+                !down
+                    .map(|d| d.is_some_and(|(t, _)| t > now))
+                    .unwrap_or(false)
             })
             .unwrap_or(start)
     }
 
     fn mark_down(&self, i: usize, e: &etcd_client::Error) {
         if let Ok(mut d) = self.members[i].down_until.lock() {
-            if d.is_none_or(|t| t <= Instant::now()) {
+            if d.is_none_or(|(t, _)| t <= Instant::now()) {
                 tracing::warn!(member = %self.members[i].endpoint, error = %e, "etcd member failed; trying another");
             }
-            *d = Some(Instant::now() + COOLDOWN);
+            *d = Some((Instant::now() + COOLDOWN, is_unreachable(e)));
         }
         let n = self.members.len();
         let _ =
             self.preferred
                 .compare_exchange(i, (i + 1) % n, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Every member was just found unreachable: the store is down, not
+    /// electing, and waiting out the window would only delay the error.
+    fn all_unreachable(&self) -> bool {
+        let now = Instant::now();
+        self.members.iter().all(|m| {
+            m.down_until
+                .lock()
+                .map(|d| d.is_some_and(|(t, unreachable)| unreachable && t > now))
+                .unwrap_or(false)
+        })
     }
 
     fn mark_up(&self, i: usize) {
@@ -168,6 +202,9 @@ impl Members {
                 }
                 Err(e) if is_member_failure(&e) && Instant::now() < deadline => {
                     self.mark_down(i, &e);
+                    if self.all_unreachable() {
+                        return Err(e);
+                    }
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(500));
                 }

@@ -16,8 +16,8 @@ use crate::store::{
 };
 
 /// How long a broken watch keeps trying to reopen before it reports the
-/// store unavailable.
-const REOPEN_WINDOW: Duration = Duration::from_secs(15);
+/// store unavailable (an election's worth).
+const REOPEN_WINDOW: Duration = Duration::from_secs(5);
 
 impl EtcdStore {
     /// A watch stream from `from_revision` on a live member, confirmed by

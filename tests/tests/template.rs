@@ -392,3 +392,112 @@ fn find_string(v: &Value, wanted: &str) -> bool {
         _ => false,
     }
 }
+
+fn resources_of<'a>(t: &'a Value, kind: &str) -> Vec<(String, &'a Value)> {
+    t["Resources"]
+        .as_mapping()
+        .expect("Resources")
+        .iter()
+        .filter(|(_, r)| r["Type"] == kind)
+        .map(|(k, r)| (k.as_str().unwrap_or_default().to_string(), r))
+        .collect()
+}
+
+/// Every alarm notifies the stack's topic (or AlarmTopicArn), and the alarms
+/// an operator needs exist: dead letters, ingest stalled, EventBridge
+/// delivery, API 5xx, each function's errors and throttles.
+#[test]
+fn every_alarm_notifies_someone() {
+    let t = template();
+    let alarms = resources_of(&t, "AWS::CloudWatch::Alarm");
+    for (name, a) in &alarms {
+        let actions = text(&a["Properties"]["AlarmActions"]);
+        assert!(
+            actions.contains("AlarmTopicArn") && actions.contains("AlarmTopic"),
+            "{name}: {actions}"
+        );
+    }
+    let names: BTreeSet<String> = alarms.iter().map(|(n, _)| n.clone()).collect();
+    for want in [
+        "DeadLetterAlarm",
+        "IngestStalledAlarm",
+        "RuleFailedInvocationsAlarm",
+        "Api5xxAlarm",
+    ] {
+        assert!(names.contains(want), "{want} missing: {names:?}");
+    }
+    for (f, _) in functions(&t)
+        .into_iter()
+        .filter(|(n, _)| n != "CertificatesFunction")
+    {
+        for kind in ["Errors", "Throttles"] {
+            assert!(
+                names.contains(&format!("{f}{kind}Alarm")),
+                "{f} has no {kind} alarm"
+            );
+        }
+    }
+    let sub = &t["Resources"]["AlarmEmailSubscription"];
+    assert_eq!(sub["Condition"], "HasAlarmEmail");
+    assert_eq!(sub["Properties"]["Protocol"], "email");
+    // EventBridge retries, then dead-letters what it cannot deliver.
+    let target = &t["Resources"]["EcsEventsRule"]["Properties"]["Targets"][0];
+    assert!(text(&target["DeadLetterConfig"]).contains("RuleDeadLetterQueue"));
+    assert!(target["RetryPolicy"]["MaximumRetryAttempts"]
+        .as_u64()
+        .is_some());
+}
+
+/// Each function logs into its own group kept LogRetentionDays (default 30);
+/// the API writes access logs (route, status, latency, principal).
+#[test]
+fn every_function_has_a_log_group_with_retention() {
+    let t = template();
+    assert_eq!(t["Parameters"]["LogRetentionDays"]["Default"], 30);
+    for (f, def) in functions(&t) {
+        let group = text(&def["Properties"]["LoggingConfig"]["LogGroup"]);
+        let name = group.trim().trim_start_matches("!Ref").trim().to_string();
+        let g = &t["Resources"][name.as_str()];
+        assert_eq!(g["Type"], "AWS::Logs::LogGroup", "{f}: {group}");
+        assert!(
+            text(&g["Properties"]["RetentionInDays"]).contains("LogRetentionDays"),
+            "{f}"
+        );
+    }
+    let api = &t["Resources"]["HttpApi"]["Properties"];
+    assert!(text(&api["AccessLogSettings"]["DestinationArn"]).contains("ApiAccessLogGroup"));
+    let format = api["AccessLogSettings"]["Format"].as_str().expect("format");
+    for field in ["routeKey", "status", "responseLatency", "userArn"] {
+        assert!(format.contains(field), "access log lacks {field}");
+    }
+}
+
+/// Concurrency and cost guards, and a batching window whenever batches are
+/// larger than 10 (Lambda refuses the deploy otherwise).
+#[test]
+fn guards_and_the_batching_window_rule_hold() {
+    let t = template();
+    let p = &t["Parameters"];
+    assert_eq!(p["IngestMaxConcurrency"]["Default"], 5);
+    let queue = &t["Resources"]["IngestFunction"]["Properties"]["Events"]["Queue"]["Properties"];
+    assert!(text(&queue["ScalingConfig"]["MaximumConcurrency"]).contains("IngestMaxConcurrency"));
+    let watch = &t["Resources"]["WatchFunction"]["Properties"];
+    assert!(text(&watch["ReservedConcurrentExecutions"]).contains("WatchReservedConcurrency"));
+    let routes = &t["Resources"]["HttpApi"]["Properties"]["DefaultRouteSettings"];
+    assert!(text(&routes["ThrottlingRateLimit"]).contains("ApiThrottleRate"));
+    assert!(text(&routes["ThrottlingBurstLimit"]).contains("ApiThrottleBurst"));
+    let rule = text(&t["Rules"]["BigBatchesNeedAWindow"]);
+    assert!(
+        rule.contains("IngestBatchSize") && rule.contains("IngestBatchingWindowSeconds"),
+        "{rule}"
+    );
+    for n in 1..=10 {
+        assert!(
+            rule.contains(&format!("'{n}'")),
+            "batch size {n} needs no window: {rule}"
+        );
+    }
+    // The defaults satisfy it.
+    assert_eq!(p["IngestBatchSize"]["Default"], 100);
+    assert!(p["IngestBatchingWindowSeconds"]["Default"].as_u64() >= Some(1));
+}

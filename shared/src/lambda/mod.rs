@@ -12,7 +12,7 @@ pub mod scheduled;
 pub mod sqs;
 
 pub use http::{service, strip_stage};
-pub use scheduled::handle_scheduled_event;
+pub use scheduled::{handle_scheduled_event, ReconcileError};
 pub use sqs::{handle_sqs, IngestError};
 
 #[cfg(test)]

@@ -6,8 +6,23 @@ use std::time::Duration;
 use crate::reconcile::{EcsSource, Reconciler, RunScope, SourceError};
 use crate::store::StateStore;
 
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Invoke(#[from] SourceError),
+    /// The run wrote what it could; the invocation fails so that Lambda's
+    /// Errors metric (and its alarm) sees it.
+    #[error("reconcile run finished with {count} error(s), first: {first}")]
+    RunErrors {
+        count: usize,
+        first: String,
+        summary: serde_json::Value,
+    },
+}
+
 /// The scheduled function's handler: one run for the account of the invoked
-/// function's ARN; answers (and logs) the summary as JSON.
+/// function's ARN; answers (and logs) the summary as JSON, or fails after the
+/// run when it met errors.
 pub async fn handle_scheduled_event(
     store: &dyn StateStore,
     source: &dyn EcsSource,
@@ -15,7 +30,7 @@ pub async fn handle_scheduled_event(
     invoked_function_arn: &str,
     region: &str,
     retention: Duration,
-) -> Result<serde_json::Value, SourceError> {
+) -> Result<serde_json::Value, ReconcileError> {
     let account = invoked_function_arn
         .split(':')
         .nth(4)
@@ -37,5 +52,12 @@ pub async fn handle_scheduled_event(
     .await;
     let json = serde_json::to_value(&summary).unwrap_or_default();
     tracing::info!(event_id = event["id"].as_str().unwrap_or("-"), summary = %json, "reconcile run");
-    Ok(json)
+    match summary.errors.first() {
+        None => Ok(json),
+        Some(e) => Err(ReconcileError::RunErrors {
+            count: summary.errors.len(),
+            first: format!("{} {}: {}", e.cluster, e.operation, e.message),
+            summary: json,
+        }),
+    }
 }

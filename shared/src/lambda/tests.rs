@@ -12,11 +12,11 @@ use lambda_http::RequestExt;
 use serde_json::json;
 
 use super::http::edge;
-use super::{handle_scheduled_event, handle_sqs, strip_stage, IngestError};
+use super::{handle_scheduled_event, handle_sqs, strip_stage, IngestError, ReconcileError};
 use crate::api::Caller;
 use crate::model::Kind;
 use crate::store::StateStore;
-use crate::testing::{embedded, entity, task, task_event, Ecs};
+use crate::testing::{embedded, entity, instance, task, task_event, Ecs};
 
 fn request(path: &str, stage: &str, caller: Option<&str>) -> Request<()> {
     let mut ctx = ApiGatewayV2httpRequestContext::default();
@@ -111,5 +111,38 @@ async fn a_scheduled_run_covers_the_account_of_its_function_arn() {
         (Some(1), Some(1))
     );
     let refused = run("arn:aws:lambda:eu-west-1:function:no-account").await;
-    assert!(refused.is_err_and(|e| e.operation == "Invoke"));
+    assert!(matches!(refused, Err(ReconcileError::Invoke(e)) if e.operation == "Invoke"));
+}
+
+#[tokio::test]
+async fn a_run_with_errors_fails_the_invocation_after_writing_what_it_could() {
+    let s = embedded();
+    let t = task("web", "t1", "RUNNING", 1);
+    let mut ecs = Ecs::default().with(
+        "web",
+        vec![t.clone()],
+        vec![instance("web", "i1", "ACTIVE", 1)],
+    );
+    ecs.failing = vec!["DescribeContainerInstances"];
+    let arn = "arn:aws:lambda:eu-west-1:111122223333:function:css-reconcile";
+    let event = json!({"id": "e1"});
+    let retention = std::time::Duration::from_secs(3600);
+    let out = handle_scheduled_event(s.as_ref(), &ecs, &event, arn, "eu-west-1", retention).await;
+    match out {
+        Err(ReconcileError::RunErrors {
+            count,
+            first,
+            summary,
+        }) => {
+            assert_eq!(count, 1);
+            assert!(first.contains("DescribeContainerInstances"), "{first}");
+            assert_eq!(summary["inserted"], 1, "{summary}");
+        }
+        other => panic!("a run with errors must fail: {other:?}"),
+    }
+    let stored = s.get(&entity(Kind::Task, &t).key, None).await;
+    assert!(
+        stored.unwrap_or_else(|e| panic!("{e}")).is_some(),
+        "what could be written was"
+    );
 }

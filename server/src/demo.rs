@@ -283,7 +283,9 @@ impl Fleet {
 
 async fn apply(store: &dyn StateStore, fleet: &mut Fleet) {
     let batch = fleet.drain_events();
+    let started = std::time::Instant::now();
     let outcome = apply_batch(store, &batch).await;
+    css::metrics::ingest(&outcome.stats, started.elapsed());
     if !outcome.failures.is_empty() {
         tracing::warn!(failures = outcome.failures.len(), "demo events not applied");
     }

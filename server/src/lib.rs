@@ -132,7 +132,14 @@ impl Server {
             .and_then(|e| Some((e.source.clone(), e.scope()?)));
 
         let (stop, stopped) = watch::channel(false);
-        let app = api::router(AppState::new(&parts, Identity::Local, &cfg.store));
+        let metrics = prometheus();
+        let app = api::router(AppState::new(&parts, Identity::Local, &cfg.store)).route(
+            "/metrics",
+            axum::routing::get(move || {
+                let text = metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+                async move { text }
+            }),
+        );
         let mut rx = stopped.clone();
         let http = tokio::spawn(async move {
             axum::serve(listener, app)
@@ -206,6 +213,23 @@ impl Server {
     }
 }
 
+/// The process's Prometheus recorder (one per process: servers started
+/// again in one process, as tests do, share it).
+fn prometheus() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .map_err(|e| tracing::warn!(error = %e, "no metrics recorder"))
+                .ok();
+            css::metrics::describe();
+            handle
+        })
+        .clone()
+}
+
 async fn compactor(
     store: Arc<dyn StateStore>,
     retention: Duration,
@@ -260,6 +284,7 @@ async fn reconciler(
             _ = stop.wait_for(|s| *s) => return,
             s = run.run() => s,
         };
+        css::metrics::reconcile(&summary);
         tracing::info!(summary = %serde_json::to_string(&summary).unwrap_or_default(), "reconcile run");
     }
 }

@@ -79,7 +79,9 @@ pub async fn poll(
                 body: m.body.clone(),
             })
             .collect();
+        let started = std::time::Instant::now();
         let outcome = apply_batch(store.as_ref(), &batch).await;
+        css::metrics::ingest(&outcome.stats, started.elapsed());
         let mut failed = vec![false; msgs.len()];
         for (i, f) in &outcome.failures {
             failed[*i] = true;

@@ -26,8 +26,12 @@ pub enum EventError {
 /// What one event means for the store.
 #[derive(Debug)]
 pub enum Change {
-    /// A task or container instance to upsert.
-    Upsert(Entity),
+    /// A task or container instance to upsert, and when ECS emitted the
+    /// event (the envelope's `time`; for ingest lag).
+    Upsert {
+        entity: Entity,
+        time: Option<chrono::DateTime<chrono::Utc>>,
+    },
     /// Another `aws.ecs` detail-type: acknowledged and counted, not stored.
     Ignored { detail_type: String },
 }
@@ -40,6 +44,8 @@ struct Envelope<'a> {
     source: String,
     account: String,
     region: String,
+    #[serde(default)]
+    time: Option<String>,
     #[serde(borrow)]
     detail: &'a RawValue,
 }
@@ -77,7 +83,10 @@ pub fn parse(body: &str) -> Result<Change, EventError> {
             source,
         }
     })?;
-    Ok(Change::Upsert(entity))
+    let time = (env.time.as_deref())
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&chrono::Utc));
+    Ok(Change::Upsert { entity, time })
 }
 
 #[cfg(test)]
@@ -95,7 +104,7 @@ mod tests {
     #[test]
     fn classifies_detail_types() {
         assert!(
-            matches!(parse(&envelope(TASK_STATE_CHANGE, "aws.ecs", TASK)), Ok(Change::Upsert(e)) if e.key.kind == Kind::Task)
+            matches!(parse(&envelope(TASK_STATE_CHANGE, "aws.ecs", TASK)), Ok(Change::Upsert { entity: e, time: Some(_) }) if e.key.kind == Kind::Task)
         );
         assert!(matches!(
             parse(&envelope("ECS Service Action", "aws.ecs", "{}")),

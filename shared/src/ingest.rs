@@ -49,6 +49,12 @@ pub struct IngestStats {
     pub ignored: usize,
     pub malformed: usize,
     pub store_failures: usize,
+    /// Applied time - event time over the acknowledged upserts: largest and
+    /// median, in milliseconds (events without a time are left out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag_max_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag_p50_ms: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -63,6 +69,7 @@ pub async fn apply_batch(store: &dyn StateStore, messages: &[Message]) -> BatchO
     let mut out = BatchOutcome::default();
     out.stats.received = messages.len();
     let mut groups: HashMap<EntityKey, Vec<(usize, Entity)>> = HashMap::new();
+    let mut times: HashMap<usize, chrono::DateTime<chrono::Utc>> = HashMap::new();
     for (i, m) in messages.iter().enumerate() {
         let Some(body) = m.body.as_deref() else {
             out.failures
@@ -70,7 +77,15 @@ pub async fn apply_batch(store: &dyn StateStore, messages: &[Message]) -> BatchO
             continue;
         };
         match events::parse(body) {
-            Ok(Change::Upsert(e)) => groups.entry(e.key.clone()).or_default().push((i, e)),
+            Ok(Change::Upsert { entity, time }) => {
+                if let Some(t) = time {
+                    times.insert(i, t);
+                }
+                groups
+                    .entry(entity.key.clone())
+                    .or_default()
+                    .push((i, entity));
+            }
             Ok(Change::Ignored { .. }) => out.stats.ignored += 1,
             Err(e) => out.failures.push((i, Failure::Malformed(e.to_string()))),
         }
@@ -90,9 +105,17 @@ pub async fn apply_batch(store: &dyn StateStore, messages: &[Message]) -> BatchO
         .map(|g| g.iter().map(|(i, _)| *i).collect::<Vec<usize>>())
         .zip(outcomes);
 
+    let applied_at = chrono::Utc::now();
+    let mut lags: Vec<u64> = Vec::new();
     for (indexes, res) in results {
         match res {
             Ok(outcome) => {
+                let lag = |i: &usize| {
+                    times
+                        .get(i)
+                        .map(|t| (applied_at - *t).num_milliseconds().max(0) as u64)
+                };
+                lags.extend(indexes.iter().filter_map(lag));
                 let dupes = indexes.len() - 1;
                 match outcome {
                     UpsertOutcome::Inserted { .. } => out.stats.inserted += 1,
@@ -110,6 +133,9 @@ pub async fn apply_batch(store: &dyn StateStore, messages: &[Message]) -> BatchO
         }
     }
     out.failures.sort_by_key(|(i, _)| *i);
+    lags.sort_unstable();
+    out.stats.lag_max_ms = lags.last().copied();
+    out.stats.lag_p50_ms = lags.get(lags.len() / 2).copied();
     out
 }
 

@@ -22,6 +22,7 @@
 //!   |
 //! filter      the list filters as a value; matching a stored record
 //! limits      answer sizes (5 MB) and counts
+//! metrics     every metric's name and meaning; EMF (Lambda) export
 //! cursor      CursorStore: subscriptions (dynamodb.rs, embedded.rs), owners, quota
 //! store       StateStore: record (format), keys (layout), etcd/, embedded/,
 //!             shared_watch (one etcd watch per kind shared by long polls)
@@ -46,6 +47,7 @@ pub mod filter;
 pub mod ingest;
 pub mod lambda;
 pub mod limits;
+pub mod metrics;
 pub mod model;
 pub mod query;
 pub mod reconcile;

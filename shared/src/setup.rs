@@ -185,10 +185,19 @@ pub async fn build(
     })
 }
 
-/// A Lambda's start: settings from the environment, JSON logs, then `build`.
+/// A Lambda's start: settings from the environment, JSON logs, metrics as
+/// CloudWatch EMF (namespace CSS_METRICS_NAMESPACE, the function's name as
+/// dimension), then `build`.
 pub async fn lambda(wants: Wants) -> Result<(StoreArgs, Parts), SetupError> {
     let args = StoreArgs::from_env().map_err(ConfigError::Environment)?;
     config::init_logging(true, args.log_level.as_deref());
+    let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "local".into());
+    crate::metrics::install_emf(&args.metrics_namespace, &function).map_err(|reason| {
+        ConfigError::Invalid {
+            name: "CSS_METRICS_NAMESPACE",
+            reason,
+        }
+    })?;
     let parts = build(&args, wants, Overrides::default()).await?;
     Ok((args, parts))
 }

@@ -205,6 +205,7 @@ pub fn store_args(endpoints: &[&str]) -> crate::config::StoreArgs {
         cursor_table: None,
         subscriptions_per_owner: 100,
         history_retention: std::time::Duration::from_secs(3600),
+        metrics_namespace: "ClusterStateService".into(),
         log_level: None,
     }
 }

@@ -155,6 +155,7 @@ pub fn store_args(endpoints: Vec<String>) -> css::config::StoreArgs {
         cursor_table: None,
         subscriptions_per_owner: 100,
         history_retention: std::time::Duration::from_secs(3600),
+        metrics_namespace: "ClusterStateService".into(),
         log_level: None,
     }
 }

@@ -27,6 +27,7 @@ fn args(etcd: &EtcdServer) -> StoreArgs {
         cursor_table: None,
         subscriptions_per_owner: 100,
         history_retention: Duration::from_secs(3600),
+        metrics_namespace: "ClusterStateService".into(),
         log_level: None,
     }
 }

@@ -124,6 +124,10 @@ impl IntoResponse for ApiError {
             ),
             ApiError::Store(e @ (StoreError::Unavailable(_) | StoreError::Contended { .. })) => {
                 tracing::warn!(error = %e, "store unavailable");
+                crate::metrics::store_error(match e {
+                    StoreError::Contended { .. } => "contended",
+                    _ => "unavailable",
+                });
                 let mut resp = json_response(
                     StatusCode::SERVICE_UNAVAILABLE,
                     json!({"code": "ServiceUnavailable", "message": "the state store is unavailable; retry later"})

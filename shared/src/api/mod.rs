@@ -124,7 +124,33 @@ pub fn router(state: AppState) -> Router {
         .route(ROUTES[10].1, get(watch::subscription_events))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(measure))
         .with_state(state)
+}
+
+/// Counts every request by route and status class, times it, and writes one
+/// access-log line (route, status, latency, caller) at info.
+async fn measure(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let started = std::time::Instant::now();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = req.method().clone();
+    let caller = req.extensions().get::<Caller>().map(|c| c.0.clone());
+    let resp = next.run(req).await;
+    let took = started.elapsed();
+    let status = resp.status().as_u16();
+    crate::metrics::http(&route, status, took);
+    tracing::info!(
+        %method,
+        route,
+        status,
+        latency_ms = took.as_secs_f64() * 1000.0,
+        principal = caller.as_deref().unwrap_or("-"),
+        "request"
+    );
+    resp
 }
 
 async fn not_found() -> ApiError {

@@ -15,7 +15,19 @@ use super::{json_response, render, ApiError, AppState, Caller, Identity};
 use crate::cursor::{owner_of, CursorStore, Subscription};
 use crate::filter::Filters;
 use crate::model::Kind;
-use crate::watch::{check_ack, poll, subscription_start, PollRequest, WatchError};
+use crate::watch::{check_ack, poll, subscription_start, PollOutput, PollRequest, WatchError};
+
+/// A watch answer, counted by why it was sent: events to deliver, the
+/// limit (more to come), or the wait ending with nothing.
+fn answer(out: &PollOutput) -> Result<Response, ApiError> {
+    let cause = match (out.more, out.changes.is_empty()) {
+        (true, _) => "limit",
+        (false, false) => "events",
+        (false, true) => "timeout",
+    };
+    crate::metrics::watch_answer(cause, out.changes.len(), out.revision);
+    Ok(json_response(StatusCode::OK, render::watch_batch(out)?))
+}
 
 impl From<WatchError> for ApiError {
     fn from(e: WatchError) -> Self {
@@ -24,7 +36,10 @@ impl From<WatchError> for ApiError {
             e @ WatchError::FutureAck { .. } => params::bad("ack", e.to_string()),
             WatchError::Expired {
                 oldest, current, ..
-            } => ApiError::Expired { oldest, current },
+            } => {
+                crate::metrics::watch_expired();
+                ApiError::Expired { oldest, current }
+            }
             WatchError::Store(s) => ApiError::Store(s),
         }
     }
@@ -65,7 +80,7 @@ async fn stream(s: &AppState, kind: Kind, q: Option<&str>) -> Result<Response, A
         limit: p.limit()?,
     };
     let out = poll(s.store.as_ref(), &req).await?;
-    Ok(json_response(StatusCode::OK, render::watch_batch(&out)?))
+    answer(&out)
 }
 
 /// Who owns what the caller creates: the IAM caller API Gateway vouches
@@ -186,6 +201,7 @@ pub(super) async fn create_subscription(
     cursors
         .create(&sub, s.subscriptions_per_owner, created)
         .await?;
+    crate::metrics::subscription("created");
     Ok(json_response(StatusCode::CREATED, sub_json(&sub)))
 }
 
@@ -241,6 +257,7 @@ pub(super) async fn delete_subscription(
     Owned(sub): Owned,
 ) -> Result<Response, ApiError> {
     cursors(&s)?.delete(&sub.id).await?;
+    crate::metrics::subscription("deleted");
     let mut resp = json_response(StatusCode::NO_CONTENT, String::new());
     resp.headers_mut().remove(axum::http::header::CONTENT_TYPE);
     Ok(resp)
@@ -279,5 +296,5 @@ pub(super) async fn subscription_events(
         },
     )
     .await?;
-    Ok(json_response(StatusCode::OK, render::watch_batch(&out)?))
+    answer(&out)
 }

@@ -132,6 +132,14 @@ pub struct StoreArgs {
     /// How much store history to keep for watches and paginated lists.
     #[arg(long, env = "CSS_HISTORY_RETENTION", default_value = "1h", value_parser = parse_duration, value_name = "CSS_HISTORY_RETENTION")]
     pub history_retention: Duration,
+    /// CloudWatch namespace of the Lambdas' metrics (EMF).
+    #[arg(
+        long,
+        env = "CSS_METRICS_NAMESPACE",
+        default_value = "ClusterStateService",
+        value_name = "CSS_METRICS_NAMESPACE"
+    )]
+    pub metrics_namespace: String,
     /// Log level or filter (e.g. info, debug, css=trace); RUST_LOG also works.
     #[arg(long, env = "CSS_LOG_LEVEL", value_name = "CSS_LOG_LEVEL")]
     pub log_level: Option<String>,

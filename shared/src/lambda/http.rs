@@ -67,7 +67,19 @@ pub fn edge<B>(req: Request<B>) -> Request<B> {
 
 type LambdaRequest = Request<lambda_http::Body>;
 
+/// Writes the invocation's metrics (EMF) once its answer is ready.
+async fn flush_metrics(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let resp = next.run(req).await;
+    crate::metrics::flush();
+    resp
+}
+
 /// What `lambda_http::run` serves.
 pub fn service(router: Router) -> MapRequest<Router, fn(LambdaRequest) -> LambdaRequest> {
-    router.map_request(edge::<lambda_http::Body> as fn(_) -> _)
+    router
+        .layer(axum::middleware::from_fn(flush_metrics))
+        .map_request(edge::<lambda_http::Body> as fn(_) -> _)
 }

@@ -50,6 +50,8 @@ pub async fn handle_scheduled_event(
     }
     .run()
     .await;
+    crate::metrics::reconcile(&summary);
+    crate::metrics::flush();
     let json = serde_json::to_value(&summary).unwrap_or_default();
     tracing::info!(event_id = event["id"].as_str().unwrap_or("-"), summary = %json, "reconcile run");
     match summary.errors.first() {

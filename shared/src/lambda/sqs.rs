@@ -27,7 +27,10 @@ pub async fn handle_sqs(
             body: r.body,
         })
         .collect();
+    let started = std::time::Instant::now();
     let outcome = apply_batch(store, &messages).await;
+    crate::metrics::ingest(&outcome.stats, started.elapsed());
+    crate::metrics::flush();
     let mut response = SqsBatchResponse::default();
     for (i, failure) in &outcome.failures {
         let id = messages[*i].id.clone();

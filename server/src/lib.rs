@@ -285,6 +285,6 @@ async fn reconciler(
             s = run.run() => s,
         };
         css::metrics::reconcile(&summary);
-        tracing::info!(summary = %serde_json::to_string(&summary).unwrap_or_default(), "reconcile run");
+        css::metrics::log_reconcile(&summary);
     }
 }

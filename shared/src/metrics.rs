@@ -111,6 +111,46 @@ pub fn describe() {
     );
 }
 
+/// One JSON log line whose fields are the batch's figures (Logs Insights
+/// can filter and aggregate them).
+pub fn log_ingest(stats: &IngestStats) {
+    tracing::info!(
+        received = stats.received,
+        inserted = stats.inserted,
+        updated = stats.updated,
+        unchanged = stats.unchanged,
+        ignored = stats.ignored,
+        malformed = stats.malformed,
+        store_failures = stats.store_failures,
+        lag_max_ms = stats.lag_max_ms,
+        lag_p50_ms = stats.lag_p50_ms,
+        "batch applied"
+    );
+}
+
+/// One JSON log line whose fields are the run's summary.
+pub fn log_reconcile(s: &Summary) {
+    let first_error = s
+        .errors
+        .first()
+        .map(|e| format!("{} {}: {}", e.cluster, e.operation, e.message));
+    tracing::info!(
+        clusters = s.clusters,
+        listed = s.listed,
+        described = s.described,
+        inserted = s.inserted,
+        updated = s.updated,
+        unchanged = s.unchanged,
+        deleted = s.deleted,
+        api_calls = s.api_calls,
+        errors = s.errors.len(),
+        first_error,
+        duration_ms = s.duration_ms,
+        compacted_to = s.compaction.as_ref().and_then(|c| c.compacted_to),
+        "reconcile run"
+    );
+}
+
 /// One ingest invocation.
 pub fn ingest(stats: &IngestStats, took: Duration) {
     let applied = (stats.inserted + stats.updated) as u64;

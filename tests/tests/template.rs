@@ -419,6 +419,8 @@ fn every_alarm_notifies_someone() {
     }
     let names: BTreeSet<String> = alarms.iter().map(|(n, _)| n.clone()).collect();
     for want in [
+        "IngestLagAlarm",
+        "ReconcileDriftAlarm",
         "DeadLetterAlarm",
         "IngestStalledAlarm",
         "RuleFailedInvocationsAlarm",

@@ -53,7 +53,11 @@ pub async fn handle_scheduled_event(
     crate::metrics::reconcile(&summary);
     crate::metrics::flush();
     let json = serde_json::to_value(&summary).unwrap_or_default();
-    tracing::info!(event_id = event["id"].as_str().unwrap_or("-"), summary = %json, "reconcile run");
+    tracing::debug!(
+        event_id = event["id"].as_str().unwrap_or("-"),
+        "scheduled event"
+    );
+    crate::metrics::log_reconcile(&summary);
     match summary.errors.first() {
         None => Ok(json),
         Some(e) => Err(ReconcileError::RunErrors {

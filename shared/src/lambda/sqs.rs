@@ -49,6 +49,6 @@ pub async fn handle_sqs(
             }
         }
     }
-    tracing::info!(stats = %serde_json::to_string(&outcome.stats).unwrap_or_default(), "batch applied");
+    crate::metrics::log_ingest(&outcome.stats);
     Ok(response)
 }

@@ -15,6 +15,7 @@ mod ingest;
 mod lambda;
 mod list;
 mod memory;
+mod metrics;
 mod reconcile;
 mod sqs;
 mod watch;
@@ -54,6 +55,14 @@ enum What {
     Cluster,
     /// Lambda bootstrap binaries: cold start, size, ingest peak RSS.
     Lambda,
+    /// The cost of metrics (EMF) on ingest: events/s with and without.
+    Metrics,
+    /// One metrics measurement in a fresh process.
+    #[command(hide = true)]
+    MetricsChild {
+        #[arg(long)]
+        emf: bool,
+    },
     /// Server mode memory: 100,000 tasks in the embedded store.
     Memory,
     /// cssctl's peak RSS printing 100,000 tasks as JSON.
@@ -88,6 +97,8 @@ async fn main() {
     match cli.what {
         What::RuntimeProbe => return lambda::probe(),
         What::MemoryChild { tasks } => return memory::child(tasks).await,
+        What::MetricsChild { emf } => return metrics::child(emf).await,
+        What::Metrics => return metrics::run(cli.runs).await,
         _ => {}
     }
     let etcd = css_tests::EtcdServer::start();
@@ -101,7 +112,10 @@ async fn main() {
         What::Cluster => cluster::run(cli.runs).await,
         What::Memory => memory::run(cli.runs).await,
         What::Cssctl => cssctl::run(cli.runs).await,
-        What::RuntimeProbe | What::MemoryChild { .. } => {}
+        What::RuntimeProbe
+        | What::MemoryChild { .. }
+        | What::Metrics
+        | What::MetricsChild { .. } => {}
         What::All => {
             ingest::run(&etcd, 10_000, cli.runs.max(1)).await;
             println!();
@@ -118,6 +132,8 @@ async fn main() {
             lambda::run(&etcd, cli.runs).await;
             println!();
             memory::run(cli.runs).await;
+            println!();
+            metrics::run(cli.runs).await;
             println!();
             cssctl::run(cli.runs).await;
         }

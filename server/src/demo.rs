@@ -286,6 +286,7 @@ async fn apply(store: &dyn StateStore, fleet: &mut Fleet) {
     let started = std::time::Instant::now();
     let outcome = apply_batch(store, &batch).await;
     css::metrics::ingest(&outcome.stats, started.elapsed());
+    css::status::record_ingest(store, &outcome.stats).await;
     if !outcome.failures.is_empty() {
         tracing::warn!(failures = outcome.failures.len(), "demo events not applied");
     }

@@ -285,6 +285,7 @@ async fn reconciler(
             s = run.run() => s,
         };
         css::metrics::reconcile(&summary);
+        css::status::record_reconcile(store.as_ref(), &summary).await;
         css::metrics::log_reconcile(&summary);
     }
 }

@@ -82,6 +82,7 @@ pub async fn poll(
         let started = std::time::Instant::now();
         let outcome = apply_batch(store.as_ref(), &batch).await;
         css::metrics::ingest(&outcome.stats, started.elapsed());
+        css::status::record_ingest(store.as_ref(), &outcome.stats).await;
         let mut failed = vec![false; msgs.len()];
         for (i, f) in &outcome.failures {
             failed[*i] = true;

@@ -19,6 +19,7 @@
 //! ingest      messages -> events -> one guarded write per entity
 //! reconcile   EcsSource (aws.rs: the ECS API) -> guarded upserts and deletes
 //! compaction  (time, revision) checkpoints, history compacted past retention
+//! status      what GET /v1/status answers; the last reconcile run and ingest batch
 //!   |
 //! filter      the list filters as a value; matching a stored record
 //! limits      answer sizes (5 MB) and counts
@@ -52,6 +53,7 @@ pub mod model;
 pub mod query;
 pub mod reconcile;
 pub mod setup;
+pub mod status;
 pub mod store;
 pub mod watch;
 

@@ -51,6 +51,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "/v1/subscriptions/{id}/events",
         "/v1/subscriptions/{id}/events",
     ),
+    ("GET", "/v1/status", "/v1/status"),
 ];
 
 /// The IAM caller of a request (its ARN), as the Lambda edge found it in
@@ -122,6 +123,7 @@ pub fn router(state: AppState) -> Router {
             get(watch::get_subscription).delete(watch::delete_subscription),
         )
         .route(ROUTES[10].1, get(watch::subscription_events))
+        .route(ROUTES[11].1, get(status))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(measure))
@@ -159,6 +161,13 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+async fn status(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    Params::parse(q.as_deref(), &[])?;
+    Ok(ok_json(
+        crate::status::status(s.store.as_ref()).await.to_string(),
+    ))
 }
 
 fn ok_json(body: String) -> Response {

@@ -51,6 +51,7 @@ pub async fn handle_scheduled_event(
     .run()
     .await;
     crate::metrics::reconcile(&summary);
+    crate::status::record_reconcile(store, &summary).await;
     crate::metrics::flush();
     let json = serde_json::to_value(&summary).unwrap_or_default();
     tracing::debug!(

@@ -30,6 +30,7 @@ pub async fn handle_sqs(
     let started = std::time::Instant::now();
     let outcome = apply_batch(store, &messages).await;
     crate::metrics::ingest(&outcome.stats, started.elapsed());
+    crate::status::record_ingest(store, &outcome.stats).await;
     crate::metrics::flush();
     let mut response = SqsBatchResponse::default();
     for (i, failure) in &outcome.failures {

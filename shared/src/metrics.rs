@@ -161,7 +161,10 @@ pub fn ingest(stats: &IngestStats, took: Duration) {
         ("malformed", stats.malformed as u64),
         ("failed", stats.store_failures as u64),
     ] {
-        counter!(INGEST_RECORDS, "outcome" => outcome).increment(n);
+        // Each outcome is its own EMF document: write only those that happened.
+        if n > 0 {
+            counter!(INGEST_RECORDS, "outcome" => outcome).increment(n);
+        }
     }
     if let Some(ms) = stats.lag_max_ms {
         gauge!(INGEST_LAG_MAX).set(ms as f64 / 1000.0);

@@ -130,10 +130,7 @@ pub fn log_ingest(stats: &IngestStats) {
 
 /// One JSON log line whose fields are the run's summary.
 pub fn log_reconcile(s: &Summary) {
-    let first_error = s
-        .errors
-        .first()
-        .map(|e| format!("{} {}: {}", e.cluster, e.operation, e.message));
+    let first_error = s.errors.first().map(ToString::to_string);
     tracing::info!(
         clusters = s.clusters,
         listed = s.listed,

@@ -63,7 +63,7 @@ pub async fn handle_scheduled_event(
         None => Ok(json),
         Some(e) => Err(ReconcileError::RunErrors {
             count: summary.errors.len(),
-            first: format!("{} {}: {}", e.cluster, e.operation, e.message),
+            first: e.to_string(),
             summary: json,
         }),
     }

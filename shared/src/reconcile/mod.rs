@@ -66,7 +66,8 @@ pub struct RunScope {
     pub region: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, thiserror::Error)]
+#[error("{cluster} {operation}: {message}")]
 pub struct RunError {
     pub cluster: String,
     pub operation: String,

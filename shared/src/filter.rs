@@ -43,6 +43,12 @@ pub struct Filters {
     pub group: Option<String>,
     pub launch_type: Option<String>,
     pub container_instance: Option<ResourceRef>,
+    /// Tasks of this service (group `service:NAME`).
+    pub service: Option<String>,
+    /// Services: REPLICA or DAEMON.
+    pub scheduling_strategy: Option<&'static str>,
+    /// Services with any deployment in this rolloutState.
+    pub rollout_state: Option<&'static str>,
 }
 
 impl Filters {
@@ -56,6 +62,9 @@ impl Filters {
             group: None,
             launch_type: None,
             container_instance: None,
+            service: None,
+            scheduling_strategy: None,
+            rollout_state: None,
         }
     }
 
@@ -66,6 +75,9 @@ impl Filters {
             || self.group.is_some()
             || self.launch_type.is_some()
             || self.container_instance.is_some()
+            || self.service.is_some()
+            || self.scheduling_strategy.is_some()
+            || self.rollout_state.is_some()
     }
 
     /// Does the record match every filter?
@@ -102,6 +114,20 @@ impl Filters {
                 .container_instance
                 .as_ref()
                 .is_none_or(|ci| ci.matches(f.container_instance_arn.as_deref()))
+            && self.service.as_ref().is_none_or(|name| {
+                f.group
+                    .as_deref()
+                    .and_then(|g| g.strip_prefix("service:"))
+                    == Some(name.as_str())
+            })
+            && eq_ci(self.scheduling_strategy, &f.scheduling_strategy)
+            && self.rollout_state.is_none_or(|want| {
+                f.deployments.iter().any(|d| {
+                    d.rollout_state
+                        .as_deref()
+                        .is_some_and(|got| got.eq_ignore_ascii_case(want))
+                })
+            })
     }
 
     fn cluster_matches(&self, key: &EntityKey) -> bool {
@@ -147,12 +173,24 @@ impl Filters {
             ("launchType", self.launch_type.as_deref()),
             ("containerInstance", instance.as_deref()),
         ];
+        // Filters added later are written only when set, so tokens issued
+        // before they existed stay valid.
+        let later: [(&str, Option<&str>); 3] = [
+            ("service", self.service.as_deref()),
+            ("schedulingStrategy", self.scheduling_strategy),
+            ("rolloutState", self.rollout_state),
+        ];
         // Length-prefixed values: no value can imitate a separator.
         let mut text = String::new();
         for (name, value) in fields {
             match value {
                 Some(v) => text.push_str(&format!("{name}={}:{v};", v.len())),
                 None => text.push_str(&format!("{name}-;")),
+            }
+        }
+        for (name, value) in later {
+            if let Some(v) = value {
+                text.push_str(&format!("{name}={}:{v};", v.len()));
             }
         }
         fnv1a(&text)

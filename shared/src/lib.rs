@@ -17,13 +17,14 @@
 //! query       list (filters, 5 MB pages, snapshot page tokens) and describe
 //! watch       long polls over store watches; subscription cursor rules
 //! ingest      messages -> events -> one guarded write per entity
-//! reconcile   EcsSource (aws.rs: the ECS API) -> guarded upserts and deletes
+//! reconcile   the ECS API's lists and describes -> guarded upserts and deletes
 //! compaction  (time, revision) checkpoints, history compacted past retention
 //! status      what GET /v1/status answers; the last reconcile run and ingest batch
 //!   |
 //! filter      the list filters as a value; matching a stored record
 //! limits      answer sizes (5 MB) and counts
 //! metrics     every metric's name and meaning; EMF (Lambda) export
+//! ecs         EcsSource: the ECS calls (aws.rs over the AWS SDK)
 //! cursor      CursorStore: subscriptions (dynamodb.rs, embedded.rs), owners, quota
 //! store       StateStore: record (format), keys (layout), etcd/, embedded/,
 //!             shared_watch (one etcd watch per kind shared by long polls)
@@ -43,6 +44,7 @@ pub mod api;
 pub mod compaction;
 pub mod config;
 pub mod cursor;
+pub mod ecs;
 pub mod events;
 pub mod filter;
 pub mod ingest;

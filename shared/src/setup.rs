@@ -9,8 +9,8 @@ use tokio::sync::OnceCell;
 
 use crate::config::{self, ConfigError, StoreArgs};
 use crate::cursor::{CursorStore, DynamoCursorStore, EmbeddedCursorStore};
-use crate::reconcile::aws::{caller_account, AwsEcs};
-use crate::reconcile::{EcsSource, RunScope, SourceError};
+use crate::ecs::aws::{caller_account, AwsEcs};
+use crate::ecs::{EcsSource, RunScope, SourceError};
 use crate::store::{SharedWatchStore, StateStore};
 
 /// Which state store a process may run on.

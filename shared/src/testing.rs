@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::model::{Entity, Kind};
-use crate::reconcile::{EcsSource, SourceError};
+use crate::ecs::{EcsSource, ServicesAnswer, SourceError};
 use crate::store::{EmbeddedStore, Source, StateStore, StoredRecord, Upsert};
 
 pub const ACCOUNT: &str = "111122223333";
@@ -44,6 +44,65 @@ pub fn instance(cluster: &str, id: &str, status: &str, version: u64) -> Value {
     })
 }
 
+/// A service as DescribeServices answers it (the shape of the ECS API
+/// reference's example: two deployments during a rollout, service events),
+/// timestamps already ISO-8601. `rollouts` gives each deployment's
+/// rolloutState, newest (PRIMARY) first; `updated` its updatedAt.
+pub fn service(cluster: &str, name: &str, status: &str, rollouts: &[&str], updated: &str) -> Value {
+    let deployments: Vec<Value> = rollouts
+        .iter()
+        .enumerate()
+        .map(|(i, state)| {
+            json!({
+                "id": format!("ecs-svc/92233705643423483{i:02}"),
+                "status": if i == 0 { "PRIMARY" } else { "ACTIVE" },
+                "taskDefinition": format!("arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{name}:{}", 10 - i),
+                "desiredCount": 2, "pendingCount": 0, "runningCount": if i == 0 { 1 } else { 1 },
+                "failedTasks": 0,
+                "createdAt": "2026-11-20T09:00:00.000Z",
+                "updatedAt": updated,
+                "launchType": "FARGATE",
+                "rolloutState": state,
+                "rolloutStateReason": format!("ECS deployment ecs-svc/92233705643423483{i:02} {state}.")
+            })
+        })
+        .collect();
+    json!({
+        "serviceArn": format!("arn:aws:ecs:{REGION}:{ACCOUNT}:service/{cluster}/{name}"),
+        "serviceName": name,
+        "clusterArn": cluster_arn(cluster),
+        "loadBalancers": [],
+        "serviceRegistries": [],
+        "status": status,
+        "desiredCount": 2,
+        "runningCount": 2,
+        "pendingCount": 0,
+        "launchType": "FARGATE",
+        "taskDefinition": format!("arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{name}:10"),
+        "deploymentConfiguration": {"deploymentCircuitBreaker": {"enable": true, "rollback": true}, "maximumPercent": 200, "minimumHealthyPercent": 100},
+        "deployments": deployments,
+        "events": [{"id": "4d9e7f2c", "createdAt": "2026-11-20T08:59:00.000Z", "message": format!("(service {name}) has reached a steady state.")}],
+        "createdAt": "2026-11-01T00:00:00.000Z",
+        "placementConstraints": [],
+        "placementStrategy": [],
+        "schedulingStrategy": "REPLICA",
+        "enableECSManagedTags": false,
+        "propagateTags": "NONE",
+        "enableExecuteCommand": false
+    })
+}
+
+/// A service or deployment event naming `cluster`/`name` (long ARN format).
+pub fn service_event(detail_type: &str, account: &str, cluster: &str, name: &str) -> String {
+    json!({
+        "version": "0", "id": "e2", "detail-type": detail_type, "source": "aws.ecs",
+        "account": account, "time": "2026-11-20T10:00:05Z", "region": REGION,
+        "resources": [format!("arn:aws:ecs:{REGION}:{account}:service/{cluster}/{name}")],
+        "detail": {"eventType": "INFO", "eventName": "SERVICE_DEPLOYMENT_IN_PROGRESS", "deploymentId": "ecs-svc/1", "updatedAt": "2026-11-20T10:00:04Z", "reason": "in progress"}
+    })
+    .to_string()
+}
+
 pub fn entity(kind: Kind, detail: &Value) -> Entity {
     let raw = serde_json::value::RawValue::from_string(detail.to_string())
         .unwrap_or_else(|e| panic!("{e}"));
@@ -70,6 +129,10 @@ pub fn task_event(detail: &Value) -> String {
 #[derive(Default)]
 pub struct Ecs {
     pub clusters: BTreeMap<String, (Vec<Value>, Vec<Value>)>,
+    /// Services per cluster ARN.
+    pub services: BTreeMap<String, Vec<Value>>,
+    /// DescribeServices calls and the names each asked for.
+    pub described_services: Mutex<Vec<Vec<String>>>,
     pub failing: Vec<&'static str>,
     pub calls: AtomicU64,
     pub mid_run: Mutex<Option<(Arc<EmbeddedStore>, Value)>>,
@@ -79,6 +142,12 @@ impl Ecs {
     pub fn with(mut self, cluster: &str, tasks: Vec<Value>, instances: Vec<Value>) -> Ecs {
         self.clusters
             .insert(cluster_arn(cluster), (tasks, instances));
+        self
+    }
+
+    pub fn with_services(mut self, cluster: &str, services: Vec<Value>) -> Ecs {
+        self.clusters.entry(cluster_arn(cluster)).or_default();
+        self.services.insert(cluster_arn(cluster), services);
         self
     }
 
@@ -95,6 +164,10 @@ impl Ecs {
 
     fn of(&self, cluster: &str) -> (Vec<Value>, Vec<Value>) {
         self.clusters.get(cluster).cloned().unwrap_or_default()
+    }
+
+    fn services_of(&self, cluster: &str) -> Vec<Value> {
+        self.services.get(cluster).cloned().unwrap_or_default()
     }
 }
 
@@ -149,6 +222,39 @@ impl EcsSource for Ecs {
     ) -> Result<Vec<Box<RawValue>>, SourceError> {
         self.call("DescribeTasks")?;
         Ok(described(self.of(cluster).0, "taskArn", asked))
+    }
+
+    async fn list_services(&self, cluster: &str) -> Result<Vec<String>, SourceError> {
+        self.call("ListServices")?;
+        Ok(arns(&self.services_of(cluster), "serviceArn"))
+    }
+
+    async fn describe_services(
+        &self,
+        cluster: &str,
+        asked: &[String],
+    ) -> Result<ServicesAnswer, SourceError> {
+        self.call("DescribeServices")?;
+        if let Ok(mut d) = self.described_services.lock() {
+            d.push(asked.to_vec());
+        }
+        let names: Vec<&str> = asked.iter().map(|a| crate::ecs::service_name(a)).collect();
+        let all = self.services_of(cluster);
+        let found: Vec<Value> = (all.iter())
+            .filter(|s| names.contains(&s["serviceName"].as_str().unwrap_or_default()))
+            .cloned()
+            .collect();
+        let missing = (names.iter())
+            .filter(|n| !found.iter().any(|s| s["serviceName"] == **n))
+            .map(|n| n.to_string())
+            .collect();
+        let raw = |v: &Value| RawValue::from_string(v.to_string()).ok();
+        Ok(ServicesAnswer {
+            services: found.iter().filter_map(raw).collect(),
+            missing,
+            failed: Vec::new(),
+            sent_at: chrono::Utc::now(),
+        })
     }
 
     fn api_calls(&self) -> u64 {

@@ -295,6 +295,31 @@ mod tests {
         assert!(translate(&f, &put(None, record("a", "RUNNING", 1, 5))).is_none());
     }
 
+    #[test]
+    fn a_deployment_that_completes_leaves_the_rolling_view_as_a_delete() {
+        let rec = |rollouts: &[&str], updated: &str, rev: i64| {
+            let v = crate::testing::service("c1", "web", "ACTIVE", rollouts, updated);
+            let e = entity(Kind::Service, &v);
+            StoredRecord::new(e.key.clone(), "k".into(), rev, 1, encode_record(&Upsert::event(&e)))
+        };
+        let rolling = Filters {
+            rollout_state: Some("IN_PROGRESS"),
+            ..Filters::all(Kind::Service)
+        };
+        let started = rec(&["IN_PROGRESS", "COMPLETED"], "2026-11-20T10:00:00.000Z", 5);
+        let steady = rec(&["COMPLETED"], "2026-11-20T09:00:00.000Z", 4);
+        let c = translate(&rolling, &put(Some(steady.clone()), started.clone())).unwrap();
+        assert_eq!(c.kind, ChangeKind::Put);
+        let done = rec(&["COMPLETED"], "2026-11-20T10:05:00.000Z", 6);
+        let c = translate(&rolling, &put(Some(started), done.clone())).unwrap();
+        assert_eq!((c.kind, c.revision), (ChangeKind::Delete, 6));
+        let failed = Filters {
+            rollout_state: Some("FAILED"),
+            ..Filters::all(Kind::Service)
+        };
+        assert!(translate(&failed, &put(Some(steady), done)).is_none());
+    }
+
     async fn write(store: &EmbeddedStore, id: &str, status: &str, version: u64) -> i64 {
         let e = entity(Kind::Task, &task("c1", id, status, version));
         match store.upsert_if_newer(Upsert::event(&e)).await.unwrap() {

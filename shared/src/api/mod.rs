@@ -52,6 +52,13 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "/v1/subscriptions/{id}/events",
     ),
     ("GET", "/v1/status", "/v1/status"),
+    ("GET", "/v1/services", "/v1/services"),
+    (
+        "GET",
+        "/v1/services/{*rest}",
+        "/v1/services/{cluster}/{serviceArnOrName}",
+    ),
+    ("GET", "/v1/stream/services", "/v1/stream/services"),
 ];
 
 /// The IAM caller of a request (its ARN), as the Lambda edge found it in
@@ -124,6 +131,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route(ROUTES[10].1, get(watch::subscription_events))
         .route(ROUTES[11].1, get(status))
+        .route(ROUTES[12].1, get(list_services))
+        .route(ROUTES[13].1, get(describe_service))
+        .route(ROUTES[14].1, get(watch::stream_services))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(measure))
@@ -196,6 +206,13 @@ async fn list_instances(
     list(&s, Kind::Instance, q.as_deref()).await
 }
 
+async fn list_services(
+    State(s): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    list(&s, Kind::Service, q.as_deref()).await
+}
+
 async fn list(s: &AppState, kind: Kind, q: Option<&str>) -> Result<Response, ApiError> {
     let p = Params::parse(q, &params::with_filters(kind, &["limit", "nextToken"]))?;
     let query = ListQuery {
@@ -232,6 +249,14 @@ async fn describe_instance(
     describe(&s, Kind::Instance, &uri, q.as_deref()).await
 }
 
+async fn describe_service(
+    State(s): State<AppState>,
+    uri: Uri,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    describe(&s, Kind::Service, &uri, q.as_deref()).await
+}
+
 async fn describe(
     s: &AppState,
     kind: Kind,
@@ -245,6 +270,7 @@ async fn describe(
     let id_param = match kind {
         Kind::Task => "taskArnOrId",
         Kind::Instance => "instanceArnOrId",
+        Kind::Service => "serviceArnOrName",
     };
     let record = query::describe(
         s.store.as_ref(),

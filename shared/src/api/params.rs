@@ -7,7 +7,9 @@ use std::time::Duration;
 use super::ApiError;
 use crate::filter::{Filters, ResourceRef};
 use crate::limits::{DEFAULT_LIMIT, MAX_LIMIT};
-use crate::model::{is_cluster_name, is_resource_id, Arn, ClusterId, Kind};
+use crate::model::{
+    is_cluster_name, is_resource_id, Arn, ClusterId, Kind, ROLLOUT_STATES, SCHEDULING_STRATEGIES,
+};
 use crate::store::ClusterScope;
 
 pub const MAX_WAIT_SECS: u64 = 25;
@@ -129,8 +131,16 @@ pub fn filter_params(kind: Kind) -> &'static [&'static str] {
             "group",
             "launchType",
             "containerInstance",
+            "service",
         ],
         Kind::Instance => &["cluster", "status"],
+        Kind::Service => &[
+            "cluster",
+            "status",
+            "launchType",
+            "schedulingStrategy",
+            "rolloutState",
+        ],
     }
 }
 
@@ -141,7 +151,8 @@ pub fn with_filters(kind: Kind, extra: &[&'static str]) -> Vec<&'static str> {
     allowed
 }
 
-/// A task or container instance by ARN (either format) or bare id.
+/// A task, container instance or service by ARN (either format) or bare id
+/// (a service's id is its name).
 pub fn resource_ref(name: &str, kind: Kind, v: &str) -> Result<ResourceRef, ApiError> {
     if v.starts_with("arn:") {
         let arn =
@@ -151,7 +162,11 @@ pub fn resource_ref(name: &str, kind: Kind, v: &str) -> Result<ResourceRef, ApiE
             arn: Some(arn),
         });
     }
-    if is_resource_id(v) {
+    let valid = match kind {
+        Kind::Service => is_cluster_name(v),
+        Kind::Task | Kind::Instance => is_resource_id(v),
+    };
+    if valid {
         return Ok(ResourceRef {
             id: v.to_string(),
             arn: None,
@@ -180,7 +195,21 @@ pub fn filters(kind: Kind, p: &Params) -> Result<Filters, ApiError> {
             )
         })?);
     }
-    if kind == Kind::Instance {
+    if kind != Kind::Task {
+        if let Some(v) = p.get("launchType") {
+            f.launch_type = Some(launch_type(v)?);
+        }
+        for (name, known, slot) in [
+            ("schedulingStrategy", SCHEDULING_STRATEGIES, &mut f.scheduling_strategy),
+            ("rolloutState", ROLLOUT_STATES, &mut f.rollout_state),
+        ] {
+            if let Some(v) = p.get(name) {
+                let found = known.iter().find(|k| k.eq_ignore_ascii_case(v));
+                *slot = Some(found.copied().ok_or_else(|| {
+                    bad(name, format!("'{name}' must be one of {}", known.join(", ")))
+                })?);
+            }
+        }
         return Ok(f);
     }
     if let Some(s) = p.get("desiredStatus") {
@@ -200,23 +229,36 @@ pub fn filters(kind: Kind, p: &Params) -> Result<Filters, ApiError> {
         }
     }
     if let Some(v) = p.get("launchType") {
-        // ECS's launch types and future ones of the same shape: a letter,
-        // then letters, digits and `_` (EC2, FARGATE, MANAGED_INSTANCES).
-        if v.len() > 64
-            || !v.starts_with(|c: char| c.is_ascii_alphabetic())
-            || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
-            return Err(bad(
-                "launchType",
-                "'launchType' must be a launch type such as EC2, FARGATE or EXTERNAL",
-            ));
-        }
-        f.launch_type = Some(v.to_ascii_uppercase());
+        f.launch_type = Some(launch_type(v)?);
     }
     if let Some(v) = p.get("containerInstance") {
         f.container_instance = Some(resource_ref("containerInstance", Kind::Instance, v)?);
     }
+    if let Some(v) = p.get("service") {
+        if !is_cluster_name(v) {
+            return Err(bad(
+                "service",
+                format!("'service' must be a service name, got {v:?}"),
+            ));
+        }
+        f.service = Some(v.to_string());
+    }
     Ok(f)
+}
+
+/// ECS's launch types and future ones of the same shape: a letter, then
+/// letters, digits and `_` (EC2, FARGATE, MANAGED_INSTANCES); upper-cased.
+fn launch_type(v: &str) -> Result<String, ApiError> {
+    if v.len() > 64
+        || !v.starts_with(|c: char| c.is_ascii_alphabetic())
+        || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Err(bad(
+            "launchType",
+            "'launchType' must be a launch type such as EC2, FARGATE or EXTERNAL",
+        ));
+    }
+    Ok(v.to_ascii_uppercase())
 }
 
 #[cfg(test)]

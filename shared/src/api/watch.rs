@@ -71,6 +71,13 @@ pub(super) async fn stream_instances(
     stream(&s, Kind::Instance, q.as_deref()).await
 }
 
+pub(super) async fn stream_services(
+    State(s): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    stream(&s, Kind::Service, q.as_deref()).await
+}
+
 async fn stream(s: &AppState, kind: Kind, q: Option<&str>) -> Result<Response, ApiError> {
     let p = Params::parse(q, &params::with_filters(kind, &["since", "wait", "limit"]))?;
     let req = PollRequest {
@@ -159,7 +166,12 @@ pub(super) async fn create_subscription(
         .get("resource")
         .and_then(Value::as_str)
         .and_then(Kind::from_plural)
-        .ok_or_else(|| bad_body("resource", "'resource' must be \"tasks\" or \"instances\""))?;
+        .ok_or_else(|| {
+            bad_body(
+                "resource",
+                "'resource' must be \"tasks\", \"instances\" or \"services\"",
+            )
+        })?;
     let mut filters = BTreeMap::new();
     match obj.get("filters") {
         None => {}

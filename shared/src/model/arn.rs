@@ -5,7 +5,8 @@ use std::fmt;
 
 use super::ModelError;
 
-/// A parsed ECS ARN: `arn:<partition>:ecs:<region>:<account>:<type>/[<cluster>/]<id>`.
+/// A parsed ECS ARN: `arn:<partition>:ecs:<region>:<account>:<type>/[<cluster>/]<id>`
+/// (task, container-instance and service ARNs come in both formats).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Arn {
     pub partition: String,
@@ -105,6 +106,17 @@ impl Arn {
                     return Err(err("bad cluster name"));
                 }
             }
+            "service" => {
+                // Service names follow the cluster name rules.
+                if !is_cluster_name(id) {
+                    return Err(err("bad service name"));
+                }
+                if let Some(c) = cluster {
+                    if !is_cluster_name(c) {
+                        return Err(err("bad cluster name"));
+                    }
+                }
+            }
             "task" | "container-instance" => {
                 if !is_resource_id(id) {
                     return Err(err("bad resource id"));
@@ -140,6 +152,7 @@ impl Arn {
                 reason: match resource_type {
                     "cluster" => "not a cluster ARN",
                     "task" => "not a task ARN",
+                    "service" => "not a service ARN",
                     _ => "not a container-instance ARN",
                 },
             });

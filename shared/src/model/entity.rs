@@ -1,7 +1,7 @@
 //! Entities: ECS's JSON kept verbatim, with the few fields the service
 //! reads parsed out of it.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::{Arn, ClusterId, Kind, ModelError};
@@ -14,13 +14,17 @@ pub struct EntityKey {
     pub id: String,
 }
 
-/// Fields the service reads out of a task or container instance; every other
-/// field stays in the raw JSON only.
+/// Fields the service reads out of a task, container instance or service;
+/// every other field stays in the raw JSON only.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Fields {
     pub task_arn: Option<String>,
     pub container_instance_arn: Option<String>,
+    pub service_arn: Option<String>,
+    pub scheduling_strategy: Option<String>,
+    #[serde(default)]
+    pub deployments: Vec<Deployment>,
     pub cluster_arn: Option<String>,
     pub last_status: Option<String>,
     pub status: Option<String>,
@@ -31,17 +35,78 @@ pub struct Fields {
     pub version: Option<serde_json::Value>,
 }
 
+/// A service deployment, as far as filters look at it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deployment {
+    pub rollout_state: Option<String>,
+}
+
 impl Fields {
     pub fn parse(raw: &RawValue) -> Result<Fields, ModelError> {
         serde_json::from_str(raw.get()).map_err(|e| ModelError::Json(e.to_string()))
     }
 
-    /// The entity's status field: `lastStatus` for tasks, `status` for instances.
+    /// The entity's status field: `lastStatus` for tasks, `status` for
+    /// instances and services.
     pub fn status_of(&self, kind: Kind) -> Option<&str> {
         match kind {
             Kind::Task => self.last_status.as_deref(),
-            Kind::Instance => self.status.as_deref(),
+            Kind::Instance | Kind::Service => self.status.as_deref(),
         }
+    }
+
+    fn arn_of(&self, kind: Kind) -> Option<&str> {
+        match kind {
+            Kind::Task => self.task_arn.as_deref(),
+            Kind::Instance => self.container_instance_arn.as_deref(),
+            Kind::Service => self.service_arn.as_deref(),
+        }
+    }
+}
+
+/// When a service snapshot (a DescribeServices answer) was produced, for the
+/// guard that keeps a snapshot from replacing one read later (services have
+/// no `version`). Ordered by ECS's own newest timestamp inside the snapshot
+/// first: a snapshot showing a later change was produced later, however
+/// late it arrived. Snapshots showing the same newest change are ordered by
+/// when the request attempt that got the answer was sent: the answer was
+/// produced after that instant, so a slow or retried answer sorts by its
+/// last attempt, never by its arrival.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stamp {
+    /// The newest `...At` timestamp in the snapshot (ms since the epoch).
+    pub ecs_time_ms: i64,
+    /// When the answering request attempt was sent (µs since the epoch).
+    pub read_time_us: i64,
+}
+
+impl Stamp {
+    /// The newest ISO-8601 `...At` timestamp anywhere in `raw` (deployments'
+    /// `updatedAt`, events' `createdAt`, ...); 0 when there is none.
+    pub fn newest_ecs_time(raw: &RawValue) -> i64 {
+        fn walk(v: &serde_json::Value, newest: &mut i64) {
+            match v {
+                serde_json::Value::Object(map) => {
+                    for (k, val) in map {
+                        if let (true, Some(s)) = (k.ends_with("At"), val.as_str()) {
+                            if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+                                *newest = (*newest).max(t.timestamp_millis());
+                            }
+                        }
+                        walk(val, newest);
+                    }
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|i| walk(i, newest)),
+                _ => {}
+            }
+        }
+        let mut newest = 0;
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(raw.get()) {
+            walk(&v, &mut newest);
+        }
+        newest
     }
 }
 
@@ -67,11 +132,15 @@ pub struct Entity {
     pub status: String,
     /// The entity exactly as ECS sent it.
     pub raw: Box<RawValue>,
+    /// Services only: when the snapshot was produced (see `Stamp`).
+    pub stamp: Option<Stamp>,
 }
 
 impl Entity {
-    /// Validates an ECS task or container-instance JSON object. `require_version`
-    /// is true for events (SPEC §2); the reconcile path accepts a missing one.
+    /// Validates an ECS task, container-instance or service JSON object.
+    /// `require_version` is true for task and instance events (SPEC §2); the
+    /// reconcile path accepts a missing one, and services never have one:
+    /// their order comes from `stamp` (read time 0 until `read_at`).
     pub fn from_raw(
         kind: Kind,
         raw: Box<RawValue>,
@@ -81,11 +150,8 @@ impl Entity {
             return Err(ModelError::Json("entity is not a JSON object".into()));
         }
         let f = Fields::parse(&raw)?;
-        let (arn_field, arn) = match kind {
-            Kind::Task => ("taskArn", f.task_arn.as_deref()),
-            Kind::Instance => ("containerInstanceArn", f.container_instance_arn.as_deref()),
-        };
-        let arn = arn.ok_or(ModelError::Missing(arn_field))?;
+        let arn_field = kind.arn_field();
+        let arn = f.arn_of(kind).ok_or(ModelError::Missing(arn_field))?;
         let cluster_arn = f
             .cluster_arn
             .as_deref()
@@ -106,6 +172,7 @@ impl Entity {
             }
         }
         let version = match &f.version {
+            _ if kind == Kind::Service => 0,
             None | Some(serde_json::Value::Null) if !require_version => 0,
             None | Some(serde_json::Value::Null) => return Err(ModelError::Missing("version")),
             Some(v) => v.as_u64().ok_or_else(|| {
@@ -113,6 +180,10 @@ impl Entity {
             })?,
         };
         let status = index_status(f.status_of(kind));
+        let stamp = (kind == Kind::Service).then(|| Stamp {
+            ecs_time_ms: Stamp::newest_ecs_time(&raw),
+            read_time_us: 0,
+        });
         Ok(Entity {
             key: EntityKey {
                 kind,
@@ -122,6 +193,15 @@ impl Entity {
             version,
             status,
             raw,
+            stamp,
         })
+    }
+
+    /// A service snapshot read by a request attempt sent at `sent`.
+    pub fn read_at(mut self, sent: chrono::DateTime<chrono::Utc>) -> Entity {
+        if let Some(stamp) = &mut self.stamp {
+            stamp.read_time_us = sent.timestamp_micros();
+        }
+        self
     }
 }

@@ -8,7 +8,7 @@ mod arn;
 mod entity;
 
 pub use arn::{is_cluster_name, is_resource_id, Arn, ClusterId};
-pub use entity::{Entity, EntityKey, Fields, UNKNOWN_STATUS};
+pub use entity::{Entity, EntityKey, Fields, Stamp, UNKNOWN_STATUS};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ModelError {
@@ -27,16 +27,18 @@ pub enum ModelError {
 pub enum Kind {
     Task,
     Instance,
+    Service,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 2] = [Kind::Task, Kind::Instance];
+    pub const ALL: [Kind; 3] = [Kind::Task, Kind::Instance, Kind::Service];
 
     /// The path segment used in keys and URLs, and a subscription's resource.
     pub fn plural(self) -> &'static str {
         match self {
             Kind::Task => "tasks",
             Kind::Instance => "instances",
+            Kind::Service => "services",
         }
     }
 
@@ -50,6 +52,7 @@ impl Kind {
         match self {
             Kind::Task => "task",
             Kind::Instance => "container-instance",
+            Kind::Service => "service",
         }
     }
 
@@ -58,6 +61,16 @@ impl Kind {
         match self {
             Kind::Task => TASK_STATUSES,
             Kind::Instance => INSTANCE_STATUSES,
+            Kind::Service => SERVICE_STATUSES,
+        }
+    }
+
+    /// The field of the entity's JSON holding its ARN.
+    pub fn arn_field(self) -> &'static str {
+        match self {
+            Kind::Task => "taskArn",
+            Kind::Instance => "containerInstanceArn",
+            Kind::Service => "serviceArn",
         }
     }
 
@@ -91,6 +104,14 @@ pub const INSTANCE_STATUSES: &[&str] = &[
     "INACTIVE",
 ];
 
+pub const SERVICE_STATUSES: &[&str] = &["ACTIVE", "DRAINING", "INACTIVE"];
+
+/// A deployment's rolloutState (DescribeServices).
+pub const ROLLOUT_STATES: &[&str] = &["COMPLETED", "FAILED", "IN_PROGRESS"];
+
+/// A service's schedulingStrategy.
+pub const SCHEDULING_STRATEGIES: &[&str] = &["REPLICA", "DAEMON"];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,7 +122,7 @@ mod tests {
         for kind in Kind::ALL {
             assert_eq!(Kind::from_plural(kind.plural()), Some(kind));
         }
-        assert_eq!(Kind::from_plural("services"), None);
+        assert_eq!(Kind::from_plural("service"), None);
         assert_eq!(Kind::from_plural("Tasks"), None);
     }
 
@@ -141,7 +162,8 @@ mod tests {
             "arn:aws:ecs:us-east-1:123456789012:task/",
             "arn:aws:ecs:us-east-1:123456789012:task/a/b/c",
             "arn:aws:ecs:us-east-1:123456789012:task/a b",
-            "arn:aws:ecs:us-east-1:123456789012:service/x",
+            "arn:aws:ecs:us-east-1:123456789012:capacity-provider/x",
+            "arn:aws:ecs:us-east-1:123456789012:service/a/b/c",
             "arn:aws:ecs::123456789012:task/x",
         ] {
             assert!(Arn::parse(bad).is_err(), "{bad:?} should be rejected");

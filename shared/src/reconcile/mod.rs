@@ -9,62 +9,26 @@
 //! cluster succeeded. Clusters ListClusters no longer returns are purged the
 //! same way. Only records of the run's own account and region are touched.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
-use async_trait::async_trait;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use serde::Serialize;
-use serde_json::value::RawValue;
 
 use crate::compaction::{checkpoint_and_compact, CompactionReport};
+use crate::ecs::DESCRIBE_SERVICES_BATCH;
 use crate::model::{Arn, ClusterId, Entity, EntityKey, Kind};
 use crate::store::{
     ClusterScope, KeyRef, ListRequest, Source, StateStore, StoreError, Upsert, UpsertOutcome,
 };
 
-pub mod aws;
+pub use crate::ecs::{aws, EcsSource, RunScope, ServicesAnswer, SourceError};
 
 /// ECS Describe* calls take at most 100 ARNs.
 pub const DESCRIBE_BATCH: usize = 100;
 /// Clusters reconciled at once.
 pub const CLUSTER_CONCURRENCY: usize = 4;
-
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{operation}: {message}")]
-pub struct SourceError {
-    pub operation: &'static str,
-    pub message: String,
-}
-
-/// The ECS calls a run needs. Listing calls return every page.
-#[async_trait]
-pub trait EcsSource: Send + Sync {
-    async fn list_clusters(&self) -> Result<Vec<String>, SourceError>;
-    async fn list_container_instances(&self, cluster: &str) -> Result<Vec<String>, SourceError>;
-    async fn describe_container_instances(
-        &self,
-        cluster: &str,
-        arns: &[String],
-    ) -> Result<Vec<Box<RawValue>>, SourceError>;
-    /// Task ARNs with the given desired status (RUNNING or STOPPED).
-    async fn list_tasks(&self, cluster: &str, desired: &str) -> Result<Vec<String>, SourceError>;
-    async fn describe_tasks(
-        &self,
-        cluster: &str,
-        arns: &[String],
-    ) -> Result<Vec<Box<RawValue>>, SourceError>;
-    /// Requests sent so far, retries included.
-    fn api_calls(&self) -> u64;
-}
-
-/// Which records a run may touch.
-#[derive(Debug, Clone)]
-pub struct RunScope {
-    pub account: String,
-    pub region: String,
-}
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, thiserror::Error)]
 #[error("{cluster} {operation}: {message}")]
@@ -74,7 +38,31 @@ pub struct RunError {
     pub message: String,
 }
 
-/// What a run did: the function's result and one log line.
+/// What a run did to one kind of entity.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct KindCounts {
+    pub listed: usize,
+    pub described: usize,
+    pub inserted: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+    pub deleted: usize,
+}
+
+impl KindCounts {
+    fn add(&mut self, o: &KindCounts) {
+        self.listed += o.listed;
+        self.described += o.described;
+        self.inserted += o.inserted;
+        self.updated += o.updated;
+        self.unchanged += o.unchanged;
+        self.deleted += o.deleted;
+    }
+}
+
+/// What a run did: the function's result and one log line. The entity
+/// counts are totals over every kind; `kinds` has them per kind.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
@@ -89,17 +77,30 @@ pub struct Summary {
     pub errors: Vec<RunError>,
     pub duration_ms: u64,
     pub compaction: Option<CompactionReport>,
+    /// Per kind (`tasks`, `instances`, `services`).
+    pub kinds: BTreeMap<&'static str, KindCounts>,
 }
 
 impl Summary {
     fn add(&mut self, o: Summary) {
-        self.listed += o.listed;
-        self.described += o.described;
-        self.inserted += o.inserted;
-        self.updated += o.updated;
-        self.unchanged += o.unchanged;
-        self.deleted += o.deleted;
+        for (kind, counts) in &o.kinds {
+            self.kinds.entry(kind).or_default().add(counts);
+        }
         self.errors.extend(o.errors);
+        self.total();
+    }
+
+    /// Counts `f` for `kind`; totals follow.
+    fn count(&mut self, kind: Kind, f: impl FnOnce(&mut KindCounts)) {
+        f(self.kinds.entry(kind.plural()).or_default());
+        self.total();
+    }
+
+    fn total(&mut self) {
+        let mut t = KindCounts::default();
+        self.kinds.values().for_each(|c| t.add(c));
+        (self.listed, self.described, self.inserted) = (t.listed, t.described, t.inserted);
+        (self.updated, self.unchanged, self.deleted) = (t.updated, t.unchanged, t.deleted);
     }
 
     fn error(&mut self, cluster: &str, operation: &str, message: impl ToString) {
@@ -197,13 +198,16 @@ impl Reconciler<'_> {
                 return sum;
             }
         };
-        let instances = match snapshot(self.store, Kind::Instance, scope, Some(rev)).await {
-            Ok((k, _)) => k,
-            Err(e) => {
-                sum.error(cluster_arn, "Snapshot", e);
-                return sum;
+        let mut others = Vec::new();
+        for kind in [Kind::Instance, Kind::Service] {
+            match snapshot(self.store, kind, scope.clone(), Some(rev)).await {
+                Ok((k, _)) => others.extend(k),
+                Err(e) => {
+                    sum.error(cluster_arn, "Snapshot", e);
+                    return sum;
+                }
             }
-        };
+        }
 
         let mut listed: HashSet<(Kind, String)> = HashSet::new();
         let mut complete = true;
@@ -236,10 +240,19 @@ impl Reconciler<'_> {
                 }
             }
         }
+        match self.source.list_services(cluster_arn).await {
+            Ok(arns) => {
+                (self.apply(Kind::Service, cluster_arn, &arns, rev, &mut listed, &mut sum)).await
+            }
+            Err(e) => {
+                complete = false;
+                sum.error(cluster_arn, e.operation, e.message);
+            }
+        }
         if !complete {
             return sum;
         }
-        for k in tasks.iter().chain(&instances) {
+        for k in tasks.iter().chain(&others) {
             if !listed.contains(&(k.key.kind, k.key.id.clone())) {
                 self.delete(&k.key, k.mod_revision, cluster_arn, &mut sum)
                     .await;
@@ -248,7 +261,8 @@ impl Reconciler<'_> {
         sum
     }
 
-    /// Describes listed ARNs in batches of 100 and upserts what comes back.
+    /// Describes listed ARNs in batches (100; services 10) and upserts what
+    /// comes back.
     async fn apply(
         &self,
         kind: Kind,
@@ -258,7 +272,7 @@ impl Reconciler<'_> {
         listed: &mut HashSet<(Kind, String)>,
         sum: &mut Summary,
     ) {
-        sum.listed += arns.len();
+        sum.count(kind, |c| c.listed += arns.len());
         for a in arns {
             match Arn::parse(a) {
                 Ok(p) => {
@@ -267,27 +281,36 @@ impl Reconciler<'_> {
                 Err(e) => sum.error(cluster_arn, "List", e),
             }
         }
-        for batch in arns.chunks(DESCRIBE_BATCH) {
+        let size = match kind {
+            Kind::Service => DESCRIBE_SERVICES_BATCH,
+            Kind::Task | Kind::Instance => DESCRIBE_BATCH,
+        };
+        for batch in arns.chunks(size) {
+            let src = self.source;
             let described = match kind {
-                Kind::Task => self.source.describe_tasks(cluster_arn, batch).await,
-                Kind::Instance => {
-                    self.source
-                        .describe_container_instances(cluster_arn, batch)
-                        .await
-                }
+                Kind::Task => src.describe_tasks(cluster_arn, batch).await.map(|r| (r, None)),
+                Kind::Instance => (src.describe_container_instances(cluster_arn, batch).await)
+                    .map(|r| (r, None)),
+                // A service gone between list and describe (MISSING) is
+                // not stored; the next run deletes its record.
+                Kind::Service => (src.describe_services(cluster_arn, batch).await)
+                    .map(|a| (a.services, Some(a.sent_at))),
             };
-            let raws = match described {
+            let (raws, sent_at) = match described {
                 Ok(r) => r,
                 Err(e) => {
                     sum.error(cluster_arn, e.operation, e.message);
                     continue;
                 }
             };
-            sum.described += raws.len();
+            sum.count(kind, |c| c.described += raws.len());
             let mut entities = Vec::with_capacity(raws.len());
             for raw in raws {
                 match Entity::from_raw(kind, raw, false) {
-                    Ok(e) => entities.push(e),
+                    Ok(e) => entities.push(match sent_at {
+                        Some(t) => e.read_at(t),
+                        None => e,
+                    }),
                     Err(e) => sum.error(cluster_arn, "Describe", e),
                 }
             }
@@ -304,9 +327,9 @@ impl Reconciler<'_> {
                 .collect();
             for r in self.store.upsert_many(&writes).await {
                 match r {
-                    Ok(UpsertOutcome::Inserted { .. }) => sum.inserted += 1,
-                    Ok(UpsertOutcome::Updated { .. }) => sum.updated += 1,
-                    Ok(UpsertOutcome::Unchanged { .. }) => sum.unchanged += 1,
+                    Ok(UpsertOutcome::Inserted { .. }) => sum.count(kind, |c| c.inserted += 1),
+                    Ok(UpsertOutcome::Updated { .. }) => sum.count(kind, |c| c.updated += 1),
+                    Ok(UpsertOutcome::Unchanged { .. }) => sum.count(kind, |c| c.unchanged += 1),
                     Err(e) => sum.error(cluster_arn, "Upsert", e),
                 }
             }
@@ -315,7 +338,7 @@ impl Reconciler<'_> {
 
     async fn delete(&self, key: &EntityKey, mod_revision: i64, cluster: &str, sum: &mut Summary) {
         match self.store.delete_if_unchanged(key, mod_revision).await {
-            Ok(true) => sum.deleted += 1,
+            Ok(true) => sum.count(key.kind, |c| c.deleted += 1),
             // Changed since the snapshot: a newer event wins.
             Ok(false) => {}
             Err(e) => sum.error(cluster, "Delete", e),
@@ -327,7 +350,7 @@ impl Reconciler<'_> {
     async fn purge_vanished(&self, listed: &HashSet<ClusterId>, sum: &mut Summary) {
         let mut gone: HashMap<ClusterId, Vec<KeyRef>> = HashMap::new();
         let mut rev = None;
-        for kind in [Kind::Task, Kind::Instance] {
+        for kind in Kind::ALL {
             match snapshot(self.store, kind, ClusterScope::All, rev).await {
                 Ok((keys, r)) => {
                     rev = Some(r);

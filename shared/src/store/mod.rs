@@ -2,8 +2,9 @@
 //! pass one conformance suite.
 //!
 //! Layout under the key prefix (same in both stores):
-//! - `{p}{tasks|instances}/{cluster}/{partition}/{region}/{account}/{id}`: the record;
-//! - `{p}idx/{tasks|instances}/{STATUS}/{cluster}/{partition}/{region}/{account}/{id}`:
+//! - `{p}{tasks|instances|services}/{cluster}/{partition}/{region}/{account}/{id}`:
+//!   the record (a service's id is its name);
+//! - `{p}idx/{kind}/{STATUS}/{cluster}/{partition}/{region}/{account}/{id}`:
 //!   a copy of the record, written in the same transaction, so that "RUNNING tasks
 //!   of cluster X" is one range read over exactly the matching records;
 //! - `{p}meta/...`: the service's own bookkeeping (compaction checkpoints).
@@ -100,6 +101,11 @@ pub fn should_write(w: &Upsert<'_>, stored: Option<&StoredRecord>) -> StoreResul
         return Ok(true);
     };
     let meta = stored.meta()?;
+    if let Some(stamp) = w.entity.stamp {
+        // Services: a snapshot replaces only one produced before it, and
+        // an identical one is not written again.
+        return Ok(meta.stamp.is_none_or(|s| stamp > s) && meta.entity.get() != w.entity.raw.get());
+    }
     if w.entity.version > 0 {
         return Ok(w.entity.version > meta.ecs_version);
     }
@@ -244,4 +250,57 @@ pub trait StateStore: Send + Sync {
     async fn compacted_revision(&self) -> StoreResult<i64>;
     /// Drops history older than `revision`.
     async fn compact(&self, revision: i64) -> StoreResult<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{entity, service};
+
+    fn stored(e: &Entity) -> StoredRecord {
+        StoredRecord::new(e.key.clone(), "k".into(), 5, 1, encode_record(&Upsert::event(e)))
+    }
+
+    fn snapshot(rollouts: &[&str], updated: &str, read_s: i64) -> Entity {
+        let read = chrono::DateTime::from_timestamp(1_790_000_000 + read_s, 0).unwrap();
+        entity(Kind::Service, &service("c1", "web", "ACTIVE", rollouts, updated)).read_at(read)
+    }
+
+    #[test]
+    fn a_service_snapshot_never_replaces_one_produced_later() {
+        let (t9, t10) = ("2026-11-20T09:00:00.000Z", "2026-11-20T10:00:00.000Z");
+        let rolling = snapshot(&["IN_PROGRESS", "COMPLETED"], t9, 10);
+        let done = snapshot(&["COMPLETED"], t10, 20);
+        // The newer snapshot replaces the older one.
+        assert!(should_write(&Upsert::event(&done), Some(&stored(&rolling))).unwrap());
+        // An older snapshot (older ECS timestamps) arriving late never
+        // replaces a newer one, whatever its read time says.
+        let late = snapshot(&["IN_PROGRESS", "COMPLETED"], t9, 30);
+        assert!(!should_write(&Upsert::event(&late), Some(&stored(&done))).unwrap());
+        // Same ECS timestamps: the answer to the later-sent request wins.
+        let counts_changed = |read_s: i64| {
+            let mut v = service("c1", "web", "ACTIVE", &["COMPLETED"], t10);
+            v["runningCount"] = 1.into();
+            let read = chrono::DateTime::from_timestamp(1_790_000_000 + read_s, 0).unwrap();
+            entity(Kind::Service, &v).read_at(read)
+        };
+        assert!(should_write(&Upsert::event(&counts_changed(21)), Some(&stored(&done))).unwrap());
+        assert!(!should_write(&Upsert::event(&counts_changed(19)), Some(&stored(&done))).unwrap());
+        // An identical snapshot is not written again.
+        let again = snapshot(&["COMPLETED"], t10, 40);
+        assert!(!should_write(&Upsert::event(&again), Some(&stored(&done))).unwrap());
+    }
+
+    #[test]
+    fn the_newest_ecs_time_covers_deployments_and_events() {
+        let v = service("c1", "web", "ACTIVE", &["IN_PROGRESS", "COMPLETED"], "2026-11-20T10:00:00.000Z");
+        let e = entity(Kind::Service, &v);
+        let want = chrono::DateTime::parse_from_rfc3339("2026-11-20T10:00:00Z").unwrap();
+        assert_eq!(e.stamp.map(|s| s.ecs_time_ms), Some(want.timestamp_millis()));
+        let mut v = v;
+        v["events"][0]["createdAt"] = "2026-11-20T11:00:00.000Z".into();
+        let e = entity(Kind::Service, &v);
+        let want = chrono::DateTime::parse_from_rfc3339("2026-11-20T11:00:00Z").unwrap();
+        assert_eq!(e.stamp.map(|s| s.ecs_time_ms), Some(want.timestamp_millis()));
+    }
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::{Source, StoreError, StoreResult, Upsert};
-use crate::model::EntityKey;
+use crate::model::{EntityKey, Stamp};
 
 /// The stored value: the entity verbatim plus what the service needs.
 #[derive(Debug, Clone, Deserialize)]
@@ -19,6 +19,9 @@ pub struct RecordMeta {
     pub source: Source,
     pub written_at: String,
     pub status: String,
+    /// Services: when the stored snapshot was produced (the guard's order).
+    #[serde(default)]
+    pub stamp: Option<Stamp>,
     pub entity: Box<RawValue>,
 }
 
@@ -30,6 +33,8 @@ struct RecordOut<'a> {
     source: Source,
     written_at: String,
     status: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stamp: Option<Stamp>,
     entity: &'a RawValue,
 }
 
@@ -39,6 +44,7 @@ pub fn encode_record(w: &Upsert<'_>) -> Bytes {
         source: w.source,
         written_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         status: &w.entity.status,
+        stamp: w.entity.stamp,
         entity: &w.entity.raw,
     };
     // Sized up front: Bytes keeps a Vec's spare capacity, and the embedded

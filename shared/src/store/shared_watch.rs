@@ -28,6 +28,7 @@ pub struct SharedWatchStore {
     inner: Arc<dyn StateStore>,
     tasks: Arc<Hub>,
     instances: Arc<Hub>,
+    services: Arc<Hub>,
 }
 
 impl SharedWatchStore {
@@ -35,6 +36,7 @@ impl SharedWatchStore {
         SharedWatchStore {
             tasks: Hub::new(inner.clone(), Kind::Task),
             instances: Hub::new(inner.clone(), Kind::Instance),
+            services: Hub::new(inner.clone(), Kind::Service),
             inner,
         }
     }
@@ -43,6 +45,7 @@ impl SharedWatchStore {
         match kind {
             Kind::Task => &self.tasks,
             Kind::Instance => &self.instances,
+            Kind::Service => &self.services,
         }
     }
 }

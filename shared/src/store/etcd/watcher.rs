@@ -51,7 +51,8 @@ impl EtcdStore {
         // revision order, so any event at or past a revision proves that
         // everything before it was delivered. etcd 3.4's progress
         // notifications can overtake pending events, so they are not used.
-        let start = self.ks.kind_prefix(Kind::Instance);
+        let first_kind = Kind::ALL.into_iter().min_by_key(|k| k.plural());
+        let start = self.ks.kind_prefix(first_kind.unwrap_or(Kind::Instance));
         let opts = WatchOptions::new()
             .with_range(prefix_end(self.ks.prefix()))
             .with_start_revision(from_revision)

@@ -1,4 +1,4 @@
-//! The ECS calls reconciliation needs, over aws-sdk-ecs (adaptive retries;
+//! The ECS calls the service makes, over aws-sdk-ecs (adaptive retries;
 //! AWS_ENDPOINT_URL and friends honoured by the SDK's config loader).
 //!
 //! Described entities are taken from the raw JSON answer (ECS's own shape,
@@ -22,7 +22,7 @@ use aws_smithy_types::config_bag::ConfigBag;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::{EcsSource, SourceError};
+use super::{service_name, EcsSource, ServicesAnswer, SourceError};
 
 /// Counts every request attempt (retries included).
 #[derive(Debug, Clone, Default)]
@@ -66,6 +66,27 @@ impl Intercept for CaptureBody {
         if let Some(bytes) = ctx.response().body().bytes() {
             *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(bytes.to_vec());
         }
+        Ok(())
+    }
+}
+
+/// When the last attempt of one operation was sent (the answer was
+/// produced after it; a retried call counts from its last attempt).
+#[derive(Debug, Clone, Default)]
+struct SentAt(Arc<Mutex<Option<chrono::DateTime<chrono::Utc>>>>);
+
+impl Intercept for SentAt {
+    fn name(&self) -> &'static str {
+        "SentAt"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _ctx: &BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(chrono::Utc::now());
         Ok(())
     }
 }
@@ -254,6 +275,55 @@ impl EcsSource for AwsEcs {
             call.customize().interceptor(capture).send()
         })
         .await
+    }
+
+    async fn list_services(&self, cluster: &str) -> Result<Vec<String>, SourceError> {
+        let pages = self.client.list_services().cluster(cluster);
+        let arns: Vec<String> = (pages.into_paginator().items().send())
+            .collect::<Result<_, _>>()
+            .await
+            .map_err(|e| err("ListServices", e))?;
+        // Only this cluster's (a long-format ARN names its cluster; some
+        // emulators match cluster names as substrings).
+        let name = cluster.rsplit('/').next().unwrap_or(cluster);
+        let ours = |a: &String| match a.split(':').nth(5).map(|r| r.split('/').count()) {
+            Some(3) => a.split('/').nth(1) == Some(name),
+            _ => true,
+        };
+        Ok(arns.into_iter().filter(ours).collect())
+    }
+
+    async fn describe_services(
+        &self,
+        cluster: &str,
+        names: &[String],
+    ) -> Result<ServicesAnswer, SourceError> {
+        let op = "DescribeServices";
+        let (capture, sent) = (CaptureBody::default(), SentAt::default());
+        let res = (self.client.describe_services().cluster(cluster))
+            .set_services(Some(names.to_vec()))
+            .customize()
+            .interceptor(capture.clone())
+            .interceptor(sent.clone())
+            .send()
+            .await;
+        let body = raw_answer(res, &capture, op)?;
+        let sent_at = sent.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let v: Value = serde_json::from_slice(&body).map_err(|e| err(op, e))?;
+        let (mut missing, mut failed) = (Vec::new(), Vec::new());
+        for f in v["failures"].as_array().into_iter().flatten() {
+            let arn = f["arn"].as_str().unwrap_or_default().to_string();
+            match f["reason"].as_str() {
+                Some("MISSING") => missing.push(service_name(&arn).to_string()),
+                other => failed.push((arn, other.unwrap_or("unknown").to_string())),
+            }
+        }
+        Ok(ServicesAnswer {
+            services: entities(body, "services", cluster, op)?,
+            missing,
+            failed,
+            sent_at: sent_at.unwrap_or_else(chrono::Utc::now),
+        })
     }
 
     fn api_calls(&self) -> u64 {

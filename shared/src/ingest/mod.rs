@@ -4,14 +4,30 @@
 //! highest version is written, and the others share its outcome (once the
 //! highest is stored, a lower one is stale by definition). The distinct
 //! entities go to the store in one `upsert_many`, which batches them.
+//!
+//! Service and deployment events carry no service state: the services they
+//! name are described (`services.rs`), batched per cluster.
 
 use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::events::{self, Change};
+use crate::ecs::{EcsSource, RunScope, SourceError};
+use crate::events::{self, Change, ServiceRef};
 use crate::model::{Entity, EntityKey};
 use crate::store::{StateStore, StoreError, Upsert, UpsertOutcome};
+
+mod services;
+
+use services::Counted;
+
+/// Where the ingest describes the services that events name: the ECS API
+/// of its own account and region (events of others are acknowledged only).
+#[derive(Clone, Copy)]
+pub struct Describer<'a> {
+    pub ecs: &'a dyn EcsSource,
+    pub scope: &'a RunScope,
+}
 
 /// One message to apply: its id (for batch item failures) and body.
 #[derive(Debug, Clone)]
@@ -25,6 +41,8 @@ pub struct Message {
 pub enum Failure {
     Malformed(String),
     Store(StoreError),
+    /// Describing the service failed (retried by SQS, then dead-lettered).
+    Describe(SourceError),
 }
 
 impl std::fmt::Display for Failure {
@@ -32,6 +50,7 @@ impl std::fmt::Display for Failure {
         match self {
             Failure::Malformed(m) => write!(f, "malformed: {m}"),
             Failure::Store(e) => write!(f, "store: {e}"),
+            Failure::Describe(e) => write!(f, "describe: {e}"),
         }
     }
 }
@@ -49,6 +68,14 @@ pub struct IngestStats {
     pub ignored: usize,
     pub malformed: usize,
     pub store_failures: usize,
+    /// Service events of other accounts or regions: acknowledged, not described.
+    pub foreign: usize,
+    /// Service events whose describe failed (retried).
+    pub describe_failures: usize,
+    /// Services ECS no longer knows (MISSING), deleted from the store.
+    pub deleted: usize,
+    /// DescribeServices calls made (at most 10 names each, per cluster).
+    pub describe_calls: usize,
     /// Applied time - event time over the acknowledged upserts: largest and
     /// median, in milliseconds (events without a time are left out).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -64,12 +91,24 @@ pub struct BatchOutcome {
     pub stats: IngestStats,
 }
 
-/// Applies a batch; never fails as a whole.
+/// Applies a batch without describing services (their events are counted
+/// as ignored); never fails as a whole.
 pub async fn apply_batch(store: &dyn StateStore, messages: &[Message]) -> BatchOutcome {
+    apply(store, None, messages).await
+}
+
+/// Applies a batch, describing the services its events name with
+/// `describer`; never fails as a whole.
+pub async fn apply(
+    store: &dyn StateStore,
+    describer: Option<Describer<'_>>,
+    messages: &[Message],
+) -> BatchOutcome {
     let mut out = BatchOutcome::default();
     out.stats.received = messages.len();
     let mut groups: HashMap<EntityKey, Vec<(usize, Entity)>> = HashMap::new();
     let mut times: HashMap<usize, chrono::DateTime<chrono::Utc>> = HashMap::new();
+    let mut service_msgs: Vec<(usize, Vec<ServiceRef>)> = Vec::new();
     for (i, m) in messages.iter().enumerate() {
         let Some(body) = m.body.as_deref() else {
             out.failures
@@ -86,11 +125,56 @@ pub async fn apply_batch(store: &dyn StateStore, messages: &[Message]) -> BatchO
                     .or_default()
                     .push((i, entity));
             }
+            Ok(Change::Services { services, time }) => {
+                let Some(d) = describer else {
+                    out.stats.ignored += 1;
+                    continue;
+                };
+                let own = |s: &ServiceRef| {
+                    s.cluster.account == d.scope.account && s.cluster.region == d.scope.region
+                };
+                let services: Vec<ServiceRef> = services.into_iter().filter(own).collect();
+                if services.is_empty() {
+                    out.stats.foreign += 1;
+                    continue;
+                }
+                if let Some(t) = time {
+                    times.insert(i, t);
+                }
+                service_msgs.push((i, services));
+            }
             Ok(Change::Ignored { .. }) => out.stats.ignored += 1,
             Err(e) => out.failures.push((i, Failure::Malformed(e.to_string()))),
         }
     }
     out.stats.malformed = out.failures.len();
+    let mut applied_msgs: Vec<usize> = Vec::new();
+    if let Some(d) = describer.filter(|_| !service_msgs.is_empty()) {
+        let done = services::apply(store, d, &service_msgs).await;
+        out.stats.describe_calls += done.calls;
+        for (i, result) in done.messages {
+            match result {
+                Ok(counted) => {
+                    applied_msgs.push(i);
+                    match counted {
+                        Counted::Written(UpsertOutcome::Inserted { .. }) => out.stats.inserted += 1,
+                        Counted::Written(UpsertOutcome::Updated { .. }) => out.stats.updated += 1,
+                        Counted::Deleted => out.stats.deleted += 1,
+                        Counted::Written(UpsertOutcome::Unchanged { .. }) | Counted::Nothing => {
+                            out.stats.unchanged += 1
+                        }
+                    }
+                }
+                Err(f) => {
+                    match f {
+                        Failure::Describe(_) => out.stats.describe_failures += 1,
+                        _ => out.stats.store_failures += 1,
+                    }
+                    out.failures.push((i, f));
+                }
+            }
+        }
+    }
 
     // One write per entity: the highest version of its group.
     let groups: Vec<Vec<(usize, Entity)>> = groups.into_values().collect();
@@ -106,15 +190,15 @@ pub async fn apply_batch(store: &dyn StateStore, messages: &[Message]) -> BatchO
         .zip(outcomes);
 
     let applied_at = chrono::Utc::now();
-    let mut lags: Vec<u64> = Vec::new();
+    let lag = |i: &usize| {
+        times
+            .get(i)
+            .map(|t| (applied_at - *t).num_milliseconds().max(0) as u64)
+    };
+    let mut lags: Vec<u64> = applied_msgs.iter().filter_map(lag).collect();
     for (indexes, res) in results {
         match res {
             Ok(outcome) => {
-                let lag = |i: &usize| {
-                    times
-                        .get(i)
-                        .map(|t| (applied_at - *t).num_milliseconds().max(0) as u64)
-                };
                 lags.extend(indexes.iter().filter_map(lag));
                 let dupes = indexes.len() - 1;
                 match outcome {
@@ -215,7 +299,7 @@ mod tests {
             task_event(&task("c1", "a", "RUNNING", 1)),
             "not json".to_string(),
             task_event(&no_version),
-            event("ECS Service Action", &serde_json::json!({"eventName": "X"})),
+            event("ECS Future Event", &serde_json::json!({"eventName": "X"})),
             event(
                 "ECS Container Instance State Change",
                 &instance("c1", "i1", "ACTIVE", 1),

@@ -100,7 +100,9 @@ impl Server {
             Wants {
                 store: StoreChoice::EtcdOrEmbedded,
                 cursors: CursorChoice::DynamoOrEmbedded,
-                ecs: if cfg.reconcile {
+                // Reconcile reads ECS, and so does the ingest: service
+                // events are answered by describing the service.
+                ecs: if cfg.reconcile || cfg.queue_url.is_some() {
                     EcsChoice::InAccount
                 } else {
                     EcsChoice::None
@@ -126,10 +128,11 @@ impl Server {
             })?;
         let addr = listener.local_addr().map_err(ServerError::Serve)?;
         let store = parts.store.clone();
-        let reconcile = parts
+        let ecs = parts
             .ecs
             .as_ref()
             .and_then(|e| Some((e.source.clone(), e.scope()?)));
+        let reconcile = ecs.clone().filter(|_| cfg.reconcile);
 
         let (stop, stopped) = watch::channel(false);
         let metrics = prometheus();
@@ -172,6 +175,7 @@ impl Server {
                 client,
                 url,
                 store.clone(),
+                ecs.clone(),
                 stopped.clone(),
             )));
         }

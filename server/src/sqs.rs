@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message as SqsMessage};
 use aws_sdk_sqs::Client;
-use css::ingest::{apply_batch, Message};
+use css::ecs::{EcsSource, RunScope};
+use css::ingest::{apply, Describer, Message};
 use css::store::StateStore;
 use tokio::sync::watch;
 
@@ -39,8 +40,13 @@ pub async fn poll(
     client: Client,
     queue_url: String,
     store: Arc<dyn StateStore>,
+    ecs: Option<(Arc<dyn EcsSource>, RunScope)>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let describer = ecs.as_ref().map(|(ecs, scope)| Describer {
+        ecs: ecs.as_ref(),
+        scope,
+    });
     let mut backoff = Duration::from_millis(500);
     loop {
         let receive = client
@@ -80,7 +86,7 @@ pub async fn poll(
             })
             .collect();
         let started = std::time::Instant::now();
-        let outcome = apply_batch(store.as_ref(), &batch).await;
+        let outcome = apply(store.as_ref(), describer, &batch).await;
         css::metrics::ingest(&outcome.stats, started.elapsed());
         css::status::record_ingest(store.as_ref(), &outcome.stats).await;
         let mut failed = vec![false; msgs.len()];

@@ -19,6 +19,7 @@ pub const INGEST_RECORDS: &str = "ingest_records";
 pub const INGEST_LAG_MAX: &str = "ingest_lag_max_seconds";
 pub const INGEST_LAG_P50: &str = "ingest_lag_p50_seconds";
 pub const INGEST_DURATION: &str = "ingest_invocation_seconds";
+pub const INGEST_DESCRIBE_CALLS: &str = "ingest_describe_services_calls";
 // Reconcile.
 pub const RECONCILE_DRIFT: &str = "reconcile_drift";
 pub const RECONCILE_UNCHANGED: &str = "reconcile_unchanged";
@@ -39,7 +40,12 @@ pub const STORE_REVISION: &str = "store_revision";
 
 /// Describes every metric to the installed exporter (units, meaning).
 pub fn describe() {
-    describe_counter!(INGEST_RECORDS, Unit::Count, "ingested records by outcome: applied, stale (duplicate or older), ignored (other detail-types), malformed, failed (store)");
+    describe_counter!(INGEST_RECORDS, Unit::Count, "ingested records by outcome: applied, deleted (service gone), stale (duplicate or older), ignored (other detail-types), foreign (service events of other accounts or regions), malformed, failed (store), describe_failed (DescribeServices)");
+    describe_counter!(
+        INGEST_DESCRIBE_CALLS,
+        Unit::Count,
+        "DescribeServices calls made by the ingest (at most 10 services each)"
+    );
     describe_gauge!(
         INGEST_LAG_MAX,
         Unit::Seconds,
@@ -122,6 +128,10 @@ pub fn log_ingest(stats: &IngestStats) {
         ignored = stats.ignored,
         malformed = stats.malformed,
         store_failures = stats.store_failures,
+        foreign = stats.foreign,
+        deleted = stats.deleted,
+        describe_calls = stats.describe_calls,
+        describe_failures = stats.describe_failures,
         lag_max_ms = stats.lag_max_ms,
         lag_p50_ms = stats.lag_p50_ms,
         "batch applied"
@@ -157,11 +167,17 @@ pub fn ingest(stats: &IngestStats, took: Duration) {
         ("ignored", stats.ignored as u64),
         ("malformed", stats.malformed as u64),
         ("failed", stats.store_failures as u64),
+        ("deleted", stats.deleted as u64),
+        ("foreign", stats.foreign as u64),
+        ("describe_failed", stats.describe_failures as u64),
     ] {
         // Each outcome is its own EMF document: write only those that happened.
         if n > 0 {
             counter!(INGEST_RECORDS, "outcome" => outcome).increment(n);
         }
+    }
+    if stats.describe_calls > 0 {
+        counter!(INGEST_DESCRIBE_CALLS).increment(stats.describe_calls as u64);
     }
     if let Some(ms) = stats.lag_max_ms {
         gauge!(INGEST_LAG_MAX).set(ms as f64 / 1000.0);

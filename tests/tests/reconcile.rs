@@ -10,7 +10,7 @@ use css::compaction::checkpoint_and_compact;
 use css::ingest::apply_batch;
 use css::model::{ClusterId, EntityKey, Kind};
 use css::reconcile::aws::AwsEcs;
-use css::reconcile::{EcsSource, Reconciler, RunScope, SourceError, Summary};
+use css::reconcile::{EcsSource, Reconciler, RunScope, ServicesAnswer, SourceError, Summary};
 use css::store::{ClusterScope, EmbeddedStore, ListRequest, StateStore, StoreError};
 use css_tests::fixtures::{messages, task_event};
 use css_tests::moto::MotoServer;
@@ -145,6 +145,16 @@ impl EcsSource for Hooked {
     ) -> Result<Vec<Box<RawValue>>, SourceError> {
         self.describe_tasks_calls.fetch_add(1, Ordering::Relaxed);
         self.inner.describe_tasks(cluster, arns).await
+    }
+    async fn list_services(&self, cluster: &str) -> Result<Vec<String>, SourceError> {
+        self.inner.list_services(cluster).await
+    }
+    async fn describe_services(
+        &self,
+        cluster: &str,
+        names: &[String],
+    ) -> Result<ServicesAnswer, SourceError> {
+        self.inner.describe_services(cluster, names).await
     }
     fn api_calls(&self) -> u64 {
         self.inner.api_calls()

@@ -104,7 +104,8 @@ async fn run(etcd: Option<&EtcdServer>) {
             sqs: Some(sqs.clone()),
             ecs: None,
             dynamodb: None,
-            sdk: None,
+            // Server mode with a queue reads ECS too (service events).
+            sdk: Some(moto.sdk_config()),
         },
     )
     .await;

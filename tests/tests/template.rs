@@ -503,3 +503,42 @@ fn guards_and_the_batching_window_rule_hold() {
     assert_eq!(p["IngestBatchSize"]["Default"], 100);
     assert!(p["IngestBatchingWindowSeconds"]["Default"].as_u64() >= Some(1));
 }
+
+/// Every statement of a function's inline policies.
+fn statements(t: &Value, function: &str) -> Vec<Value> {
+    let policies = &t["Resources"][function]["Properties"]["Policies"];
+    (policies.as_sequence().into_iter().flatten())
+        .flat_map(|p| p["Statement"].as_sequence().cloned().unwrap_or_default())
+        .collect()
+}
+
+fn grants(t: &Value, function: &str, action: &str) -> Vec<Value> {
+    statements(t, function)
+        .into_iter()
+        .filter(|s| {
+            s["Action"] == action
+                || (s["Action"].as_sequence()).is_some_and(|a| a.iter().any(|x| x == action))
+        })
+        .collect()
+}
+
+#[test]
+fn services_are_read_only_in_the_stacks_account_and_region() {
+    let t = template();
+    let own_services = "arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:service/*";
+    for function in ["IngestFunction", "ReconcileFunction"] {
+        let g = grants(&t, function, "ecs:DescribeServices");
+        assert_eq!(g.len(), 1, "{function}: {g:?}");
+        assert_eq!(text(&g[0]["Resource"]).trim(), format!("!Sub {own_services}"), "{function}");
+    }
+    let list = grants(&t, "ReconcileFunction", "ecs:ListServices");
+    assert_eq!(list.len(), 1);
+    assert_eq!(
+        text(&list[0]["Condition"]["ArnLike"]["ecs:cluster"]).trim(),
+        "!Sub arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:cluster/*"
+    );
+    assert!(grants(&t, "IngestFunction", "ecs:ListServices").is_empty());
+    for function in ["ApiFunction", "WatchFunction"] {
+        assert!(grants(&t, function, "ecs:DescribeServices").is_empty());
+    }
+}

@@ -7,7 +7,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 
 use super::{Describer, Failure};
 use crate::ecs::{ServicesAnswer, SourceError, DESCRIBE_SERVICES_BATCH};
@@ -71,11 +72,21 @@ pub(super) async fn apply(
         })
         .collect();
     let n_calls = calls.len();
-    let answers: Vec<(&ClusterId, Vec<String>, Result<ServicesAnswer, SourceError>)> =
-        futures::stream::iter(calls.into_iter().map(|(c, names)| async move {
-            let answer = d.ecs.describe_services(&c.arn(), &names).await;
-            (c, names, answer)
-        }))
+    // Boxed and collected first: a closure held across the await trips the
+    // Send proof the runtimes need.
+    type Answer<'c> = (&'c ClusterId, Vec<String>, Result<ServicesAnswer, SourceError>);
+    let futs: Vec<BoxFuture<'_, Answer<'_>>> = calls
+        .into_iter()
+        .map(|(c, names)| {
+            let ecs = d.ecs;
+            async move {
+                let answer = ecs.describe_services(&c.arn(), &names).await;
+                (c, names, answer)
+            }
+            .boxed()
+        })
+        .collect();
+    let answers: Vec<Answer<'_>> = futures::stream::iter(futs)
         .buffer_unordered(DESCRIBE_CONCURRENCY)
         .collect()
         .await;

@@ -12,8 +12,8 @@ pub mod scheduled;
 pub mod sqs;
 
 pub use http::{service, strip_stage};
-pub use scheduled::{handle_scheduled_event, ReconcileError};
-pub use sqs::{handle_sqs, IngestError};
+pub use scheduled::{function_scope, handle_scheduled_event, ReconcileError};
+pub use sqs::{handle_sqs, handle_sqs_with, IngestError};
 
 #[cfg(test)]
 mod tests;

@@ -20,6 +20,23 @@ pub enum ReconcileError {
     },
 }
 
+/// The account and region a function reads ECS for: the account of its
+/// own ARN (each invocation names it), the region it runs in.
+pub fn function_scope(invoked_function_arn: &str, region: &str) -> Result<RunScope, SourceError> {
+    let account = invoked_function_arn
+        .split(':')
+        .nth(4)
+        .filter(|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| SourceError {
+            operation: "Invoke",
+            message: format!("no account in the function ARN {invoked_function_arn:?}"),
+        })?;
+    Ok(RunScope {
+        account: account.to_string(),
+        region: region.to_string(),
+    })
+}
+
 /// The scheduled function's handler: one run for the account of the invoked
 /// function's ARN; answers (and logs) the summary as JSON, or fails after the
 /// run when it met errors.
@@ -31,21 +48,10 @@ pub async fn handle_scheduled_event(
     region: &str,
     retention: Duration,
 ) -> Result<serde_json::Value, ReconcileError> {
-    let account = invoked_function_arn
-        .split(':')
-        .nth(4)
-        .filter(|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()))
-        .ok_or_else(|| SourceError {
-            operation: "Invoke",
-            message: format!("no account in the function ARN {invoked_function_arn:?}"),
-        })?;
     let summary = Reconciler {
         store,
         source,
-        scope: RunScope {
-            account: account.to_string(),
-            region: region.to_string(),
-        },
+        scope: function_scope(invoked_function_arn, region)?,
         retention,
     }
     .run()

@@ -4,7 +4,7 @@
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 
-use crate::ingest::{apply_batch, Message};
+use crate::ingest::{apply, Describer, Message};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -14,9 +14,20 @@ pub enum IngestError {
     NoMessageId { index: usize, reason: String },
 }
 
-/// The Lambda handler's logic: an SQS event in, the batch item failures out.
+/// The Lambda handler's logic without describing services (their events
+/// are counted as ignored).
 pub async fn handle_sqs(
     store: &dyn crate::store::StateStore,
+    event: SqsEvent,
+) -> Result<SqsBatchResponse, IngestError> {
+    handle_sqs_with(store, None, event).await
+}
+
+/// The Lambda handler's logic: an SQS event in, the batch item failures
+/// out; the services that events name are described with `describer`.
+pub async fn handle_sqs_with(
+    store: &dyn crate::store::StateStore,
+    describer: Option<Describer<'_>>,
     event: SqsEvent,
 ) -> Result<SqsBatchResponse, IngestError> {
     let messages: Vec<Message> = event
@@ -28,7 +39,7 @@ pub async fn handle_sqs(
         })
         .collect();
     let started = std::time::Instant::now();
-    let outcome = apply_batch(store, &messages).await;
+    let outcome = apply(store, describer, &messages).await;
     crate::metrics::ingest(&outcome.stats, started.elapsed());
     crate::status::record_ingest(store, &outcome.stats).await;
     crate::metrics::flush();

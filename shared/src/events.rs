@@ -92,11 +92,9 @@ fn service_refs(
                 account: arn.account.clone(),
             },
             (None, Some(c)) if c.place() == arn.place() => c.clone(),
-            (None, _) => {
-                return Err(fail(format!(
-                    "{r} names no cluster and the detail has no clusterArn of its account and region"
-                )))
-            }
+            (None, _) => return Err(fail(format!(
+                "{r} names no cluster and the detail has no clusterArn of its account and region"
+            ))),
         };
         let service = ServiceRef {
             cluster,
@@ -199,10 +197,8 @@ mod tests {
     }
 
     fn service_event(detail_type: &str, resources: &str, detail: &str) -> String {
-        envelope(detail_type, "aws.ecs", detail).replace(
-            r#""resources":[]"#,
-            &format!(r#""resources":{resources}"#),
-        )
+        envelope(detail_type, "aws.ecs", detail)
+            .replace(r#""resources":[]"#, &format!(r#""resources":{resources}"#))
     }
 
     #[test]
@@ -227,7 +223,10 @@ mod tests {
         let action = r#"{"eventType":"INFO","eventName":"SERVICE_STEADY_STATE","clusterArn":"arn:aws:ecs:eu-west-1:111122223333:cluster/c2"}"#;
         match parse(&service_event(SERVICE_ACTION, short, action)) {
             Ok(Change::Services { services, .. }) => {
-                assert_eq!((services[0].cluster.name.as_str(), services[0].name.as_str()), ("c2", "web"))
+                assert_eq!(
+                    (services[0].cluster.name.as_str(), services[0].name.as_str()),
+                    ("c2", "web")
+                )
             }
             other => panic!("{other:?}"),
         }
@@ -235,7 +234,10 @@ mod tests {
         for (resources, detail) in [
             (short, deployment),
             ("[]", action),
-            (r#"["arn:aws:ecs:eu-west-1:111122223333:cluster/c1"]"#, action),
+            (
+                r#"["arn:aws:ecs:eu-west-1:111122223333:cluster/c1"]"#,
+                action,
+            ),
         ] {
             assert!(
                 matches!(

@@ -115,10 +115,7 @@ impl Filters {
                 .as_ref()
                 .is_none_or(|ci| ci.matches(f.container_instance_arn.as_deref()))
             && self.service.as_ref().is_none_or(|name| {
-                f.group
-                    .as_deref()
-                    .and_then(|g| g.strip_prefix("service:"))
-                    == Some(name.as_str())
+                f.group.as_deref().and_then(|g| g.strip_prefix("service:")) == Some(name.as_str())
             })
             && eq_ci(self.scheduling_strategy, &f.scheduling_strategy)
             && self.rollout_state.is_none_or(|want| {

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
-use crate::model::{Entity, Kind};
 use crate::ecs::{EcsSource, ServicesAnswer, SourceError};
+use crate::model::{Entity, Kind};
 use crate::store::{EmbeddedStore, Source, StateStore, StoredRecord, Upsert};
 
 pub const ACCOUNT: &str = "111122223333";

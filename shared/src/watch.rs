@@ -300,7 +300,13 @@ mod tests {
         let rec = |rollouts: &[&str], updated: &str, rev: i64| {
             let v = crate::testing::service("c1", "web", "ACTIVE", rollouts, updated);
             let e = entity(Kind::Service, &v);
-            StoredRecord::new(e.key.clone(), "k".into(), rev, 1, encode_record(&Upsert::event(&e)))
+            StoredRecord::new(
+                e.key.clone(),
+                "k".into(),
+                rev,
+                1,
+                encode_record(&Upsert::event(&e)),
+            )
         };
         let rolling = Filters {
             rollout_state: Some("IN_PROGRESS"),

@@ -529,7 +529,11 @@ fn services_are_read_only_in_the_stacks_account_and_region() {
     for function in ["IngestFunction", "ReconcileFunction"] {
         let g = grants(&t, function, "ecs:DescribeServices");
         assert_eq!(g.len(), 1, "{function}: {g:?}");
-        assert_eq!(text(&g[0]["Resource"]).trim(), format!("!Sub {own_services}"), "{function}");
+        assert_eq!(
+            text(&g[0]["Resource"]).trim(),
+            format!("!Sub {own_services}"),
+            "{function}"
+        );
     }
     let list = grants(&t, "ReconcileFunction", "ecs:ListServices");
     assert_eq!(list.len(), 1);

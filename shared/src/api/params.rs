@@ -200,13 +200,20 @@ pub fn filters(kind: Kind, p: &Params) -> Result<Filters, ApiError> {
             f.launch_type = Some(launch_type(v)?);
         }
         for (name, known, slot) in [
-            ("schedulingStrategy", SCHEDULING_STRATEGIES, &mut f.scheduling_strategy),
+            (
+                "schedulingStrategy",
+                SCHEDULING_STRATEGIES,
+                &mut f.scheduling_strategy,
+            ),
             ("rolloutState", ROLLOUT_STATES, &mut f.rollout_state),
         ] {
             if let Some(v) = p.get(name) {
                 let found = known.iter().find(|k| k.eq_ignore_ascii_case(v));
                 *slot = Some(found.copied().ok_or_else(|| {
-                    bad(name, format!("'{name}' must be one of {}", known.join(", ")))
+                    bad(
+                        name,
+                        format!("'{name}' must be one of {}", known.join(", ")),
+                    )
                 })?);
             }
         }

@@ -242,7 +242,15 @@ impl Reconciler<'_> {
         }
         match self.source.list_services(cluster_arn).await {
             Ok(arns) => {
-                (self.apply(Kind::Service, cluster_arn, &arns, rev, &mut listed, &mut sum)).await
+                (self.apply(
+                    Kind::Service,
+                    cluster_arn,
+                    &arns,
+                    rev,
+                    &mut listed,
+                    &mut sum,
+                ))
+                .await
             }
             Err(e) => {
                 complete = false;
@@ -288,9 +296,13 @@ impl Reconciler<'_> {
         for batch in arns.chunks(size) {
             let src = self.source;
             let described = match kind {
-                Kind::Task => src.describe_tasks(cluster_arn, batch).await.map(|r| (r, None)),
-                Kind::Instance => (src.describe_container_instances(cluster_arn, batch).await)
+                Kind::Task => src
+                    .describe_tasks(cluster_arn, batch)
+                    .await
                     .map(|r| (r, None)),
+                Kind::Instance => {
+                    (src.describe_container_instances(cluster_arn, batch).await).map(|r| (r, None))
+                }
                 // A service gone between list and describe (MISSING) is
                 // not stored; the next run deletes its record.
                 Kind::Service => (src.describe_services(cluster_arn, batch).await)

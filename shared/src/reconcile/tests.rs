@@ -198,24 +198,44 @@ async fn an_event_written_during_the_run_survives_the_delete_phase() {
 #[tokio::test]
 async fn services_are_listed_described_ten_a_call_and_deleted_when_gone() {
     let s = embedded();
-    let svc = |n: &str| crate::testing::service("web", n, "ACTIVE", &["COMPLETED"], "2026-11-20T09:00:00.000Z");
+    let svc = |n: &str| {
+        crate::testing::service(
+            "web",
+            n,
+            "ACTIVE",
+            &["COMPLETED"],
+            "2026-11-20T09:00:00.000Z",
+        )
+    };
     let names: Vec<String> = (0..12).map(|i| format!("s{i}")).collect();
     let ecs = Ecs::default().with_services("web", names.iter().map(|n| svc(n)).collect());
     let first = run(s.as_ref(), &ecs).await;
     assert_eq!(first.errors, vec![]);
     let services = first.kinds["services"];
-    assert_eq!((services.listed, services.described, services.inserted), (12, 12, 12));
+    assert_eq!(
+        (services.listed, services.described, services.inserted),
+        (12, 12, 12)
+    );
     assert_eq!(first.inserted, 12, "totals include services");
     let asked = ecs.described_services.lock().unwrap().clone();
     assert_eq!(asked.iter().map(Vec::len).collect::<Vec<_>>(), vec![10, 2]);
 
     // One service rolls out a new deployment, one is deleted.
     let mut fewer: Vec<Value> = names[1..].iter().map(|n| svc(n)).collect();
-    fewer[0] = crate::testing::service("web", "s1", "ACTIVE", &["IN_PROGRESS", "COMPLETED"], "2026-11-20T10:00:00.000Z");
+    fewer[0] = crate::testing::service(
+        "web",
+        "s1",
+        "ACTIVE",
+        &["IN_PROGRESS", "COMPLETED"],
+        "2026-11-20T10:00:00.000Z",
+    );
     let ecs = Ecs::default().with_services("web", fewer);
     let second = run(s.as_ref(), &ecs).await;
     let services = second.kinds["services"];
-    assert_eq!((services.updated, services.deleted, services.unchanged), (1, 1, 10));
+    assert_eq!(
+        (services.updated, services.deleted, services.unchanged),
+        (1, 1, 10)
+    );
     let gone = entity(Kind::Service, &svc("s0")).key;
     assert!(s.get(&gone, None).await.unwrap().is_none());
 }
@@ -223,12 +243,26 @@ async fn services_are_listed_described_ten_a_call_and_deleted_when_gone() {
 #[tokio::test]
 async fn a_failed_service_listing_deletes_no_service() {
     let s = embedded();
-    let svc = crate::testing::service("web", "api", "ACTIVE", &["COMPLETED"], "2026-11-20T09:00:00.000Z");
-    run(s.as_ref(), &Ecs::default().with_services("web", vec![svc.clone()])).await;
+    let svc = crate::testing::service(
+        "web",
+        "api",
+        "ACTIVE",
+        &["COMPLETED"],
+        "2026-11-20T09:00:00.000Z",
+    );
+    run(
+        s.as_ref(),
+        &Ecs::default().with_services("web", vec![svc.clone()]),
+    )
+    .await;
     let mut ecs = Ecs::default().with_services("web", vec![]);
     ecs.failing.push("ListServices");
     let out = run(s.as_ref(), &ecs).await;
     assert_eq!(out.errors.len(), 1);
     assert_eq!(out.deleted, 0);
-    assert!(s.get(&entity(Kind::Service, &svc).key, None).await.unwrap().is_some());
+    assert!(s
+        .get(&entity(Kind::Service, &svc).key, None)
+        .await
+        .unwrap()
+        .is_some());
 }

@@ -258,12 +258,22 @@ mod tests {
     use crate::testing::{entity, service};
 
     fn stored(e: &Entity) -> StoredRecord {
-        StoredRecord::new(e.key.clone(), "k".into(), 5, 1, encode_record(&Upsert::event(e)))
+        StoredRecord::new(
+            e.key.clone(),
+            "k".into(),
+            5,
+            1,
+            encode_record(&Upsert::event(e)),
+        )
     }
 
     fn snapshot(rollouts: &[&str], updated: &str, read_s: i64) -> Entity {
         let read = chrono::DateTime::from_timestamp(1_790_000_000 + read_s, 0).unwrap();
-        entity(Kind::Service, &service("c1", "web", "ACTIVE", rollouts, updated)).read_at(read)
+        entity(
+            Kind::Service,
+            &service("c1", "web", "ACTIVE", rollouts, updated),
+        )
+        .read_at(read)
     }
 
     #[test]
@@ -293,14 +303,26 @@ mod tests {
 
     #[test]
     fn the_newest_ecs_time_covers_deployments_and_events() {
-        let v = service("c1", "web", "ACTIVE", &["IN_PROGRESS", "COMPLETED"], "2026-11-20T10:00:00.000Z");
+        let v = service(
+            "c1",
+            "web",
+            "ACTIVE",
+            &["IN_PROGRESS", "COMPLETED"],
+            "2026-11-20T10:00:00.000Z",
+        );
         let e = entity(Kind::Service, &v);
         let want = chrono::DateTime::parse_from_rfc3339("2026-11-20T10:00:00Z").unwrap();
-        assert_eq!(e.stamp.map(|s| s.ecs_time_ms), Some(want.timestamp_millis()));
+        assert_eq!(
+            e.stamp.map(|s| s.ecs_time_ms),
+            Some(want.timestamp_millis())
+        );
         let mut v = v;
         v["events"][0]["createdAt"] = "2026-11-20T11:00:00.000Z".into();
         let e = entity(Kind::Service, &v);
         let want = chrono::DateTime::parse_from_rfc3339("2026-11-20T11:00:00Z").unwrap();
-        assert_eq!(e.stamp.map(|s| s.ecs_time_ms), Some(want.timestamp_millis()));
+        assert_eq!(
+            e.stamp.map(|s| s.ecs_time_ms),
+            Some(want.timestamp_millis())
+        );
     }
 }

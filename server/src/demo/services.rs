@@ -1,0 +1,294 @@
+//! The demo fleet's ECS services: each cluster runs `frontend` and `worker`
+//! (whose tasks carry `group: service:NAME`), EC2 clusters also a `log-agent`
+//! daemon. Now and then a service rolls out a new task definition: a second
+//! deployment appears IN_PROGRESS, then completes (or fails and rolls back).
+//! Changes are announced as ECS Service Action / Deployment State Change
+//! events; the ingest then describes the service, as it would in AWS, from
+//! `DemoEcs` (the fleet's services in DescribeServices' shape).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use css::ecs::{service_name, EcsSource, ServicesAnswer, SourceError};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+
+/// Ticks a rollout takes.
+const ROLLOUT_TICKS: u32 = 6;
+
+pub struct Rollout {
+    pub id: u64,
+    pub ticks_left: u32,
+    pub fails: bool,
+    pub started_at: String,
+}
+
+pub struct Service {
+    pub cluster: usize,
+    pub name: &'static str,
+    pub daemon: bool,
+    pub launch_type: &'static str,
+    /// The task definition revision of the PRIMARY deployment.
+    pub revision: u32,
+    pub deployment: u64,
+    pub deployed_at: String,
+    pub rollout: Option<Rollout>,
+    pub failed_last: bool,
+    pub created_at: String,
+    /// The newest service events, newest first (ECS keeps 100).
+    pub events: Vec<(String, String)>,
+}
+
+/// Counts of a service's tasks: (desired, running, pending).
+pub type Counts = (u64, u64, u64);
+
+impl Service {
+    pub fn new(cluster: usize, name: &'static str, launch_type: &'static str, at: &str) -> Service {
+        Service {
+            cluster,
+            name,
+            daemon: name == "log-agent",
+            launch_type,
+            revision: 12,
+            deployment: 1_000_000 + cluster as u64 * 10 + name.len() as u64,
+            deployed_at: at.to_string(),
+            rollout: None,
+            failed_last: false,
+            created_at: at.to_string(),
+            events: Vec::new(),
+        }
+    }
+
+    pub fn note(&mut self, at: &str, message: String) {
+        self.events.insert(0, (at.to_string(), message));
+        self.events.truncate(10);
+    }
+
+    /// Starts a rollout of the next task definition revision.
+    pub fn start_rollout(&mut self, id: u64, fails: bool, at: &str) {
+        self.rollout = Some(Rollout {
+            id,
+            ticks_left: ROLLOUT_TICKS,
+            fails,
+            started_at: at.to_string(),
+        });
+        self.note(
+            at,
+            format!(
+                "(service {}) has started a deployment of revision {}.",
+                self.name,
+                self.revision + 1
+            ),
+        );
+    }
+
+    /// One tick of a rollout; answers the deployment event's name when it ends.
+    pub fn advance_rollout(&mut self, at: &str) -> Option<&'static str> {
+        let r = self.rollout.as_mut()?;
+        r.ticks_left = r.ticks_left.saturating_sub(1);
+        if r.ticks_left > 0 {
+            return None;
+        }
+        let r = self.rollout.take()?;
+        self.failed_last = r.fails;
+        if r.fails {
+            self.note(
+                at,
+                format!(
+                    "(service {}) deployment ecs-svc/{} failed: rolling back.",
+                    self.name, r.id
+                ),
+            );
+            return Some("SERVICE_DEPLOYMENT_FAILED");
+        }
+        self.revision += 1;
+        self.deployment = r.id;
+        self.deployed_at = at.to_string();
+        self.note(
+            at,
+            format!("(service {}) has reached a steady state.", self.name),
+        );
+        Some("SERVICE_DEPLOYMENT_COMPLETED")
+    }
+
+    /// The service as DescribeServices answers it.
+    pub fn describe(
+        &self,
+        cluster_arn: &str,
+        arn: &str,
+        task_def: &str,
+        counts: Counts,
+        at: &str,
+    ) -> Value {
+        let (desired, running, pending) = counts;
+        let deployment = |id: u64,
+                          status: &str,
+                          rev: u32,
+                          state: &str,
+                          since: &str,
+                          share: (u64, u64, u64)| {
+            json!({
+                "id": format!("ecs-svc/{id}"),
+                "status": status,
+                "taskDefinition": format!("{task_def}:{rev}"),
+                "desiredCount": share.0, "runningCount": share.1, "pendingCount": share.2,
+                "failedTasks": 0,
+                "createdAt": since, "updatedAt": at,
+                "launchType": self.launch_type,
+                "rolloutState": state,
+                "rolloutStateReason": format!("ECS deployment ecs-svc/{id} {}.", state.to_lowercase().replace('_', " ")),
+            })
+        };
+        let deployments = match &self.rollout {
+            None => vec![deployment(
+                self.deployment,
+                "PRIMARY",
+                self.revision,
+                if self.failed_last {
+                    "FAILED"
+                } else {
+                    "COMPLETED"
+                },
+                &self.deployed_at,
+                counts,
+            )],
+            Some(r) => {
+                // The new deployment takes over the tasks as the rollout goes on.
+                let moved =
+                    desired * u64::from(ROLLOUT_TICKS - r.ticks_left) / u64::from(ROLLOUT_TICKS);
+                vec![
+                    deployment(
+                        r.id,
+                        "PRIMARY",
+                        self.revision + 1,
+                        "IN_PROGRESS",
+                        &r.started_at,
+                        (desired, moved.min(running), pending),
+                    ),
+                    deployment(
+                        self.deployment,
+                        "ACTIVE",
+                        self.revision,
+                        "COMPLETED",
+                        &self.deployed_at,
+                        (0, running - moved.min(running), 0),
+                    ),
+                ]
+            }
+        };
+        let events: Vec<Value> = (self.events.iter().enumerate())
+            .map(|(i, (t, m))| json!({"id": format!("{:08x}", self.deployment as usize + i), "createdAt": t, "message": m}))
+            .collect();
+        let mut v = json!({
+            "serviceArn": arn,
+            "serviceName": self.name,
+            "clusterArn": cluster_arn,
+            "loadBalancers": [],
+            "serviceRegistries": [],
+            "status": "ACTIVE",
+            "desiredCount": desired,
+            "runningCount": running,
+            "pendingCount": pending,
+            "launchType": self.launch_type,
+            "taskDefinition": format!("{task_def}:{}", self.revision),
+            "deploymentConfiguration": {"deploymentCircuitBreaker": {"enable": true, "rollback": true}, "maximumPercent": 200, "minimumHealthyPercent": 100},
+            "deployments": deployments,
+            "events": events,
+            "createdAt": self.created_at,
+            "placementConstraints": [],
+            "placementStrategy": [],
+            "schedulingStrategy": if self.daemon { "DAEMON" } else { "REPLICA" },
+            "enableECSManagedTags": true,
+            "propagateTags": "SERVICE",
+            "enableExecuteCommand": false
+        });
+        if self.daemon {
+            v["deploymentConfiguration"]["maximumPercent"] = json!(100);
+            v["deploymentConfiguration"]["minimumHealthyPercent"] = json!(0);
+        }
+        v
+    }
+}
+
+/// The demo's ECS API: DescribeServices and ListServices over the fleet's
+/// services as last published (cluster ARN -> service name -> JSON).
+#[derive(Clone, Default)]
+pub struct DemoEcs(pub Arc<Mutex<BTreeMap<String, BTreeMap<String, Value>>>>);
+
+impl DemoEcs {
+    fn cluster(&self, cluster: &str) -> BTreeMap<String, Value> {
+        let all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        all.get(cluster).cloned().unwrap_or_default()
+    }
+}
+
+fn only_services(operation: &'static str) -> SourceError {
+    SourceError {
+        operation,
+        message: "the demo fleet answers ListServices and DescribeServices only".into(),
+    }
+}
+
+#[async_trait]
+impl EcsSource for DemoEcs {
+    async fn list_clusters(&self) -> Result<Vec<String>, SourceError> {
+        Err(only_services("ListClusters"))
+    }
+    async fn list_container_instances(&self, _: &str) -> Result<Vec<String>, SourceError> {
+        Err(only_services("ListContainerInstances"))
+    }
+    async fn describe_container_instances(
+        &self,
+        _: &str,
+        _: &[String],
+    ) -> Result<Vec<Box<RawValue>>, SourceError> {
+        Err(only_services("DescribeContainerInstances"))
+    }
+    async fn list_tasks(&self, _: &str, _: &str) -> Result<Vec<String>, SourceError> {
+        Err(only_services("ListTasks"))
+    }
+    async fn describe_tasks(
+        &self,
+        _: &str,
+        _: &[String],
+    ) -> Result<Vec<Box<RawValue>>, SourceError> {
+        Err(only_services("DescribeTasks"))
+    }
+    async fn list_services(&self, cluster: &str) -> Result<Vec<String>, SourceError> {
+        let services = self.cluster(cluster);
+        Ok(services
+            .values()
+            .filter_map(|s| s["serviceArn"].as_str().map(String::from))
+            .collect())
+    }
+    async fn describe_services(
+        &self,
+        cluster: &str,
+        names: &[String],
+    ) -> Result<ServicesAnswer, SourceError> {
+        let sent_at = chrono::Utc::now();
+        let services = self.cluster(cluster);
+        let (mut found, mut missing) = (Vec::new(), Vec::new());
+        for n in names {
+            match services.get(service_name(n)) {
+                Some(s) => {
+                    found.push(serde_json::value::to_raw_value(s).map_err(|e| SourceError {
+                        operation: "DescribeServices",
+                        message: e.to_string(),
+                    })?)
+                }
+                None => missing.push(service_name(n).to_string()),
+            }
+        }
+        Ok(ServicesAnswer {
+            services: found,
+            missing,
+            failed: Vec::new(),
+            sent_at,
+        })
+    }
+    fn api_calls(&self) -> u64 {
+        0
+    }
+}

@@ -92,9 +92,11 @@ fn service_refs(
                 account: arn.account.clone(),
             },
             (None, Some(c)) if c.place() == arn.place() => c.clone(),
-            (None, _) => return Err(fail(format!(
+            (None, _) => {
+                return Err(fail(format!(
                 "{r} names no cluster and the detail has no clusterArn of its account and region"
-            ))),
+            )))
+            }
         };
         let service = ServiceRef {
             cluster,

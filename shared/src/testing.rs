@@ -57,7 +57,7 @@ pub fn service(cluster: &str, name: &str, status: &str, rollouts: &[&str], updat
                 "id": format!("ecs-svc/92233705643423483{i:02}"),
                 "status": if i == 0 { "PRIMARY" } else { "ACTIVE" },
                 "taskDefinition": format!("arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{name}:{}", 10 - i),
-                "desiredCount": 2, "pendingCount": 0, "runningCount": if i == 0 { 1 } else { 1 },
+                "desiredCount": 2, "pendingCount": 0, "runningCount": 1,
                 "failedTasks": 0,
                 "createdAt": "2026-11-20T09:00:00.000Z",
                 "updatedAt": updated,

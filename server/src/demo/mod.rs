@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 mod services;
 
-use services::{Counts, DemoEcs, Service};
+use services::{DemoEcs, Service};
 
 /// (name, account, region): two clusters named "web" in different accounts.
 const CLUSTERS: &[(&str, &str, &str)] = &[
@@ -93,7 +93,7 @@ impl Fleet {
             ecs: DemoEcs::default(),
             events: Vec::new(),
         };
-        for c in 0..CLUSTERS.len() {
+        for (c, (cluster, _, _)) in CLUSTERS.iter().enumerate() {
             for _ in 0..INSTANCES_PER_CLUSTER {
                 let id = f.hex_id();
                 f.instances.push(Instance {
@@ -109,7 +109,8 @@ impl Fleet {
                 f.start_task(c, "RUNNING");
             }
             let at = now();
-            let worker_launch = if CLUSTERS[c].0 == "batch" {
+            // The batch cluster's workers run on Fargate.
+            let worker_launch = if *cluster == "batch" {
                 "FARGATE"
             } else {
                 "EC2"
@@ -121,109 +122,6 @@ impl Fleet {
         }
         f.publish_services(true);
         f
-    }
-
-    fn service_arn(&self, s: usize) -> String {
-        let svc = &self.services[s];
-        let (name, account, region) = CLUSTERS[svc.cluster];
-        format!("arn:aws:ecs:{region}:{account}:service/{name}/{}", svc.name)
-    }
-
-    /// (desired, running, pending) of a service from the fleet's tasks (a
-    /// daemon: one task per active instance).
-    fn counts(&self, s: usize) -> Counts {
-        let svc = &self.services[s];
-        if svc.daemon {
-            let active = (self.instances.iter())
-                .filter(|i| i.cluster == svc.cluster && i.status == "ACTIVE")
-                .count() as u64;
-            return (active, active, 0);
-        }
-        let group = format!("service:{}", svc.name);
-        let ours = || (self.tasks.iter()).filter(|t| t.cluster == svc.cluster && t.group == group);
-        let desired = ours().filter(|t| t.desired == "RUNNING").count() as u64;
-        let running = ours().filter(|t| t.status == "RUNNING").count() as u64;
-        let pending = ours().filter(|t| t.status == "PENDING").count() as u64;
-        (desired, running, pending)
-    }
-
-    /// Publishes every service's DescribeServices shape to the demo's ECS
-    /// API and announces the changed ones (all with `all`) with an ECS
-    /// Service Action event, as ECS would.
-    fn publish_services(&mut self, all: bool) {
-        for s in 0..self.services.len() {
-            let c = self.services[s].cluster;
-            let (_, account, region) = CLUSTERS[c];
-            let arn = self.service_arn(s);
-            let task_def = format!(
-                "arn:aws:ecs:{region}:{account}:task-definition/{}",
-                self.services[s].name
-            );
-            let described =
-                self.services[s].describe(&cluster_arn(c), &arn, &task_def, self.counts(s), &now());
-            let mut published = self.ecs.0.lock().unwrap_or_else(|e| e.into_inner());
-            let cluster = published.entry(cluster_arn(c)).or_default();
-            let svc_name = self.services[s].name.to_string();
-            let changed = cluster.get(&svc_name).is_none_or(|old| {
-                [
-                    "desiredCount",
-                    "runningCount",
-                    "pendingCount",
-                    "deployments",
-                ]
-                .iter()
-                .any(|f| old[*f] != described[*f])
-            });
-            cluster.insert(svc_name, described);
-            drop(published);
-            if all || changed {
-                let detail = json!({
-                    "eventType": "INFO",
-                    "eventName": "SERVICE_TASK_PLACEMENT_SUCCESS",
-                    "clusterArn": cluster_arn(c),
-                    "createdAt": now(),
-                });
-                let ev = envelope(c, "ECS Service Action", &arn, detail);
-                self.events.push((c, ev));
-            }
-        }
-    }
-
-    /// Rollouts: now and then a service deploys a new revision; running ones
-    /// advance and end (a few fail and roll back).
-    fn tick_services(&mut self) {
-        for s in 0..self.services.len() {
-            let at = now();
-            let event = match self.services[s].rollout {
-                Some(_) => self.services[s].advance_rollout(&at),
-                None if self.rng.random_bool(0.04) => {
-                    let id = self
-                        .rng
-                        .random_range(1_000_000_000_000u64..9_999_999_999_999);
-                    let fails = self.rng.random_bool(0.2);
-                    self.services[s].start_rollout(id, fails, &at);
-                    Some("SERVICE_DEPLOYMENT_IN_PROGRESS")
-                }
-                None => None,
-            };
-            if let Some(name) = event {
-                let c = self.services[s].cluster;
-                let detail = json!({
-                    "eventType": if name.ends_with("FAILED") { "ERROR" } else { "INFO" },
-                    "eventName": name,
-                    "deploymentId": format!("ecs-svc/{}", self.services[s].deployment),
-                    "updatedAt": at,
-                    "reason": format!("ECS deployment {}.", name.to_lowercase()),
-                });
-                let ev = envelope(
-                    c,
-                    "ECS Deployment State Change",
-                    &self.service_arn(s),
-                    detail,
-                );
-                self.events.push((c, ev));
-            }
-        }
     }
 
     fn hex_id(&mut self) -> String {
@@ -455,75 +353,4 @@ pub async fn run(store: Arc<dyn StateStore>, every: Duration, mut stop: watch::R
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fleet_keeps_its_size_and_emits_valid_events() {
-        let mut f = Fleet::new(7);
-        let first: usize = f.drain_events().values().map(Vec::len).sum();
-        assert_eq!(
-            first,
-            CLUSTERS.len() * (INSTANCES_PER_CLUSTER + TASKS_PER_CLUSTER + 3)
-        );
-        let mut rollouts = 0;
-        for _ in 0..60 {
-            f.tick();
-            for m in f.drain_events().into_values().flatten() {
-                let body = m.body.unwrap_or_default();
-                rollouts += usize::from(body.contains("SERVICE_DEPLOYMENT_IN_PROGRESS"));
-                assert!(
-                    css::events::parse(&body).is_ok(),
-                    "demo event parses: {body}"
-                );
-            }
-        }
-        for c in 0..CLUSTERS.len() {
-            let live = f
-                .tasks
-                .iter()
-                .filter(|t| t.cluster == c && t.desired == "RUNNING")
-                .count();
-            assert_eq!(live, TASKS_PER_CLUSTER);
-        }
-        assert!(rollouts > 0, "services roll out new deployments");
-    }
-
-    #[tokio::test]
-    async fn services_are_described_into_the_store_with_rollouts() {
-        let store = css::store::EmbeddedStore::new("/demo/");
-        let mut f = Fleet::new(11);
-        apply(&store, &mut f).await;
-        let mut rolling_seen = false;
-        for _ in 0..60 {
-            f.tick();
-            apply(&store, &mut f).await;
-            let q = css::query::ListQuery {
-                filters: css::filter::Filters {
-                    rollout_state: Some("IN_PROGRESS"),
-                    ..css::filter::Filters::all(css::model::Kind::Service)
-                },
-                limit: 100,
-                next_token: None,
-            };
-            let out = css::query::list(&store, &q)
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            rolling_seen |= !out.records.is_empty();
-        }
-        let q = css::query::ListQuery {
-            filters: css::filter::Filters::all(css::model::Kind::Service),
-            limit: 100,
-            next_token: None,
-        };
-        let all = css::query::list(&store, &q)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            all.records.len(),
-            CLUSTERS.len() * 3,
-            "every service of both accounts"
-        );
-        assert!(rolling_seen, "a rollout in progress was listed");
-    }
-}
+mod tests;

@@ -14,6 +14,9 @@ use css::ecs::{service_name, EcsSource, ServicesAnswer, SourceError};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
+use super::{cluster_arn, envelope, now, Fleet, CLUSTERS};
+use rand::Rng;
+
 /// Ticks a rollout takes.
 const ROLLOUT_TICKS: u32 = 6;
 
@@ -180,7 +183,9 @@ impl Service {
         let events: Vec<Value> = (self.events.iter().enumerate())
             .map(|(i, (t, m))| json!({"id": format!("{:08x}", self.deployment as usize + i), "createdAt": t, "message": m}))
             .collect();
-        let mut v = json!({
+        // A daemon replaces its tasks in place.
+        let (max, min) = if self.daemon { (100, 0) } else { (200, 100) };
+        json!({
             "serviceArn": arn,
             "serviceName": self.name,
             "clusterArn": cluster_arn,
@@ -192,7 +197,7 @@ impl Service {
             "pendingCount": pending,
             "launchType": self.launch_type,
             "taskDefinition": format!("{task_def}:{}", self.revision),
-            "deploymentConfiguration": {"deploymentCircuitBreaker": {"enable": true, "rollback": true}, "maximumPercent": 200, "minimumHealthyPercent": 100},
+            "deploymentConfiguration": {"deploymentCircuitBreaker": {"enable": true, "rollback": true}, "maximumPercent": max, "minimumHealthyPercent": min},
             "deployments": deployments,
             "events": events,
             "createdAt": self.created_at,
@@ -202,12 +207,7 @@ impl Service {
             "enableECSManagedTags": true,
             "propagateTags": "SERVICE",
             "enableExecuteCommand": false
-        });
-        if self.daemon {
-            v["deploymentConfiguration"]["maximumPercent"] = json!(100);
-            v["deploymentConfiguration"]["minimumHealthyPercent"] = json!(0);
-        }
-        v
+        })
     }
 }
 
@@ -223,11 +223,10 @@ impl DemoEcs {
     }
 }
 
+/// The fleet's tasks and instances are fed by events only.
 fn only_services(operation: &'static str) -> SourceError {
-    SourceError {
-        operation,
-        message: "the demo fleet answers ListServices and DescribeServices only".into(),
-    }
+    let message = "the demo fleet answers ListServices and DescribeServices only".into();
+    SourceError { operation, message }
 }
 
 #[async_trait]
@@ -290,5 +289,110 @@ impl EcsSource for DemoEcs {
     }
     fn api_calls(&self) -> u64 {
         0
+    }
+}
+
+impl Fleet {
+    fn service_arn(&self, s: usize) -> String {
+        let svc = &self.services[s];
+        let (name, account, region) = CLUSTERS[svc.cluster];
+        format!("arn:aws:ecs:{region}:{account}:service/{name}/{}", svc.name)
+    }
+
+    /// (desired, running, pending) of a service from the fleet's tasks (a
+    /// daemon: one task per active instance).
+    fn counts(&self, s: usize) -> Counts {
+        let svc = &self.services[s];
+        if svc.daemon {
+            let active = (self.instances.iter())
+                .filter(|i| i.cluster == svc.cluster && i.status == "ACTIVE")
+                .count() as u64;
+            return (active, active, 0);
+        }
+        let group = format!("service:{}", svc.name);
+        let ours = || (self.tasks.iter()).filter(|t| t.cluster == svc.cluster && t.group == group);
+        let desired = ours().filter(|t| t.desired == "RUNNING").count() as u64;
+        let running = ours().filter(|t| t.status == "RUNNING").count() as u64;
+        let pending = ours().filter(|t| t.status == "PENDING").count() as u64;
+        (desired, running, pending)
+    }
+
+    /// Publishes every service's DescribeServices shape to the demo's ECS
+    /// API and announces the changed ones (all with `all`) with an ECS
+    /// Service Action event, as ECS would.
+    pub(super) fn publish_services(&mut self, all: bool) {
+        for s in 0..self.services.len() {
+            let c = self.services[s].cluster;
+            let (_, account, region) = CLUSTERS[c];
+            let arn = self.service_arn(s);
+            let task_def = format!(
+                "arn:aws:ecs:{region}:{account}:task-definition/{}",
+                self.services[s].name
+            );
+            let described =
+                self.services[s].describe(&cluster_arn(c), &arn, &task_def, self.counts(s), &now());
+            let mut published = self.ecs.0.lock().unwrap_or_else(|e| e.into_inner());
+            let cluster = published.entry(cluster_arn(c)).or_default();
+            let svc_name = self.services[s].name.to_string();
+            let changed = cluster.get(&svc_name).is_none_or(|old| {
+                [
+                    "desiredCount",
+                    "runningCount",
+                    "pendingCount",
+                    "deployments",
+                ]
+                .iter()
+                .any(|f| old[*f] != described[*f])
+            });
+            cluster.insert(svc_name, described);
+            drop(published);
+            if all || changed {
+                let detail = json!({
+                    "eventType": "INFO",
+                    "eventName": "SERVICE_TASK_PLACEMENT_SUCCESS",
+                    "clusterArn": cluster_arn(c),
+                    "createdAt": now(),
+                });
+                let ev = envelope(c, "ECS Service Action", &arn, detail);
+                self.events.push((c, ev));
+            }
+        }
+    }
+
+    /// Rollouts: now and then a service deploys a new revision; running ones
+    /// advance and end (a few fail and roll back).
+    pub(super) fn tick_services(&mut self) {
+        for s in 0..self.services.len() {
+            let at = now();
+            let event = match self.services[s].rollout {
+                Some(_) => self.services[s].advance_rollout(&at),
+                None if self.rng.random_bool(0.04) => {
+                    let id = self
+                        .rng
+                        .random_range(1_000_000_000_000u64..9_999_999_999_999);
+                    let fails = self.rng.random_bool(0.2);
+                    self.services[s].start_rollout(id, fails, &at);
+                    Some("SERVICE_DEPLOYMENT_IN_PROGRESS")
+                }
+                None => None,
+            };
+            if let Some(name) = event {
+                let c = self.services[s].cluster;
+                let detail = json!({
+                    "eventType": if name.ends_with("FAILED") { "ERROR" } else { "INFO" },
+                    "eventName": name,
+                    "deploymentId": format!("ecs-svc/{}", self.services[s].deployment),
+                    "updatedAt": at,
+                    "reason": format!("ECS deployment {}.", name.to_lowercase()),
+                });
+                let ev = envelope(
+                    c,
+                    "ECS Deployment State Change",
+                    &self.service_arn(s),
+                    detail,
+                );
+                self.events.push((c, ev));
+            }
+        }
     }
 }

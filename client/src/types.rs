@@ -66,7 +66,63 @@ pub struct ContainerInstance {
     pub other: Map<String, Value>,
 }
 
-/// What the client needs of either kind.
+/// An ECS service as DescribeServices answers it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Service {
+    pub service_arn: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_count: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_count: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_count: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduling_strategy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_definition: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deployments: Vec<Deployment>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+/// One deployment of a service (the PRIMARY one is the newest).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Deployment {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+impl Service {
+    /// The PRIMARY deployment (the one ECS is moving to).
+    pub fn primary(&self) -> Option<&Deployment> {
+        (self.deployments.iter())
+            .find(|d| d.status.as_deref() == Some("PRIMARY"))
+            .or(self.deployments.first())
+    }
+}
+
+/// What the client needs of every kind.
 pub trait Entity: DeserializeOwned + Serialize + Clone + Send + Sync + 'static {
     const RESOURCE: Resource;
     /// The ARN: unique across clusters, accounts and regions.
@@ -87,10 +143,18 @@ impl Entity for ContainerInstance {
     }
 }
 
+impl Entity for Service {
+    const RESOURCE: Resource = Resource::Services;
+    fn arn(&self) -> &str {
+        &self.service_arn
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resource {
     Tasks,
     Instances,
+    Services,
 }
 
 impl Resource {
@@ -98,6 +162,7 @@ impl Resource {
         match self {
             Resource::Tasks => "tasks",
             Resource::Instances => "instances",
+            Resource::Services => "services",
         }
     }
 }
@@ -149,8 +214,9 @@ pub struct Subscription {
     pub expires_at: Option<String>,
 }
 
-/// The list filters of SPEC §4 (instances use `cluster` and `status`); also
-/// cssctl's filter flags.
+/// The list filters of SPEC §4 (instances use `cluster` and `status`;
+/// services also `launchType`, `schedulingStrategy` and `rolloutState`);
+/// also cssctl's filter flags.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, clap::Args)]
 #[serde(rename_all = "camelCase")]
 pub struct Filters {
@@ -158,7 +224,7 @@ pub struct Filters {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    /// Last status (tasks) or status (instances), any case.
+    /// Last status (tasks) or status (instances, services), any case.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
@@ -174,7 +240,7 @@ pub struct Filters {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    /// Tasks: launch type (EC2, FARGATE, EXTERNAL).
+    /// Tasks and services: launch type (EC2, FARGATE, EXTERNAL).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub launch_type: Option<String>,
@@ -182,6 +248,18 @@ pub struct Filters {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container_instance: Option<String>,
+    /// Tasks: of this service (group service:NAME).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Services: REPLICA or DAEMON.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduling_strategy: Option<String>,
+    /// Services: with a deployment in this rolloutState (COMPLETED, FAILED, IN_PROGRESS).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout_state: Option<String>,
 }
 
 impl Filters {
@@ -195,6 +273,9 @@ impl Filters {
             ("group", &self.group),
             ("launchType", &self.launch_type),
             ("containerInstance", &self.container_instance),
+            ("service", &self.service),
+            ("schedulingStrategy", &self.scheduling_strategy),
+            ("rolloutState", &self.rollout_state),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.clone().map(|v| (k, v)))

@@ -431,18 +431,38 @@ async fn cli_errors_say_what_happened_with_distinct_exit_codes() {
     let (code, _) = run(vec!["tasks".into(), "--output".into(), "xml".into()]).await;
     assert_eq!(code, Some(2), "usage errors are clap's 2");
 
-    // Task-only filters on instances: refused here, naming the flag.
-    for (flag, value) in [
-        ("--launch-type", "EC2"),
-        ("--desired-status", "RUNNING"),
-        ("--started-by", "me"),
-        ("--group", "service:web"),
-        ("--container-instance", "abc"),
-    ] {
-        for cmd in [
-            vec!["instances"],
-            vec!["subscriptions", "create", "--resource", "instances"],
-        ] {
+    // Filters of another kind: refused here, naming the flag.
+    let instances = [
+        vec!["instances"],
+        vec!["subscriptions", "create", "--resource", "instances"],
+    ];
+    let services = [
+        vec!["services"],
+        vec!["subscriptions", "create", "--resource", "services"],
+    ];
+    let tasks = [
+        vec!["tasks"],
+        vec!["subscriptions", "create", "--resource", "tasks"],
+    ];
+    let refused: Vec<(&str, &str, &[Vec<&str>])> = vec![
+        ("--launch-type", "EC2", &instances),
+        ("--desired-status", "RUNNING", &instances),
+        ("--started-by", "me", &instances),
+        ("--group", "service:web", &instances),
+        ("--container-instance", "abc", &instances),
+        ("--service", "web", &instances),
+        ("--desired-status", "RUNNING", &services),
+        ("--started-by", "me", &services),
+        ("--group", "service:web", &services),
+        ("--container-instance", "abc", &services),
+        ("--service", "web", &services),
+        ("--scheduling-strategy", "REPLICA", &tasks),
+        ("--rollout-state", "FAILED", &tasks),
+        ("--scheduling-strategy", "DAEMON", &instances),
+        ("--rollout-state", "IN_PROGRESS", &instances),
+    ];
+    for (flag, value, cmds) in refused {
+        for cmd in cmds {
             let mut args: Vec<String> = vec!["--endpoint".into(), dead.clone()];
             args.extend(cmd.iter().map(|s| s.to_string()));
             args.extend([flag.to_string(), value.to_string()]);

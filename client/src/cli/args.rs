@@ -8,7 +8,7 @@ use crate::types::Filters;
 #[command(
     name = "cssctl",
     version,
-    about = "Query and watch cluster-state-service: ECS tasks and container instances",
+    about = "Query and watch cluster-state-service: ECS tasks, container instances and services",
     after_help = "Exit codes: 0 ok, 2 usage, 3 endpoint unreachable or unavailable, 4 not authorized (IAM), \
 5 invalid request, 6 not found, 7 server error, 8 AWS credentials, 9 unexpected answer."
 )]
@@ -41,13 +41,15 @@ pub enum Command {
     Tasks(ListArgs),
     /// List (or watch) container instances.
     Instances(ListArgs),
-    /// Show one task or container instance as JSON.
+    /// List (or watch) services and their rollouts.
+    Services(ListArgs),
+    /// Show one task, container instance or service as JSON.
     Describe {
         #[arg(value_enum)]
         kind: DescribeKind,
         /// Cluster name or ARN.
         cluster: String,
-        /// ARN or bare id.
+        /// ARN or bare id (a service: ARN or name).
         id: String,
     },
     /// Server-side watch cursors.
@@ -59,6 +61,7 @@ pub enum Command {
 pub enum DescribeKind {
     Task,
     Instance,
+    Service,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -94,7 +97,7 @@ pub enum SubCommand {
         #[arg(long, value_enum)]
         resource: ResourceArg,
         #[command(flatten)]
-        filters: Filters,
+        filters: Box<Filters>,
         /// Start after this revision (default: now).
         #[arg(long)]
         since: Option<i64>,
@@ -115,8 +118,9 @@ pub enum SubCommand {
     Delete { id: String },
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum ResourceArg {
     Tasks,
     Instances,
+    Services,
 }

@@ -1,5 +1,5 @@
-//! `cssctl`: list, describe and watch tasks and container instances, and
-//! manage subscriptions, from a terminal.
+//! `cssctl`: list, describe and watch tasks, container instances and
+//! services, and manage subscriptions, from a terminal.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::Utc;
 use futures::TryStreamExt;
 
-use crate::types::{ContainerInstance, Entity, Filters, Item, Resource, Task};
+use crate::types::{ContainerInstance, Entity, Filters, Item, Resource, Service, Task};
 use crate::{Client, Error, RetryNotice, Signing, WatchEvent};
 
 mod args;
@@ -66,34 +66,63 @@ pub fn explain(e: &Error) -> String {
     }
 }
 
-/// Task-only filter flags given to a command about container instances:
+/// A filter flag the command's kind does not take, and the flags it does:
 /// refused here rather than sent for the service to refuse.
-fn task_only_flag(cli: &Cli) -> Option<&'static str> {
-    let filters = match &cli.command {
-        Command::Instances(a) => &a.filters,
+fn foreign_flag(cli: &Cli) -> Option<(&'static str, &'static str, &'static str)> {
+    let (kind, filters) = match &cli.command {
+        Command::Tasks(a) => (ResourceArg::Tasks, &a.filters),
+        Command::Instances(a) => (ResourceArg::Instances, &a.filters),
+        Command::Services(a) => (ResourceArg::Services, &a.filters),
         Command::Subscriptions(SubCommand::Create {
-            resource: ResourceArg::Instances,
-            filters,
-            ..
-        }) => filters,
+            resource, filters, ..
+        }) => (*resource, filters.as_ref()),
         _ => return None,
     };
-    [
-        ("--desired-status", filters.desired_status.is_some()),
-        ("--started-by", filters.started_by.is_some()),
-        ("--group", filters.group.is_some()),
-        ("--launch-type", filters.launch_type.is_some()),
-        ("--container-instance", filters.container_instance.is_some()),
-    ]
-    .into_iter()
-    .find_map(|(flag, given)| given.then_some(flag))
+    let f = filters;
+    // (flag, given, taken by tasks, instances, services)
+    let flags = [
+        (
+            "--desired-status",
+            f.desired_status.is_some(),
+            [true, false, false],
+        ),
+        ("--started-by", f.started_by.is_some(), [true, false, false]),
+        ("--group", f.group.is_some(), [true, false, false]),
+        (
+            "--launch-type",
+            f.launch_type.is_some(),
+            [true, false, true],
+        ),
+        (
+            "--container-instance",
+            f.container_instance.is_some(),
+            [true, false, false],
+        ),
+        ("--service", f.service.is_some(), [true, false, false]),
+        (
+            "--scheduling-strategy",
+            f.scheduling_strategy.is_some(),
+            [false, false, true],
+        ),
+        (
+            "--rollout-state",
+            f.rollout_state.is_some(),
+            [false, false, true],
+        ),
+    ];
+    let (i, name, takes) = match kind {
+        ResourceArg::Tasks => (0, "tasks", "--cluster, --status, --desired-status, --started-by, --group, --launch-type, --container-instance and --service"),
+        ResourceArg::Instances => (1, "container instances", "--cluster and --status"),
+        ResourceArg::Services => (2, "services", "--cluster, --status, --launch-type, --scheduling-strategy and --rollout-state"),
+    };
+    (flags.into_iter())
+        .find(|(_, given, taken)| *given && !taken[i])
+        .map(|(flag, _, _)| (flag, name, takes))
 }
 
 pub async fn run(cli: Cli, out: &mut dyn Write) -> ExitCode {
-    if let Some(flag) = task_only_flag(&cli) {
-        eprintln!(
-            "cssctl: {flag} filters tasks only; container instances take --cluster and --status"
-        );
+    if let Some((flag, kind, takes)) = foreign_flag(&cli) {
+        eprintln!("cssctl: {kind} do not take {flag}; they take {takes}");
         return ExitCode::from(2);
     }
     match execute(cli, out).await {
@@ -116,12 +145,14 @@ async fn execute(cli: Cli, out: &mut dyn Write) -> Result<(), Error> {
     match cli.command {
         Command::Tasks(a) => list::<Task>(&client, &a, out).await,
         Command::Instances(a) => list::<ContainerInstance>(&client, &a, out).await,
+        Command::Services(a) => list::<Service>(&client, &a, out).await,
         Command::Describe { kind, cluster, id } => {
             let v = match kind {
                 DescribeKind::Task => to_json(&client.describe::<Task>(&cluster, &id).await?),
                 DescribeKind::Instance => {
                     to_json(&client.describe::<ContainerInstance>(&cluster, &id).await?)
                 }
+                DescribeKind::Service => to_json(&client.describe::<Service>(&cluster, &id).await?),
             };
             print(out, &format!("{v:#}\n"))
         }
@@ -156,6 +187,7 @@ async fn subscriptions(client: &Client, cmd: SubCommand, out: &mut dyn Write) ->
             let r = match resource {
                 ResourceArg::Tasks => Resource::Tasks,
                 ResourceArg::Instances => Resource::Instances,
+                ResourceArg::Services => Resource::Services,
             };
             to_json(&client.create_subscription(r, &filters, since).await?)
         }
@@ -163,10 +195,10 @@ async fn subscriptions(client: &Client, cmd: SubCommand, out: &mut dyn Write) ->
         SubCommand::Events { id, ack, wait } => {
             let sub = client.subscription(&id).await?;
             let wait = Duration::from_secs(wait);
-            if sub.resource == "instances" {
-                events_json::<ContainerInstance>(client, &id, ack, wait).await?
-            } else {
-                events_json::<Task>(client, &id, ack, wait).await?
+            match sub.resource.as_str() {
+                "instances" => events_json::<ContainerInstance>(client, &id, ack, wait).await?,
+                "services" => events_json::<Service>(client, &id, ack, wait).await?,
+                _ => events_json::<Task>(client, &id, ack, wait).await?,
             }
         }
         SubCommand::Delete { id } => {

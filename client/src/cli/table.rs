@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::types::{ContainerInstance, Entity, Item, Task};
+use crate::types::{ContainerInstance, Entity, Item, Service, Task};
 
 /// Table columns of an entity, like `kubectl get`.
 pub trait Row: Entity {
@@ -95,6 +95,60 @@ impl Row for ContainerInstance {
         ];
         if wide {
             r.push(opt(&i.ec2_instance_id));
+            r.push(item.metadata.entity_version.clone());
+        }
+        r
+    }
+}
+
+fn count(n: Option<i64>) -> String {
+    n.map_or("-".into(), |n| n.to_string())
+}
+
+impl Row for Service {
+    fn header(wide: bool) -> Vec<&'static str> {
+        let mut h = vec![
+            "CLUSTER", "SERVICE", "STATUS", "DESIRED", "RUNNING", "PENDING", "ROLLOUT", "AGE",
+        ];
+        if wide {
+            h.extend([
+                "DEPLOYMENTS",
+                "STRATEGY",
+                "LAUNCH",
+                "TASK DEFINITION",
+                "VERSION",
+            ]);
+        }
+        h
+    }
+    fn row(item: &Item<Self>, wide: bool, now: DateTime<Utc>) -> Vec<String> {
+        let s = &item.entity;
+        let primary = s.primary();
+        // Services created long ago may lack createdAt; their first
+        // deployment's is the next best age.
+        let created = (s.created_at.as_deref()).or_else(|| {
+            s.deployments
+                .iter()
+                .filter_map(|d| d.created_at.as_deref())
+                .min()
+        });
+        let mut r = vec![
+            s.cluster_arn.as_deref().map_or("-".into(), short),
+            s.service_name
+                .clone()
+                .unwrap_or_else(|| short(&s.service_arn)),
+            opt(&s.status),
+            count(s.desired_count),
+            count(s.running_count),
+            count(s.pending_count),
+            primary.map_or("-".into(), |d| opt(&d.rollout_state)),
+            age(created, now),
+        ];
+        if wide {
+            r.push(s.deployments.len().to_string());
+            r.push(opt(&s.scheduling_strategy));
+            r.push(opt(&s.launch_type));
+            r.push(s.task_definition.as_deref().map_or("-".into(), short));
             r.push(item.metadata.entity_version.clone());
         }
         r

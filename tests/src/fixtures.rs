@@ -159,3 +159,77 @@ pub fn store_args(endpoints: Vec<String>) -> css::config::StoreArgs {
         log_level: None,
     }
 }
+
+/// A service as DescribeServices answers it (the shape of the ECS API
+/// reference's example), timestamps ISO-8601. `rollouts`: each deployment's
+/// rolloutState, PRIMARY first; `updated`: their updatedAt.
+#[allow(clippy::too_many_arguments)]
+pub fn service_detail(
+    cluster: &str,
+    account: &str,
+    name: &str,
+    status: &str,
+    launch_type: &str,
+    strategy: &str,
+    rollouts: &[&str],
+    updated: &str,
+) -> Value {
+    let deployments: Vec<Value> = (rollouts.iter().enumerate())
+        .map(|(i, state)| {
+            json!({
+                "id": format!("ecs-svc/92233705643423483{i:02}"),
+                "status": if i == 0 { "PRIMARY" } else { "ACTIVE" },
+                "taskDefinition": format!("arn:aws:ecs:{REGION}:{account}:task-definition/{name}:{}", 10 - i),
+                "desiredCount": 2, "pendingCount": 0, "runningCount": 1, "failedTasks": 0,
+                "createdAt": "2026-11-20T09:00:00.000Z", "updatedAt": updated,
+                "launchType": launch_type,
+                "rolloutState": state,
+                "rolloutStateReason": format!("ECS deployment {state}.")
+            })
+        })
+        .collect();
+    json!({
+        "serviceArn": format!("arn:aws:ecs:{REGION}:{account}:service/{cluster}/{name}"),
+        "serviceName": name,
+        "clusterArn": cluster_arn(account, REGION, cluster),
+        "loadBalancers": [],
+        "serviceRegistries": [],
+        "status": status,
+        "desiredCount": 2,
+        "runningCount": 2,
+        "pendingCount": 0,
+        "launchType": launch_type,
+        "taskDefinition": format!("arn:aws:ecs:{REGION}:{account}:task-definition/{name}:10"),
+        "deploymentConfiguration": {"maximumPercent": 200, "minimumHealthyPercent": 100},
+        "deployments": deployments,
+        "events": [{"id": "e1", "createdAt": "2026-11-20T08:59:00.000Z", "message": format!("(service {name}) has reached a steady state.")}],
+        "createdAt": "2026-11-01T00:00:00.000Z",
+        "schedulingStrategy": strategy,
+        "propagateTags": "NONE"
+    })
+}
+
+/// A service entity as the ingest stores it after describing, read at `read_at`.
+pub fn service_entity(detail: &Value, read_at: chrono::DateTime<chrono::Utc>) -> Entity {
+    entity(Kind::Service, detail).read_at(read_at)
+}
+
+/// A service or deployment event naming `cluster`/`name` (long ARN format).
+pub fn service_event(
+    detail_type: &str,
+    account: &str,
+    region: &str,
+    cluster: &str,
+    name: &str,
+) -> String {
+    json!({
+        "version": "0", "id": "5a1e0000-0000-4000-8000-000000000000",
+        "detail-type": detail_type, "source": "aws.ecs",
+        "account": account, "time": chrono::Utc::now().to_rfc3339(), "region": region,
+        "resources": [format!("arn:aws:ecs:{region}:{account}:service/{cluster}/{name}")],
+        "detail": {"eventType": "INFO", "eventName": "SERVICE_STEADY_STATE",
+                   "clusterArn": format!("arn:aws:ecs:{region}:{account}:cluster/{cluster}"),
+                   "createdAt": chrono::Utc::now().to_rfc3339()}
+    })
+    .to_string()
+}

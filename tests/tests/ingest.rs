@@ -103,14 +103,8 @@ async fn bad_records_are_batch_item_failures() {
     no_cluster.as_object_mut().unwrap().remove("clusterArn");
     let mut wrong_source: Value = serde_json::from_str(&good).unwrap();
     wrong_source["source"] = json!("aws.ec2");
-    let service_action = envelope(
-        "ECS Service Action",
-        &json!({"eventName": "SERVICE_STEADY_STATE"}),
-    );
-    let deployment = envelope(
-        "ECS Deployment State Change",
-        &json!({"eventName": "SERVICE_DEPLOYMENT_COMPLETED"}),
-    );
+    let service_action = service_event("ECS Service Action", ACCOUNT, REGION, "c1", "web");
+    let deployment = service_event("ECS Deployment State Change", ACCOUNT, REGION, "c1", "web");
     let bodies = vec![
         good,                                  // m0 ok
         "{not json".to_string(),               // m1
@@ -372,7 +366,13 @@ async fn store_down_fails_every_record() {
                 true,
             ))
         })
-        .chain(std::iter::once(envelope("ECS Service Action", &json!({}))))
+        .chain(std::iter::once(service_event(
+            "ECS Service Action",
+            ACCOUNT,
+            REGION,
+            "c1",
+            "web",
+        )))
         .collect();
     let resp = handle_sqs(store.as_ref(), sqs_event(&bodies))
         .await

@@ -17,6 +17,7 @@ mod list;
 mod memory;
 mod metrics;
 mod reconcile;
+mod services;
 mod sqs;
 mod watch;
 
@@ -36,6 +37,12 @@ enum What {
     Ingest {
         /// Events in the workload.
         #[arg(long, default_value_t = 10_000)]
+        events: usize,
+    },
+    /// The ingest with 10% service events (described from moto) vs task events only.
+    Services {
+        /// Events in each workload.
+        #[arg(long, default_value_t = 5_000)]
         events: usize,
     },
     /// Server mode polling moto's SQS vs moto alone handing out the messages.
@@ -105,6 +112,7 @@ async fn main() {
     match cli.what {
         What::Ingest { events } => ingest::run(&etcd, events, cli.runs.max(1)).await,
         What::Sqs { events } => sqs::run(&etcd, events, cli.runs.max(1)).await,
+        What::Services { events } => services::run(&etcd, events, cli.runs.max(1)).await,
         What::List => list::run(&etcd, cli.runs).await,
         What::Reconcile => reconcile::run(&etcd, cli.runs).await,
         What::Watch => watch::run(&etcd, cli.runs).await,
@@ -120,6 +128,8 @@ async fn main() {
             ingest::run(&etcd, 10_000, cli.runs.max(1)).await;
             println!();
             sqs::run(&etcd, 500, cli.runs.clamp(1, 3)).await;
+            println!();
+            services::run(&etcd, 5_000, cli.runs.clamp(1, 3)).await;
             println!();
             list::run(&etcd, cli.runs).await;
             println!();

@@ -13,9 +13,11 @@ use std::sync::Arc;
 use axum::http::Request;
 use css::model::Kind;
 use css::store::{EmbeddedStore, StateStore};
-use css_tests::fixtures::{entity, envelope, sqs_event, task_detail, task_event, ACCOUNT};
+use css_tests::fixtures::{
+    entity, service_event, sqs_event, task_detail, task_event, ACCOUNT, REGION,
+};
 use css_tests::server::TestServer;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tower::ServiceExt;
 
 /// Runs the handlers of css-ingest, css-api, css-watch and css-reconcile
@@ -31,7 +33,7 @@ async fn emf_child() {
         task("t2", 1),
         task("t1", 1), // a duplicate: stale
         "{not json".to_string(),
-        envelope("ECS Deployment State Change", &json!({})),
+        service_event("ECS Deployment State Change", ACCOUNT, REGION, "web", "api"),
     ];
     let out = css::lambda::handle_sqs(store.as_ref(), sqs_event(&bodies))
         .await

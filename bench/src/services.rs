@@ -120,7 +120,7 @@ pub async fn run(etcd: &EtcdServer, n: usize, runs: usize) {
     let tasks_only = workload(n);
     let (mix, service_events) = mixed(n);
     println!(
-        "# Services: {n} events in 10-event invocations, 4 at a time (the SQS default); the mix has {service_events} service/deployment events over {} services in {CLUSTERS} clusters, each described from moto's ECS",
+        "# Services: {n} events per workload; the mix has {service_events} service/deployment events over {} services in {CLUSTERS} clusters, each described from moto's ECS",
         CLUSTERS * SERVICES_PER_CLUSTER
     );
     let modes: [(&str, usize, usize); 2] = [

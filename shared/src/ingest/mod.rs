@@ -148,9 +148,28 @@ pub async fn apply(
         }
     }
     out.stats.malformed = out.failures.len();
+    // One write per entity: the highest version of its group. Services are
+    // described and written meanwhile (distinct keys), so a describe's round
+    // trip overlaps the task and instance writes.
+    let groups: Vec<Vec<(usize, Entity)>> = groups.into_values().collect();
+    let newest: Vec<&Entity> = groups
+        .iter()
+        .filter_map(|g| g.iter().map(|(_, e)| e).max_by_key(|e| e.version))
+        .collect();
+    let writes: Vec<Upsert<'_>> = newest.iter().map(|e| Upsert::event(e)).collect();
+    let described = async {
+        match describer.filter(|_| !service_msgs.is_empty()) {
+            Some(d) => Some(services::apply(store, d, &service_msgs).await),
+            None => None,
+        }
+    };
+    let (outcomes, described) = futures::join!(store.upsert_many(&writes), described);
+    let results = groups
+        .iter()
+        .map(|g| g.iter().map(|(i, _)| *i).collect::<Vec<usize>>())
+        .zip(outcomes);
     let mut applied_msgs: Vec<usize> = Vec::new();
-    if let Some(d) = describer.filter(|_| !service_msgs.is_empty()) {
-        let done = services::apply(store, d, &service_msgs).await;
+    if let Some(done) = described {
         out.stats.describe_calls += done.calls;
         for (i, result) in done.messages {
             match result {
@@ -175,19 +194,6 @@ pub async fn apply(
             }
         }
     }
-
-    // One write per entity: the highest version of its group.
-    let groups: Vec<Vec<(usize, Entity)>> = groups.into_values().collect();
-    let newest: Vec<&Entity> = groups
-        .iter()
-        .filter_map(|g| g.iter().map(|(_, e)| e).max_by_key(|e| e.version))
-        .collect();
-    let writes: Vec<Upsert<'_>> = newest.iter().map(|e| Upsert::event(e)).collect();
-    let outcomes = store.upsert_many(&writes).await;
-    let results = groups
-        .iter()
-        .map(|g| g.iter().map(|(i, _)| *i).collect::<Vec<usize>>())
-        .zip(outcomes);
 
     let applied_at = chrono::Utc::now();
     let lag = |i: &usize| {

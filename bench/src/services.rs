@@ -154,8 +154,13 @@ pub async fn run(etcd: &EtcdServer, n: usize, runs: usize) {
     for i in 0..20 {
         let t = Instant::now();
         let names = [format!("app-{}", i % SERVICES_PER_CLUSTER)];
-        let cluster = format!("arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/svc-{}", i % CLUSTERS);
-        ecs.describe_services(&cluster, &names).await.expect("describe");
+        let cluster = format!(
+            "arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/svc-{}",
+            i % CLUSTERS
+        );
+        ecs.describe_services(&cluster, &names)
+            .await
+            .expect("describe");
         lat.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     println!();

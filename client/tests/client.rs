@@ -631,3 +631,169 @@ async fn cli_yaml_and_no_headers() {
     child.kill().await.unwrap();
     s.server.shutdown().await.unwrap();
 }
+
+/// `cssctl services` in every output, `describe service`, and a watch that
+/// sees a rollout complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_services() {
+    let s = TestServer::start(None, &[]).await;
+    let store = s.server.store();
+    let put = |detail: serde_json::Value| {
+        let store = store.clone();
+        async move {
+            let e = service_entity(&detail, chrono::Utc::now());
+            store
+                .upsert_if_newer(css::store::Upsert::event(&e))
+                .await
+                .unwrap();
+        }
+    };
+    let t9 = "2026-11-20T09:00:00.000Z";
+    put(service_detail(
+        "shop",
+        ACCOUNT,
+        "web",
+        "ACTIVE",
+        "EC2",
+        "REPLICA",
+        &["IN_PROGRESS", "COMPLETED"],
+        t9,
+    ))
+    .await;
+    put(service_detail(
+        "shop",
+        ACCOUNT,
+        "agent",
+        "ACTIVE",
+        "EC2",
+        "DAEMON",
+        &["COMPLETED"],
+        t9,
+    ))
+    .await;
+    put(service_detail(
+        "shop",
+        ACCOUNT,
+        "old",
+        "DRAINING",
+        "FARGATE",
+        "REPLICA",
+        &["FAILED"],
+        t9,
+    ))
+    .await;
+    let run = |args: &[&str]| {
+        let mut full = vec!["--endpoint".to_string(), s.base.clone()];
+        full.extend(args.iter().map(|a| a.to_string()));
+        async move {
+            let out = cssctl().args(&full).output().await.unwrap();
+            assert!(
+                out.status.success(),
+                "{full:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        }
+    };
+    let table = run(&["services"]).await;
+    let lines: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        ["CLUSTER", "SERVICE", "STATUS", "DESIRED", "RUNNING", "PENDING", "ROLLOUT", "AGE"]
+    );
+    assert_eq!(lines.len(), 4, "{table}");
+    let web = lines.iter().find(|l| l[1] == "web").expect("web listed");
+    assert_eq!(
+        &web[..7],
+        ["shop", "web", "ACTIVE", "2", "2", "0", "IN_PROGRESS"]
+    );
+    assert!(web[7].ends_with('d'), "created days ago: {table}");
+
+    let wide = run(&["services", "--rollout-state", "failed", "-o", "wide"]).await;
+    let lines: Vec<Vec<&str>> = wide
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines.len(), 2, "{wide}");
+    assert_eq!(&lines[1][..2], ["shop", "old"]);
+    assert_eq!(
+        &lines[1][8..12],
+        ["1", "REPLICA", "FARGATE", "old:10"],
+        "{wide}"
+    );
+    let daemons = run(&[
+        "services",
+        "--scheduling-strategy",
+        "DAEMON",
+        "--no-headers",
+    ])
+    .await;
+    assert_eq!(daemons.lines().count(), 1);
+    assert!(daemons.contains("agent"), "{daemons}");
+
+    let json: serde_json::Value =
+        serde_json::from_str(&run(&["services", "-o", "json"]).await).unwrap();
+    let yaml: serde_json::Value =
+        serde_yaml_ng::from_str(&run(&["services", "-o", "yaml", "--page-size", "2"]).await)
+            .unwrap();
+    assert_eq!(json.as_array().map(Vec::len), Some(3));
+    assert_eq!(yaml, json);
+    let one: serde_json::Value =
+        serde_json::from_str(&run(&["describe", "service", "shop", "web"]).await).unwrap();
+    assert_eq!(
+        one["entity"]["deployments"][0]["rolloutState"],
+        "IN_PROGRESS"
+    );
+    assert_eq!(one["entity"]["events"][0]["id"], "e1", "every field kept");
+
+    // Watching rollouts: the list, then the rollout that completes.
+    let mut child = cssctl()
+        .args([
+            "--endpoint",
+            &s.base,
+            "services",
+            "--watch",
+            "--rollout-state",
+            "IN_PROGRESS",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(next_line(&mut out).await.starts_with("EVENT"));
+    let added = next_line(&mut out).await;
+    assert!(
+        added.starts_with("ADDED") && added.contains("web"),
+        "{added}"
+    );
+    put(service_detail(
+        "shop",
+        ACCOUNT,
+        "web",
+        "ACTIVE",
+        "EC2",
+        "REPLICA",
+        &["COMPLETED"],
+        "2026-11-20T10:00:00.000Z",
+    ))
+    .await;
+    let done = next_line(&mut out).await;
+    assert!(
+        done.starts_with("DELETED") && done.contains("COMPLETED"),
+        "{done}"
+    );
+    child.kill().await.unwrap();
+    s.server.shutdown().await.unwrap();
+}
+
+async fn next_line(
+    out: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> String {
+    let line = tokio::time::timeout(Duration::from_secs(20), out.next_line()).await;
+    line.expect("a line within 20 s")
+        .expect("stdout")
+        .expect("not closed")
+}

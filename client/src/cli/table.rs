@@ -16,6 +16,13 @@ fn short(arn: &str) -> String {
     arn.rsplit(['/', ':']).next().unwrap_or(arn).to_string()
 }
 
+/// A task definition as `family:revision` (what follows the ARN's `/`).
+fn task_definition(arn: Option<&str>) -> String {
+    arn.map_or("-".into(), |a| {
+        a.rsplit('/').next().unwrap_or(a).to_string()
+    })
+}
+
 fn opt(s: &Option<String>) -> String {
     s.clone().unwrap_or_else(|| "-".into())
 }
@@ -56,7 +63,7 @@ impl Row for Task {
             age(t.created_at.as_deref(), now),
         ];
         if wide {
-            r.push(t.task_definition_arn.as_deref().map_or("-".into(), short));
+            r.push(task_definition(t.task_definition_arn.as_deref()));
             r.push(
                 t.container_instance_arn
                     .as_deref()
@@ -148,7 +155,7 @@ impl Row for Service {
             r.push(s.deployments.len().to_string());
             r.push(opt(&s.scheduling_strategy));
             r.push(opt(&s.launch_type));
-            r.push(s.task_definition.as_deref().map_or("-".into(), short));
+            r.push(task_definition(s.task_definition.as_deref()));
             r.push(item.metadata.entity_version.clone());
         }
         r

@@ -393,6 +393,7 @@ async fn sample_events_behave_as_documented() {
         ("sqs-duplicate.json", &[]),
         ("sqs-out-of-order.json", &[]),
         ("sqs-service-action.json", &[]),
+        ("sqs-deployment-state-change.json", &[]),
         (
             "sqs-malformed.json",
             &["malformed-1", "malformed-2", "malformed-3"],

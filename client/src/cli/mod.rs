@@ -66,60 +66,6 @@ pub fn explain(e: &Error) -> String {
     }
 }
 
-/// A filter flag the command's kind does not take, and the flags it does:
-/// refused here rather than sent for the service to refuse.
-fn foreign_flag(cli: &Cli) -> Option<(&'static str, &'static str, &'static str)> {
-    let (kind, filters) = match &cli.command {
-        Command::Tasks(a) => (ResourceArg::Tasks, &a.filters),
-        Command::Instances(a) => (ResourceArg::Instances, &a.filters),
-        Command::Services(a) => (ResourceArg::Services, &a.filters),
-        Command::Subscriptions(SubCommand::Create {
-            resource, filters, ..
-        }) => (*resource, filters.as_ref()),
-        _ => return None,
-    };
-    let f = filters;
-    // (flag, given, taken by tasks, instances, services)
-    let flags = [
-        (
-            "--desired-status",
-            f.desired_status.is_some(),
-            [true, false, false],
-        ),
-        ("--started-by", f.started_by.is_some(), [true, false, false]),
-        ("--group", f.group.is_some(), [true, false, false]),
-        (
-            "--launch-type",
-            f.launch_type.is_some(),
-            [true, false, true],
-        ),
-        (
-            "--container-instance",
-            f.container_instance.is_some(),
-            [true, false, false],
-        ),
-        ("--service", f.service.is_some(), [true, false, false]),
-        (
-            "--scheduling-strategy",
-            f.scheduling_strategy.is_some(),
-            [false, false, true],
-        ),
-        (
-            "--rollout-state",
-            f.rollout_state.is_some(),
-            [false, false, true],
-        ),
-    ];
-    let (i, name, takes) = match kind {
-        ResourceArg::Tasks => (0, "tasks", "--cluster, --status, --desired-status, --started-by, --group, --launch-type, --container-instance and --service"),
-        ResourceArg::Instances => (1, "container instances", "--cluster and --status"),
-        ResourceArg::Services => (2, "services", "--cluster, --status, --launch-type, --scheduling-strategy and --rollout-state"),
-    };
-    (flags.into_iter())
-        .find(|(_, given, taken)| *given && !taken[i])
-        .map(|(flag, _, _)| (flag, name, takes))
-}
-
 pub async fn run(cli: Cli, out: &mut dyn Write) -> ExitCode {
     if let Some((flag, kind, takes)) = foreign_flag(&cli) {
         eprintln!("cssctl: {kind} do not take {flag}; they take {takes}");

@@ -59,7 +59,7 @@ pub async fn run(etcd: &EtcdServer, runs: usize) {
         };
         println!(
             "| {name} | {} | {} | {} | {} | {} | {ms:.0} |",
-            s.api_calls, s.described, s.inserted, s.unchanged, s.deleted
+            s.api_calls, s.total.described, s.total.inserted, s.total.unchanged, s.total.deleted
         );
     }
 }

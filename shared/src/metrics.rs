@@ -143,12 +143,12 @@ pub fn log_reconcile(s: &Summary) {
     let first_error = s.errors.first().map(ToString::to_string);
     tracing::info!(
         clusters = s.clusters,
-        listed = s.listed,
-        described = s.described,
-        inserted = s.inserted,
-        updated = s.updated,
-        unchanged = s.unchanged,
-        deleted = s.deleted,
+        listed = s.total.listed,
+        described = s.total.described,
+        inserted = s.total.inserted,
+        updated = s.total.updated,
+        unchanged = s.total.unchanged,
+        deleted = s.total.deleted,
         api_calls = s.api_calls,
         errors = s.errors.len(),
         first_error,
@@ -191,13 +191,13 @@ pub fn ingest(stats: &IngestStats, took: Duration) {
 /// One reconcile run: its summary as figures.
 pub fn reconcile(s: &Summary) {
     for (change, n) in [
-        ("inserted", s.inserted),
-        ("updated", s.updated),
-        ("deleted", s.deleted),
+        ("inserted", s.total.inserted),
+        ("updated", s.total.updated),
+        ("deleted", s.total.deleted),
     ] {
         counter!(RECONCILE_DRIFT, "change" => change).increment(n as u64);
     }
-    counter!(RECONCILE_UNCHANGED).increment(s.unchanged as u64);
+    counter!(RECONCILE_UNCHANGED).increment(s.total.unchanged as u64);
     counter!(RECONCILE_ERRORS).increment(s.errors.len() as u64);
     counter!(RECONCILE_API_CALLS).increment(s.api_calls);
     histogram!(RECONCILE_DURATION).record(s.duration_ms as f64 / 1000.0);

@@ -154,7 +154,7 @@ async fn ingest_list_watch_and_reconcile_over_mutual_tls() {
     .run()
     .await;
     assert!(summary.errors.is_empty(), "{:?}", summary.errors);
-    assert_eq!(summary.inserted, 4, "{summary:?}");
+    assert_eq!(summary.total.inserted, 4, "{summary:?}");
 }
 
 #[tokio::test]

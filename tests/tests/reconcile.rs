@@ -188,8 +188,11 @@ async fn converges_from_empty_and_then_stays_put() {
     let s = run(store.as_ref(), &source).await;
     assert!(s.errors.is_empty(), "{:?}", s.errors);
     assert_eq!(s.clusters, 2);
-    assert_eq!((s.listed, s.described, s.inserted), (13, 13, 13));
-    assert_eq!((s.updated, s.deleted), (0, 0));
+    assert_eq!(
+        (s.total.listed, s.total.described, s.total.inserted),
+        (13, 13, 13)
+    );
+    assert_eq!((s.total.updated, s.total.deleted), (0, 0));
     assert!(
         s.api_calls >= 9,
         "ListClusters + per cluster 2 lists, 2 describes...: {}",
@@ -246,7 +249,12 @@ async fn converges_from_empty_and_then_stays_put() {
     let s2 = run(store.as_ref(), &source).await;
     assert!(s2.errors.is_empty());
     assert_eq!(
-        (s2.inserted, s2.updated, s2.deleted, s2.unchanged),
+        (
+            s2.total.inserted,
+            s2.total.updated,
+            s2.total.deleted,
+            s2.total.unchanged
+        ),
         (0, 0, 0, 13)
     );
     // Only the compaction checkpoint was written.
@@ -275,7 +283,7 @@ async fn stale_records_are_updated_and_vanished_ones_deleted() {
     let s = run(store.as_ref(), &Hooked::new(&moto)).await;
     assert!(s.errors.is_empty(), "{:?}", s.errors);
     assert_eq!(
-        (s.inserted, s.updated, s.deleted),
+        (s.total.inserted, s.total.updated, s.total.deleted),
         (3, 1, 1),
         "2 tasks + 1 instance new, 1 stale, 1 ghost"
     );
@@ -329,7 +337,7 @@ async fn an_event_during_the_run_survives_the_delete_phase() {
     ));
     let s = run(store.as_ref(), &source).await;
     assert!(s.errors.is_empty(), "{:?}", s.errors);
-    assert_eq!(s.deleted, 1, "the untouched ghost goes");
+    assert_eq!(s.total.deleted, 1, "the untouched ghost goes");
     assert!(store
         .get(&key(Kind::Task, "alpha", "ghost1"), None)
         .await
@@ -396,7 +404,7 @@ async fn a_failed_listing_keeps_that_clusters_records_and_vanished_clusters_are_
         .await,
         vec!["g3"]
     );
-    assert_eq!(s.deleted, 3);
+    assert_eq!(s.total.deleted, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -413,7 +421,7 @@ async fn describes_in_batches_of_one_hundred() {
         3 + 2,
         "ceil(250/100) + ceil(120/100)"
     );
-    assert_eq!(s.described, 372);
+    assert_eq!(s.total.described, 372);
     assert_eq!(
         ids(
             store.as_ref(),

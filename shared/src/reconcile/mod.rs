@@ -67,12 +67,9 @@ impl KindCounts {
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
     pub clusters: usize,
-    pub listed: usize,
-    pub described: usize,
-    pub inserted: usize,
-    pub updated: usize,
-    pub unchanged: usize,
-    pub deleted: usize,
+    /// Every kind together (listed, described, inserted, ...).
+    #[serde(flatten)]
+    pub total: KindCounts,
     pub api_calls: u64,
     pub errors: Vec<RunError>,
     pub duration_ms: u64,
@@ -99,8 +96,7 @@ impl Summary {
     fn total(&mut self) {
         let mut t = KindCounts::default();
         self.kinds.values().for_each(|c| t.add(c));
-        (self.listed, self.described, self.inserted) = (t.listed, t.described, t.inserted);
-        (self.updated, self.unchanged, self.deleted) = (t.updated, t.unchanged, t.deleted);
+        self.total = t;
     }
 
     fn error(&mut self, cluster: &str, operation: &str, message: impl ToString) {

@@ -49,13 +49,23 @@ async fn a_first_run_inserts_everything_and_a_second_changes_nothing() {
         .with("batch", vec![task("batch", "t3", "PENDING", 1)], vec![]);
     let first = run(s.as_ref(), &ecs).await;
     assert_eq!(first.errors, vec![]);
-    assert_eq!((first.clusters, first.listed, first.described), (2, 4, 4));
-    assert_eq!((first.inserted, first.updated, first.deleted), (4, 0, 0));
+    assert_eq!(
+        (first.clusters, first.total.listed, first.total.described),
+        (2, 4, 4)
+    );
+    assert_eq!(
+        (
+            first.total.inserted,
+            first.total.updated,
+            first.total.deleted
+        ),
+        (4, 0, 0)
+    );
     assert!(first.api_calls >= 7, "calls counted: {first:?}");
     assert!(first.compaction.is_some());
     let second = run(s.as_ref(), &ecs).await;
-    assert_eq!((second.inserted, second.updated), (0, 0));
-    assert_eq!((second.unchanged, second.deleted), (4, 0));
+    assert_eq!((second.total.inserted, second.total.updated), (0, 0));
+    assert_eq!((second.total.unchanged, second.total.deleted), (4, 0));
 }
 
 #[tokio::test]
@@ -77,7 +87,10 @@ async fn newer_versions_update_and_older_ones_never_regress() {
     );
     let ecs = Ecs::default().with("web", vec![t1.clone(), t2.clone()], vec![]);
     let sum = run(s.as_ref(), &ecs).await;
-    assert_eq!((sum.updated, sum.unchanged, sum.deleted), (1, 1, 0));
+    assert_eq!(
+        (sum.total.updated, sum.total.unchanged, sum.total.deleted),
+        (1, 1, 0)
+    );
     assert_eq!(version(s.as_ref(), &t1).await, Some(2));
     assert_eq!(version(s.as_ref(), &t2).await, Some(5));
 }
@@ -98,7 +111,7 @@ async fn records_ecs_no_longer_lists_are_deleted() {
     .await;
     let ecs = Ecs::default().with("web", vec![kept.clone()], vec![]);
     let sum = run(s.as_ref(), &ecs).await;
-    assert_eq!((sum.unchanged, sum.deleted), (1, 2));
+    assert_eq!((sum.total.unchanged, sum.total.deleted), (1, 2));
     assert_eq!(version(s.as_ref(), &kept).await, Some(1));
     assert_eq!(version(s.as_ref(), &gone).await, None);
 }
@@ -112,7 +125,7 @@ async fn a_failed_listing_keeps_every_record_of_that_cluster() {
         let mut ecs = Ecs::default().with("web", vec![task("web", "t1", "RUNNING", 1)], vec![]);
         ecs.failing = vec![failing];
         let sum = run(s.as_ref(), &ecs).await;
-        assert_eq!(sum.deleted, 0, "{failing}");
+        assert_eq!(sum.total.deleted, 0, "{failing}");
         assert_eq!(version(s.as_ref(), &old).await, Some(1), "{failing}");
         assert!(
             sum.errors
@@ -132,7 +145,7 @@ async fn a_failed_describe_is_an_error_and_deletes_nothing_it_listed() {
     let mut ecs = Ecs::default().with("web", vec![task("web", "t1", "RUNNING", 1)], vec![i1]);
     ecs.failing = vec!["DescribeContainerInstances"];
     let sum = run(s.as_ref(), &ecs).await;
-    assert_eq!((sum.inserted, sum.deleted), (1, 0));
+    assert_eq!((sum.total.inserted, sum.total.deleted), (1, 0));
     assert_eq!(sum.errors.len(), 1, "{:?}", sum.errors);
     assert_eq!(sum.errors[0].operation, "DescribeContainerInstances");
 }
@@ -171,7 +184,7 @@ async fn vanished_clusters_are_purged_only_in_the_runs_account_and_region() {
     seed(s.as_ref(), Kind::Task, &[ours.clone(), theirs.clone()]).await;
     let ecs = Ecs::default().with("web", vec![], vec![]);
     let sum = run(s.as_ref(), &ecs).await;
-    assert_eq!(sum.deleted, 1);
+    assert_eq!(sum.total.deleted, 1);
     assert_eq!(version(s.as_ref(), &ours).await, None);
     assert_eq!(version(s.as_ref(), &theirs).await, Some(1));
 }
@@ -191,7 +204,7 @@ async fn an_event_written_during_the_run_survives_the_delete_phase() {
     let ecs = Ecs::default().with("web", vec![task("web", "t1", "RUNNING", 1)], vec![]);
     *ecs.mid_run.lock().unwrap_or_else(|e| e.into_inner()) = Some((s.clone(), late.clone()));
     let sum = run(s.as_ref(), &ecs).await;
-    assert_eq!((sum.inserted, sum.deleted), (1, 0), "{sum:?}");
+    assert_eq!((sum.total.inserted, sum.total.deleted), (1, 0), "{sum:?}");
     assert_eq!(version(s.as_ref(), &late).await, Some(2));
 }
 
@@ -216,7 +229,7 @@ async fn services_are_listed_described_ten_a_call_and_deleted_when_gone() {
         (services.listed, services.described, services.inserted),
         (12, 12, 12)
     );
-    assert_eq!(first.inserted, 12, "totals include services");
+    assert_eq!(first.total.inserted, 12, "totals include services");
     let asked = ecs.described_services.lock().unwrap().clone();
     assert_eq!(asked.iter().map(Vec::len).collect::<Vec<_>>(), vec![10, 2]);
 
@@ -259,7 +272,7 @@ async fn a_failed_service_listing_deletes_no_service() {
     ecs.failing.push("ListServices");
     let out = run(s.as_ref(), &ecs).await;
     assert_eq!(out.errors.len(), 1);
-    assert_eq!(out.deleted, 0);
+    assert_eq!(out.total.deleted, 0);
     assert!(s
         .get(&entity(Kind::Service, &svc).key, None)
         .await

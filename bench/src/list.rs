@@ -70,7 +70,7 @@ pub(crate) async fn via_router(store: Arc<dyn StateStore>) -> f64 {
     ms
 }
 
-async fn raw(store: &EtcdStore, prefix: &str) -> f64 {
+pub(crate) async fn raw(store: &EtcdStore, prefix: &str) -> f64 {
     let ks = Keyspace::new(prefix);
     let range = ks.list_prefix(
         Kind::Task,

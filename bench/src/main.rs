@@ -17,8 +17,10 @@ mod list;
 mod memory;
 mod metrics;
 mod reconcile;
+mod records;
 mod services;
 mod sqs;
+mod store;
 mod watch;
 
 #[derive(Parser)]
@@ -74,6 +76,19 @@ enum What {
     Memory,
     /// cssctl's peak RSS printing 100,000 tasks as JSON.
     Cssctl,
+    /// The record format: bytes per entity and per change, list, ingest,
+    /// legacy vs compact; a small quota predicted and filled.
+    Store {
+        #[arg(long, default_value_t = 100_000)]
+        tasks: usize,
+        #[arg(long, default_value_t = 256)]
+        quota_mb: u64,
+    },
+    /// Trains the record format's zstd dictionary (shared/src/store/record.dict).
+    TrainDict {
+        #[arg(long, default_value = "shared/src/store/record.dict")]
+        out: std::path::PathBuf,
+    },
     /// Everything, in order.
     All,
     /// The cold-start baseline: one request to the runtime API, then exit.
@@ -106,6 +121,8 @@ async fn main() {
         What::MemoryChild { tasks } => return memory::child(tasks).await,
         What::MetricsChild { emf } => return metrics::child(emf).await,
         What::Metrics => return metrics::run(cli.runs).await,
+        What::TrainDict { out } => return records::train(&out),
+        What::Store { tasks, quota_mb } => return store::run(tasks, quota_mb, cli.runs).await,
         _ => {}
     }
     let etcd = css_tests::EtcdServer::start();
@@ -123,7 +140,9 @@ async fn main() {
         What::RuntimeProbe
         | What::MemoryChild { .. }
         | What::Metrics
-        | What::MetricsChild { .. } => {}
+        | What::MetricsChild { .. }
+        | What::TrainDict { .. }
+        | What::Store { .. } => {}
         What::All => {
             ingest::run(&etcd, 10_000, cli.runs.max(1)).await;
             println!();

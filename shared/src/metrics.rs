@@ -188,6 +188,15 @@ pub fn ingest(stats: &IngestStats, took: Duration) {
     histogram!(INGEST_DURATION).record(took.as_secs_f64());
 }
 
+/// The store errors behind an ingest batch's failed records, by kind.
+pub fn ingest_store_errors(outcome: &crate::ingest::BatchOutcome) {
+    for (_, f) in &outcome.failures {
+        if let crate::ingest::Failure::Store(e) = f {
+            store_error(store_error_kind(e));
+        }
+    }
+}
+
 /// One reconcile run: its summary as figures.
 pub fn reconcile(s: &Summary) {
     for (change, n) in [
@@ -232,6 +241,19 @@ pub fn watch_expired() {
 
 pub fn subscription(action: &'static str) {
     counter!(SUBSCRIPTIONS, "action" => action).increment(1);
+}
+
+/// The `kind` label of a store error.
+pub fn store_error_kind(e: &crate::store::StoreError) -> &'static str {
+    use crate::store::StoreError as E;
+    match e {
+        E::Unavailable(_) => "unavailable",
+        E::NoSpace(_) => "nospace",
+        E::Contended { .. } => "contended",
+        E::Corrupt { .. } => "corrupt",
+        E::Compacted { .. } => "compacted",
+        E::FutureRevision { .. } => "future_revision",
+    }
 }
 
 pub fn store_error(kind: &'static str) {

@@ -71,9 +71,13 @@ pub async fn status(store: &dyn StateStore) -> Value {
         Err(e) => return json!({"store": {"reachable": false, "error": e.to_string()}}),
     };
     let compacted = store.compacted_revision().await.ok();
+    // NOSPACE: reads work, writes fail until space is freed.
+    let alarms = store.alarms().await.unwrap_or_default();
     json!({
         "store": {
             "reachable": true,
+            "writable": !alarms.iter().any(|a| a == "NOSPACE"),
+            "alarms": alarms,
             "revision": revision.to_string(),
             "compactedRevision": compacted.map(|c| c.to_string()),
         },

@@ -43,7 +43,8 @@ async fn ids(store: &dyn StateStore, req: ListRequest) -> Vec<String> {
 }
 
 fn entity_json(store_value: &[u8]) -> Value {
-    let v: Value = serde_json::from_slice(store_value).expect("record JSON");
+    let json = css::store::decode_value(store_value).expect("a record value");
+    let v: Value = serde_json::from_slice(&json).expect("record JSON");
     v["entity"].clone()
 }
 

@@ -24,6 +24,8 @@ pub struct EtcdServer {
     /// (`name=peer-url,...`); alone, it is its own cluster.
     name: String,
     initial_cluster: Option<String>,
+    /// More flags for etcd (e.g. a space quota).
+    extra: Vec<String>,
 }
 
 /// A free loopback port never handed out before in this process: the
@@ -79,6 +81,16 @@ impl EtcdServer {
         server
     }
 
+    /// etcd with a backend space quota of `bytes` (`--quota-backend-bytes`).
+    pub fn start_with_quota(bytes: u64) -> EtcdServer {
+        let dir = tempfile::tempdir().expect("temp dir for etcd");
+        let mut server = EtcdServer::member("css-test", dir, None, None);
+        server.extra = vec!["--quota-backend-bytes".into(), bytes.to_string()];
+        server.spawn();
+        server.wait_up();
+        server
+    }
+
     /// etcd with mutual TLS on the given certificates.
     pub fn start_with_pki(pki: TestPki) -> EtcdServer {
         let dir = tempfile::tempdir().expect("temp dir for etcd");
@@ -103,6 +115,7 @@ impl EtcdServer {
             tls,
             name: name.to_string(),
             initial_cluster,
+            extra: Vec::new(),
         }
     }
 
@@ -164,6 +177,7 @@ impl EtcdServer {
             .args(["--initial-cluster-token", "css-test"])
             .args(["--log-level", "error", "--logger", "zap"])
             .args(&tls_args)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

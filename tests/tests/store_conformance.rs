@@ -1,6 +1,7 @@
 //! The conformance suite: one list of scenarios, run against the embedded
-//! store, a real etcd, the shared-watch wrapper server mode puts over etcd,
-//! and a 3-member etcd cluster with mutual TLS.
+//! store, a real etcd (in the record format and in the legacy one), the
+//! shared-watch wrapper server mode puts over etcd, and a 3-member etcd
+//! cluster with mutual TLS.
 
 use std::sync::Arc;
 
@@ -35,6 +36,18 @@ async fn shared_watch_over_etcd() -> Backend {
     let etcd = EtcdServer::start();
     Backend {
         store: Arc::new(SharedWatchStore::new(etcd.store("/ecs-css/v1/").await)),
+        _etcd: Some(etcd),
+        _cluster: None,
+    }
+}
+
+/// etcd written in the legacy format (plain JSON, index copies): what the
+/// benchmark and the upgrade test write with behaves the same.
+async fn legacy_etcd() -> Backend {
+    let etcd = EtcdServer::start();
+    let store = (*etcd.store("/ecs-css/v1/").await).clone();
+    Backend {
+        store: Arc::new(store.with_format(css::store::Format::Legacy)),
         _etcd: Some(etcd),
         _cluster: None,
     }
@@ -96,4 +109,10 @@ macro_rules! conformance {
     };
 }
 
-conformance!(embedded, etcd, shared_watch_over_etcd, tls_cluster);
+conformance!(
+    embedded,
+    etcd,
+    legacy_etcd,
+    shared_watch_over_etcd,
+    tls_cluster
+);

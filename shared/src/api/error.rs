@@ -122,12 +122,13 @@ impl IntoResponse for ApiError {
                     "message": format!("revision {requested} is ahead of the current revision {current}"),
                 }),
             ),
-            ApiError::Store(e @ (StoreError::Unavailable(_) | StoreError::Contended { .. })) => {
+            ApiError::Store(
+                e @ (StoreError::Unavailable(_)
+                | StoreError::Contended { .. }
+                | StoreError::NoSpace(_)),
+            ) => {
                 tracing::warn!(error = %e, "store unavailable");
-                crate::metrics::store_error(match e {
-                    StoreError::Contended { .. } => "contended",
-                    _ => "unavailable",
-                });
+                crate::metrics::store_error(crate::metrics::store_error_kind(e));
                 let mut resp = json_response(
                     StatusCode::SERVICE_UNAVAILABLE,
                     json!({"code": "ServiceUnavailable", "message": "the state store is unavailable; retry later"})

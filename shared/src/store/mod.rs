@@ -22,9 +22,11 @@ mod record;
 pub mod shared_watch;
 
 pub use embedded::EmbeddedStore;
-pub use etcd::EtcdStore;
+pub use etcd::{EtcdStore, Format};
 pub use keys::{prefix_end, Keyspace};
-pub use record::{encode_record, RecordMeta, StoredRecord};
+pub use record::{
+    compress, decode_printed, decode_value, encode_record, record_json, RecordMeta, StoredRecord,
+};
 pub use shared_watch::SharedWatchStore;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -45,6 +47,10 @@ pub enum StoreError {
     Contended { attempts: usize, key: String },
     #[error("corrupt record at {key}: {reason}")]
     Corrupt { key: String, reason: String },
+    /// etcd's space quota is exhausted (its NOSPACE alarm): reads work,
+    /// writes fail until space is freed and the alarm disarmed. Retryable.
+    #[error("store full (etcd NOSPACE alarm: {0}); compact, defragment and disarm the alarm, or raise the quota")]
+    NoSpace(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -250,6 +256,11 @@ pub trait StateStore: Send + Sync {
     async fn compacted_revision(&self) -> StoreResult<i64>;
     /// Drops history older than `revision`.
     async fn compact(&self, revision: i64) -> StoreResult<()>;
+    /// The store's raised alarms (etcd: `NOSPACE`, `CORRUPT`); none for
+    /// stores without alarms.
+    async fn alarms(&self) -> StoreResult<Vec<String>> {
+        Ok(Vec::new())
+    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,17 @@
 //! The record format: what one key's value holds (the entity as ECS sent it,
 //! verbatim, plus what the service needs), written once per upsert and
 //! decoded once per read.
+//!
+//! On the wire a value starts with a header byte: `Z` is the record's JSON
+//! compressed with zstd and the dictionary in `record.dict` (trained on ECS
+//! JSON by `css-bench train-dict`; the frame names the dictionary's id), `{`
+//! is the record's JSON as written before compression (still read, rewritten
+//! compressed on the entity's next write). `css-record` decodes either.
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
+
+use zstd::dict::{DecoderDictionary, EncoderDictionary};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -38,7 +47,28 @@ struct RecordOut<'a> {
     entity: &'a RawValue,
 }
 
-pub fn encode_record(w: &Upsert<'_>) -> Bytes {
+/// The first byte of a compressed record.
+pub const COMPRESSED: u8 = b'Z';
+/// The first byte of a record written as plain JSON (the format before
+/// compression).
+pub const PLAIN: u8 = b'{';
+/// zstd's level: its default, fast to write (records are small).
+const LEVEL: i32 = 3;
+
+static DICTIONARY: &[u8] = include_bytes!("record.dict");
+
+fn encoder_dictionary() -> &'static EncoderDictionary<'static> {
+    static D: OnceLock<EncoderDictionary<'static>> = OnceLock::new();
+    D.get_or_init(|| EncoderDictionary::copy(DICTIONARY, LEVEL))
+}
+
+fn decoder_dictionary() -> &'static DecoderDictionary<'static> {
+    static D: OnceLock<DecoderDictionary<'static>> = OnceLock::new();
+    D.get_or_init(|| DecoderDictionary::copy(DICTIONARY))
+}
+
+/// The record's JSON, uncompressed (what `encode_record` compresses).
+pub fn record_json(w: &Upsert<'_>) -> Vec<u8> {
     let out = RecordOut {
         ecs_version: w.entity.version,
         source: w.source,
@@ -47,13 +77,84 @@ pub fn encode_record(w: &Upsert<'_>) -> Bytes {
         stamp: w.entity.stamp,
         entity: &w.entity.raw,
     };
-    // Sized up front: Bytes keeps a Vec's spare capacity, and the embedded
-    // store holds these for as long as the record lives.
     let mut buf = Vec::with_capacity(w.entity.raw.get().len() + 160);
     // Serializing a struct of strings and a RawValue cannot fail.
     let _ = serde_json::to_writer(&mut buf, &out);
-    buf.shrink_to_fit();
-    Bytes::from(buf)
+    buf
+}
+
+/// A value as stored: the header byte, then the zstd frame.
+pub fn encode_record(w: &Upsert<'_>) -> Bytes {
+    compress(&record_json(w))
+}
+
+thread_local! {
+    // zstd contexts are costly to make (tens of µs) and cheap to reuse: one
+    // per thread, holding the prepared dictionary.
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        std::cell::RefCell::new(zstd::bulk::Compressor::with_prepared_dictionary(encoder_dictionary()).ok());
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        std::cell::RefCell::new(zstd::bulk::Decompressor::with_prepared_dictionary(decoder_dictionary()).ok());
+}
+
+/// `json` as a compressed record value.
+pub fn compress(json: &[u8]) -> Bytes {
+    let frame = COMPRESSOR.with(|c| match c.borrow_mut().as_mut() {
+        Some(c) => c.compress(json).ok(),
+        None => None,
+    });
+    match frame {
+        // Sized exactly: the embedded store holds these as long as the record lives.
+        Some(frame) => {
+            let mut out = Vec::with_capacity(frame.len() + 1);
+            out.push(COMPRESSED);
+            out.extend_from_slice(&frame);
+            Bytes::from(out)
+        }
+        // Compressing into memory does not fail; if it ever did, plain JSON
+        // is still a valid record.
+        None => Bytes::copy_from_slice(json),
+    }
+}
+
+/// Largest record accepted when decompressing (etcd's own request limit is
+/// 1.5 MiB; ECS entities are far smaller).
+const MAX_RECORD: usize = 16 << 20;
+
+/// A value as `etcdctl get --print-value-only` prints it (a newline after
+/// the value): its JSON.
+pub fn decode_printed(printed: &[u8]) -> Result<Vec<u8>, String> {
+    match decode_value(printed) {
+        Ok(json) => Ok(json.into_owned()),
+        Err(first) => match printed.strip_suffix(b"\n") {
+            Some(v) => decode_value(v).map(Cow::into_owned),
+            None => Err(first),
+        },
+    }
+}
+
+/// A stored value's JSON, whichever format it was written in.
+pub fn decode_value(value: &[u8]) -> Result<Cow<'_, [u8]>, String> {
+    match value.first() {
+        Some(&PLAIN) => Ok(Cow::Borrowed(value)),
+        Some(&COMPRESSED) => {
+            let frame = &value[1..];
+            let size = zstd::zstd_safe::get_frame_content_size(frame)
+                .ok()
+                .flatten()
+                .filter(|n| *n as usize <= MAX_RECORD)
+                .ok_or("zstd: no frame or content size")?;
+            DECOMPRESSOR.with(|d| match d.borrow_mut().as_mut() {
+                Some(d) => d
+                    .decompress(frame, size as usize)
+                    .map(Cow::Owned)
+                    .map_err(|e| format!("zstd: {e}")),
+                None => Err("zstd: no decompressor".into()),
+            })
+        }
+        Some(b) => Err(format!("unknown record format (first byte {b:#04x})")),
+        None => Err("empty value".into()),
+    }
 }
 
 /// One record as read from the store. Its value is decoded at most once,
@@ -111,10 +212,12 @@ impl StoredRecord {
     pub fn meta(&self) -> StoreResult<&RecordMeta> {
         self.decoded
             .get_or_init(|| {
-                serde_json::from_slice(&self.value).map_err(|e| StoreError::Corrupt {
+                let corrupt = |reason: String| StoreError::Corrupt {
                     key: self.store_key.clone(),
-                    reason: e.to_string(),
-                })
+                    reason,
+                };
+                let json = decode_value(&self.value).map_err(corrupt)?;
+                serde_json::from_slice(&json).map_err(|e| corrupt(e.to_string()))
             })
             .as_ref()
             .map_err(Clone::clone)
@@ -145,6 +248,38 @@ mod tests {
         assert_eq!(meta.status, "RUNNING");
         assert_eq!(meta.entity.get(), e.raw.get(), "byte for byte");
         assert!(chrono::DateTime::parse_from_rfc3339(&meta.written_at).is_ok());
+    }
+
+    #[test]
+    fn records_are_compressed_behind_a_header_byte_and_plain_ones_still_read() {
+        let e = entity(7);
+        let w = Upsert::event(&e);
+        assert_eq!(encode_record(&w)[0], COMPRESSED, "etcdctl shows Z first");
+        let json = record_json(&w);
+        let value = compress(&json);
+        assert!(
+            value.len() < json.len() / 2,
+            "{} of {}",
+            value.len(),
+            json.len()
+        );
+        assert_eq!(&*decode_value(&value).unwrap(), &json[..]);
+        // A record written before compression (plain JSON) reads the same.
+        let plain = StoredRecord::new(e.key.clone(), "k".into(), 3, 2, Bytes::from(json));
+        let packed = StoredRecord::new(e.key.clone(), "k".into(), 3, 2, value);
+        let (a, b) = (plain.meta().unwrap(), packed.meta().unwrap());
+        assert_eq!(
+            (a.entity.get(), a.ecs_version),
+            (b.entity.get(), b.ecs_version)
+        );
+        for bad in [&b""[..], b"x{}", b"Z\x00garbage"] {
+            let rec =
+                StoredRecord::new(e.key.clone(), "k".into(), 1, 1, Bytes::copy_from_slice(bad));
+            assert!(
+                matches!(rec.meta(), Err(StoreError::Corrupt { .. })),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

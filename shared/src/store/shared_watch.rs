@@ -326,11 +326,14 @@ impl StateStore for SharedWatchStore {
     async fn compacted_revision(&self) -> StoreResult<i64> {
         self.inner.compacted_revision().await
     }
+    async fn alarms(&self) -> StoreResult<Vec<String>> {
+        self.inner.alarms().await
+    }
     async fn compact(&self, revision: i64) -> StoreResult<()> {
         self.inner.compact(revision).await?;
         // A watch from before the compaction must get the store's answer
         // (410), not the window's copy.
-        for hub in [&self.tasks, &self.instances] {
+        for hub in [&self.tasks, &self.instances, &self.services] {
             if let Some(w) = hub.lock().as_mut() {
                 w.compacted(revision);
             }

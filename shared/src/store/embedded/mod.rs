@@ -17,18 +17,13 @@ use super::*;
 mod mvcc;
 mod watcher;
 
-use mvcc::{pack, unpack, version_at, Change, Inner, Live};
+use mvcc::{version_at, Change, Inner, Live};
 use watcher::EmbeddedWatcher;
 
-/// A stored record from a live version (unpacked).
+/// A stored record from a live version (values are kept as written:
+/// records are compressed by their format).
 fn record(key: EntityKey, store_key: String, v: Live) -> StoredRecord {
-    StoredRecord::new(
-        key,
-        store_key,
-        v.mod_revision,
-        v.create_revision,
-        unpack(&v.value),
-    )
+    StoredRecord::new(key, store_key, v.mod_revision, v.create_revision, v.value)
 }
 
 const MAX_WATCH_BATCH: usize = 1000;
@@ -119,7 +114,7 @@ impl StateStore for EmbeddedStore {
             return Ok(unchanged);
         }
         let rev = current + 1;
-        let value = pack(&encode_record(&w));
+        let value = encode_record(&w);
         if let Some(p) = &prev {
             let old_status = &p.meta()?.status;
             if *old_status != w.entity.status {
@@ -219,13 +214,13 @@ impl StateStore for EmbeddedStore {
     async fn get_meta(&self, name: &str) -> StoreResult<Option<Bytes>> {
         let inner = self.lock();
         let rev = inner.revision;
-        Ok(inner.at(&self.ks.meta(name), rev).map(|v| unpack(&v.value)))
+        Ok(inner.at(&self.ks.meta(name), rev).map(|v| v.value))
     }
 
     async fn put_meta(&self, name: &str, value: Bytes) -> StoreResult<()> {
         let mut inner = self.lock();
         let rev = inner.revision + 1;
-        inner.put(&self.ks.meta(name), pack(&value), rev);
+        inner.put(&self.ks.meta(name), value, rev);
         inner.revision = rev;
         drop(inner);
         self.notify.send_replace(rev);

@@ -133,22 +133,6 @@ fn push_version(versions: &mut Vec<Version>, v: Version) {
     versions.push(v);
 }
 
-/// Values are held LZ4-compressed: records are JSON with much repetition
-/// (ARNs, field names), and they are most of what the store holds.
-pub(super) fn pack(value: &[u8]) -> Bytes {
-    // Copied into a fresh exact-size allocation: shrinking the compressor's
-    // worst-case buffer in place would leave a small free gap beside every
-    // long-lived value, and those gaps add up to fragmentation.
-    Bytes::copy_from_slice(&lz4_flex::compress_prepend_size(value))
-}
-
-/// Only this store's own `pack` output is ever unpacked; should that fail
-/// anyway, the packed bytes come back and the record's parse reports it
-/// as corrupt.
-pub(super) fn unpack(packed: &Bytes) -> Bytes {
-    lz4_flex::decompress_size_prepended(packed).map_or_else(|_| packed.clone(), Bytes::from)
-}
-
 pub(super) fn version_at(versions: &[Version], rev: i64) -> Option<Live> {
     let idx = versions.partition_point(|v| v.mod_revision <= rev);
     let v = versions.get(idx.checked_sub(1)?)?;

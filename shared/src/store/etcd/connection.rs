@@ -8,7 +8,7 @@ use std::sync::Arc;
 use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
 
 use super::members::Members;
-use super::{EtcdStore, Keyspace};
+use super::{EtcdStore, Format, Keyspace};
 use crate::store::{StoreError, StoreResult};
 
 /// How to reach etcd.
@@ -156,6 +156,7 @@ impl EtcdStore {
         Ok(EtcdStore {
             members: Arc::new(members),
             ks,
+            format: Format::Compact,
         })
     }
 }

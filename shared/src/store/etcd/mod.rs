@@ -8,8 +8,8 @@ use bytes::Bytes;
 use std::sync::Arc;
 
 use etcd_client::{
-    Client, CompactionOptions, Compare, CompareOp, GetOptions, GetResponse, KeyValue, Txn, TxnOp,
-    TxnResponse,
+    AlarmAction, AlarmType, Client, CompactionOptions, Compare, CompareOp, GetOptions, GetResponse,
+    KeyValue, Txn, TxnOp, TxnResponse,
 };
 
 use super::*;
@@ -33,6 +33,20 @@ const MAX_MESSAGE: usize = 64 << 20;
 pub struct EtcdStore {
     members: Arc<Members>,
     ks: Keyspace,
+    format: Format,
+}
+
+/// How records and index keys are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Records compressed (`record.rs`); status-index keys hold no value
+    /// and point at the record: a filtered list reads the index keys, then
+    /// the records at the same revision.
+    Compact,
+    /// As records were written before: plain JSON, and every index key a
+    /// full copy of its record, read by the list itself. Kept to measure
+    /// against and to test upgrades; `Compact` reads what it wrote.
+    Legacy,
 }
 
 fn map_err(e: etcd_client::Error) -> StoreError {
@@ -40,6 +54,9 @@ fn map_err(e: etcd_client::Error) -> StoreError {
         return StoreError::Unavailable(line.to_string());
     }
     let msg = e.to_string();
+    if msg.contains("database space exceeded") {
+        return StoreError::NoSpace(msg);
+    }
     if msg.contains("required revision has been compacted") {
         // The caller fills in the revisions (etcd's error does not carry them).
         return StoreError::Compacted {
@@ -146,6 +163,62 @@ impl EtcdStore {
         &self.ks
     }
 
+    /// The same store writing (and listing) in `format`.
+    pub fn with_format(mut self, format: Format) -> EtcdStore {
+        self.format = format;
+        self
+    }
+
+    /// A record's value as this store writes it.
+    fn encode(&self, w: &Upsert<'_>) -> Bytes {
+        match self.format {
+            Format::Compact => encode_record(w),
+            Format::Legacy => Bytes::from(record_json(w)),
+        }
+    }
+
+    /// What an index key holds: nothing (it points at its record), or a
+    /// copy of the record in the legacy format.
+    fn index_value(&self, value: &Bytes) -> Vec<u8> {
+        match self.format {
+            Format::Compact => Vec::new(),
+            Format::Legacy => value.to_vec(),
+        }
+    }
+
+    /// A filtered list: the index keys of the page, then their records at
+    /// the same revision (each keeps its index key as its page cursor).
+    async fn list_by_index(&self, req: &ListRequest) -> StoreResult<ListPage> {
+        let (resp, revision) = self.range(req, true).await?;
+        let refs = resp
+            .kvs()
+            .iter()
+            .map(|kv| entity_key(&self.ks, kv).map(|(k, s)| (k, s.to_string())))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let primaries: Vec<String> = refs.iter().map(|(k, _)| self.ks.primary(k)).collect();
+        let mut records = Vec::with_capacity(refs.len());
+        let got = self.read_many(&primaries, Some(revision)).await;
+        for ((key, index_key), rec) in refs.into_iter().zip(got) {
+            // Written in one transaction with its index key: there at the
+            // same revision.
+            let Some(rec) = rec? else {
+                return Err(StoreError::Corrupt {
+                    key: index_key,
+                    reason: "index key without its record".into(),
+                });
+            };
+            let (mod_rev, create_rev) = (rec.mod_revision, rec.create_revision);
+            records.push(StoredRecord::new(
+                key, index_key, mod_rev, create_rev, rec.value,
+            ));
+        }
+        Ok(ListPage {
+            records,
+            revision,
+            more: resp.more(),
+        })
+    }
+
     /// A raw client of a live member, for benchmarks that compare against
     /// plain etcd calls.
     pub async fn client(&self) -> StoreResult<Client> {
@@ -248,6 +321,9 @@ impl StateStore for EtcdStore {
     }
 
     async fn list(&self, req: &ListRequest) -> StoreResult<ListPage> {
+        if req.status.is_some() && self.format == Format::Compact {
+            return self.list_by_index(req).await;
+        }
         let (resp, revision) = self.range(req, false).await?;
         let records = resp
             .kvs()
@@ -349,6 +425,20 @@ impl StateStore for EtcdStore {
         }
         // Revision 1 readable means nothing was compacted.
         Ok(if lo <= 1 { 0 } else { lo })
+    }
+
+    async fn alarms(&self) -> StoreResult<Vec<String>> {
+        let call = |c: Client| async move {
+            let mut m = c.maintenance_client();
+            m.alarm(AlarmAction::Get, AlarmType::None, None).await
+        };
+        let resp = self.members.call(call).await.map_err(map_err)?;
+        let mut out: Vec<String> = (resp.alarms().iter())
+            .map(|a| a.alarm().as_str_name().to_string())
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
     }
 
     async fn compact(&self, revision: i64) -> StoreResult<()> {

@@ -4,20 +4,22 @@
 //! transaction per chunk; a lost race falls back to single writes).
 
 use bytes::Bytes;
-use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
 use futures::{FutureExt, StreamExt};
 
 use super::{map_err, record_from_kv, EtcdStore, BATCH_CONCURRENCY};
 use crate::store::{
-    encode_record, unchanged_unless_newer, StoreError, StoreResult, StoredRecord, Upsert,
-    UpsertOutcome,
+    unchanged_unless_newer, StoreError, StoreResult, StoredRecord, Upsert, UpsertOutcome,
 };
 
 /// Lost races tolerated before a write is reported as failed (and retried
 /// by SQS). Races only happen between writers of the same entity.
 const MAX_ATTEMPTS: usize = 64;
 /// Gets per multi-get transaction (etcd's default --max-txn-ops is 128).
-const READ_CHUNK: usize = 100;
+const READ_CHUNK: usize = 125;
+/// Multi-get transactions in flight at once (a filtered list reads its
+/// page's records this way: more in flight hides etcd's per-request cost).
+const READ_CONCURRENCY: usize = 16;
 /// Entities per multi-entity write transaction (up to 3 operations each).
 const WRITE_CHUNK: usize = 32;
 /// Bytes per multi-entity write transaction.
@@ -56,7 +58,7 @@ impl EtcdStore {
         let mut ops = vec![
             TxnOp::put(
                 self.ks.status_index(key, &w.entity.status),
-                value.to_vec(),
+                self.index_value(value),
                 None,
             ),
             TxnOp::put(primary.as_str(), value.to_vec(), None),
@@ -74,16 +76,23 @@ impl EtcdStore {
         Ok((guard, ops))
     }
 
-    /// Reads the current records of `keys` in a few multi-get transactions.
-    async fn read_many(&self, keys: &[String]) -> Vec<StoreResult<Option<StoredRecord>>> {
+    /// Reads the records of `keys` (now, or at `revision`) in a few
+    /// multi-get transactions.
+    pub(super) async fn read_many(
+        &self,
+        keys: &[String],
+        revision: Option<i64>,
+    ) -> Vec<StoreResult<Option<StoredRecord>>> {
+        let opts = revision.map(|r| GetOptions::new().with_revision(r));
         let futs: Vec<futures::future::BoxFuture<'_, Vec<StoreResult<Option<StoredRecord>>>>> =
             keys.chunks(READ_CHUNK)
                 .map(|chunk| {
+                    let opts = opts.clone();
                     async move {
                         let txn = Txn::new().and_then(
                             chunk
                                 .iter()
-                                .map(|k| TxnOp::get(k.as_str(), None))
+                                .map(|k| TxnOp::get(k.as_str(), opts.clone()))
                                 .collect::<Vec<_>>(),
                         );
                         match self.txn(txn).await {
@@ -111,7 +120,7 @@ impl EtcdStore {
                 })
                 .collect();
         let chunks: Vec<Vec<StoreResult<Option<StoredRecord>>>> = futures::stream::iter(futs)
-            .buffered(BATCH_CONCURRENCY)
+            .buffered(READ_CONCURRENCY)
             .collect()
             .await;
         chunks.into_iter().flatten().collect()
@@ -127,7 +136,7 @@ impl EtcdStore {
             Some(kv) => Some(record_from_kv(&self.ks, kv)?),
             None => None,
         };
-        let value = encode_record(&w);
+        let value = self.encode(&w);
         for _ in 0..MAX_ATTEMPTS {
             if let Some(unchanged) = unchanged_unless_newer(&w, current.as_ref())? {
                 return Ok(unchanged);
@@ -199,7 +208,7 @@ impl EtcdStore {
 
     /// Reads the current records and decides every write over its record.
     async fn prepare(&self, writes: &[Upsert<'_>], primaries: &[String]) -> Prepared {
-        let current = self.read_many(primaries).await;
+        let current = self.read_many(primaries, None).await;
         let mut results: Vec<Option<StoreResult<UpsertOutcome>>> = vec![None; writes.len()];
         let mut pending = Vec::new();
         for (i, (w, cur)) in writes.iter().zip(&current).enumerate() {
@@ -214,7 +223,7 @@ impl EtcdStore {
                 if let Some(u) = unchanged {
                     return Ok(Err(u));
                 }
-                let value = encode_record(w);
+                let value = self.encode(w);
                 let size = 2 * (value.len() + primaries[i].len()) + 64;
                 self.write_ops(w, cur, &value)
                     .map(|(compare, ops)| Ok((compare, ops, size)))

@@ -165,6 +165,8 @@ async fn main() {
             metrics::run(cli.runs).await;
             println!();
             cssctl::run(cli.runs).await;
+            println!();
+            store::run(100_000, 256, cli.runs.clamp(1, 3)).await;
         }
     }
 }

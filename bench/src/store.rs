@@ -55,21 +55,23 @@ struct Sizes {
     empty: f64,
 }
 
-async fn db_size(store: &EtcdStore, defrag: bool) -> f64 {
-    let c = store.client().await.expect("an etcd member");
+/// A client for maintenance calls, without the store's request timeout
+/// (defragmenting a large database takes a while).
+async fn maintenance(endpoint: &str) -> etcd_client::MaintenanceClient {
+    let c = etcd_client::Client::connect([endpoint], None)
+        .await
+        .expect("etcd");
+    c.maintenance_client()
+}
+
+async fn db_size(store: &EtcdStore, endpoint: &str, defrag: bool) -> f64 {
+    let mut m = maintenance(endpoint).await;
     if defrag {
         let rev = store.current_revision().await.expect("revision");
         store.compact(rev).await.expect("compact");
-        c.maintenance_client()
-            .defragment()
-            .await
-            .expect("defragment");
+        m.defragment().await.expect("defragment");
     }
-    c.maintenance_client()
-        .status()
-        .await
-        .expect("status")
-        .db_size() as f64
+    m.status().await.expect("status").db_size() as f64
 }
 
 /// Writes `tasks` at `version`, 1,000 a batch; answers the JSON bytes written.
@@ -109,21 +111,22 @@ async fn write(
 
 async fn sizes(
     store: &EtcdStore,
+    endpoint: &str,
     tasks: &[(String, String, &'static str)],
     changes: usize,
 ) -> Sizes {
     let mut g = Gen::new(MEASURE_SEED + 1);
-    let empty = db_size(store, true).await;
+    let empty = db_size(store, endpoint, true).await;
     let half = tasks.len() / 2;
     let mut json = write(store, &mut g, &tasks[..half], 1, false)
         .await
         .expect("write");
-    let s1 = db_size(store, true).await;
+    let s1 = db_size(store, endpoint, true).await;
     json += write(store, &mut g, &tasks[half..], 1, false)
         .await
         .expect("write");
-    let s2w = db_size(store, false).await;
-    let s2 = db_size(store, true).await;
+    let s2w = db_size(store, endpoint, false).await;
+    let s2 = db_size(store, endpoint, true).await;
     // Changes outside the listed cluster, so its 1,000 matches stay.
     let changed: Vec<(String, String, &'static str)> = (tasks.iter())
         .filter(|t| t.0 != "bench-0")
@@ -133,21 +136,12 @@ async fn sizes(
     let change_json = write(store, &mut g, &changed, 2, true)
         .await
         .expect("write");
-    let s3 = db_size(store, false).await;
     let s3d = {
         // Defragment without compacting: history stays, free pages go.
-        let c = store.client().await.expect("member");
-        c.maintenance_client()
-            .defragment()
-            .await
-            .expect("defragment");
-        c.maintenance_client()
-            .status()
-            .await
-            .expect("status")
-            .db_size() as f64
+        let mut m = maintenance(endpoint).await;
+        m.defragment().await.expect("defragment");
+        m.status().await.expect("status").db_size() as f64
     };
-    let _ = s3;
     let n = (tasks.len() - half) as f64;
     Sizes {
         json: json as f64 / tasks.len() as f64,
@@ -171,7 +165,7 @@ pub async fn run(tasks: usize, quota_mb: u64, runs: usize) {
         let store = etcd.store("/ecs-css/v1/").await;
         let store = Arc::new((*store).clone().with_format(format));
         let t = Instant::now();
-        let s = sizes(&store, &fleet, changes).await;
+        let s = sizes(&store, &etcd.endpoint(), &fleet, changes).await;
         eprintln!(
             "{format:?}: {tasks} tasks and {changes} changes measured in {:.0} s",
             t.elapsed().as_secs_f64()

@@ -5,9 +5,13 @@
 //! - `{p}{tasks|instances|services}/{cluster}/{partition}/{region}/{account}/{id}`:
 //!   the record (a service's id is its name);
 //! - `{p}idx/{kind}/{STATUS}/{cluster}/{partition}/{region}/{account}/{id}`:
-//!   a copy of the record, written in the same transaction, so that "RUNNING tasks
-//!   of cluster X" is one range read over exactly the matching records;
+//!   the status index, moved in the record's transaction, so that "RUNNING
+//!   tasks of cluster X" reads exactly the matching records: in etcd the index
+//!   keys hold no value and the records are read at the same revision (the
+//!   legacy format kept copies there); the embedded store shares the value;
 //! - `{p}meta/...`: the service's own bookkeeping (compaction checkpoints).
+//!
+//! Values are records in the format of `record.rs` (compressed, header byte).
 
 use async_trait::async_trait;
 use bytes::Bytes;

@@ -119,6 +119,16 @@ pub fn event(detail_type: &str, detail: &Value) -> String {
     .to_string()
 }
 
+/// SQS messages with ids m0, m1, ... carrying `bodies`.
+pub fn messages(bodies: &[String]) -> Vec<crate::ingest::Message> {
+    (bodies.iter().enumerate())
+        .map(|(i, b)| crate::ingest::Message {
+            id: Some(format!("m{i}")),
+            body: Some(b.clone()),
+        })
+        .collect()
+}
+
 pub fn task_event(detail: &Value) -> String {
     event("ECS Task State Change", detail)
 }

@@ -37,7 +37,7 @@ pub struct Message {
 }
 
 /// Why one message was not acknowledged.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Failure {
     Malformed(String),
     Store(StoreError),
@@ -234,18 +234,7 @@ mod tests {
     use super::*;
     use crate::model::Kind;
     use crate::store::EmbeddedStore;
-    use crate::testing::{entity, event, instance, task, task_event};
-
-    fn messages(bodies: &[String]) -> Vec<Message> {
-        bodies
-            .iter()
-            .enumerate()
-            .map(|(i, b)| Message {
-                id: Some(format!("m{i}")),
-                body: Some(b.clone()),
-            })
-            .collect()
-    }
+    use crate::testing::{entity, event, instance, messages, task, task_event};
 
     async fn stored_version(store: &EmbeddedStore, id: &str) -> Option<u64> {
         let key = entity(Kind::Task, &task("c1", id, "RUNNING", 1)).key;

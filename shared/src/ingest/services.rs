@@ -39,15 +39,6 @@ pub(super) struct Done {
 /// What happened to one service.
 type ServiceResult = Result<Counted, Failure>;
 
-fn failure(e: &ServiceResult) -> Option<Failure> {
-    match e {
-        Ok(_) => None,
-        Err(Failure::Describe(e)) => Some(Failure::Describe(e.clone())),
-        Err(Failure::Store(e)) => Some(Failure::Store(e.clone())),
-        Err(Failure::Malformed(m)) => Some(Failure::Malformed(m.clone())),
-    }
-}
-
 pub(super) async fn apply(
     store: &dyn StateStore,
     d: Describer<'_>,
@@ -177,7 +168,9 @@ pub(super) async fn apply(
     let messages = msgs
         .iter()
         .map(|(i, refs)| {
-            let failed = refs.iter().find_map(|r| results.get(r).and_then(failure));
+            let failed = refs
+                .iter()
+                .find_map(|r| results.get(r).and_then(|res| res.as_ref().err().cloned()));
             if let Some(f) = failed {
                 return (*i, Err(f));
             }

@@ -1,23 +1,14 @@
-use super::super::{apply, apply_batch, BatchOutcome, Describer, Message};
+use super::super::{apply, apply_batch, BatchOutcome, Describer};
 use super::*;
 use crate::ecs::RunScope;
 use crate::events::{DEPLOYMENT_STATE_CHANGE, SERVICE_ACTION};
-use crate::testing::{embedded, entity, service, service_event, Ecs, ACCOUNT, REGION};
+use crate::testing::{embedded, entity, messages, service, service_event, Ecs, ACCOUNT, REGION};
 
 fn scope() -> RunScope {
     RunScope {
         account: ACCOUNT.into(),
         region: REGION.into(),
     }
-}
-
-fn messages(bodies: &[String]) -> Vec<Message> {
-    (bodies.iter().enumerate())
-        .map(|(i, b)| Message {
-            id: Some(format!("m{i}")),
-            body: Some(b.clone()),
-        })
-        .collect()
 }
 
 async fn run(store: &dyn StateStore, ecs: &Ecs, bodies: &[String]) -> BatchOutcome {

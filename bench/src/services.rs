@@ -26,18 +26,7 @@ const ACCOUNT: &str = "123456789012";
 const REGION: &str = "us-east-1";
 
 async fn moto_fleet(moto: &MotoServer) {
-    let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config());
-    let web = aws_sdk_ecs::types::ContainerDefinition::builder()
-        .name("web")
-        .image("nginx:1.27")
-        .memory(4)
-        .build();
-    (ecs.register_task_definition()
-        .family("web")
-        .container_definitions(web))
-    .send()
-    .await
-    .expect("task definition");
+    let ecs = moto.ecs_with_task_definition().await;
     for c in 0..CLUSTERS {
         let cluster = format!("svc-{c}");
         ecs.create_cluster()

@@ -100,6 +100,23 @@ impl MotoServer {
             .build()
     }
 
+    /// An ECS client of this server with the task definition `web`
+    /// registered (what services are created from).
+    pub async fn ecs_with_task_definition(&self) -> aws_sdk_ecs::Client {
+        let ecs = aws_sdk_ecs::Client::new(&self.sdk_config());
+        let web = aws_sdk_ecs::types::ContainerDefinition::builder()
+            .name("web")
+            .image("nginx:1.27")
+            .memory(4)
+            .build();
+        (ecs.register_task_definition().family("web"))
+            .container_definitions(web)
+            .send()
+            .await
+            .expect("moto registers a task definition");
+        ecs
+    }
+
     /// Builds an ECS fleet through moto's API with tests/moto/seed_ecs.py
     /// (boto3); answers the created ARNs per cluster.
     pub fn seed_ecs(&self, spec: &serde_json::Value) -> serde_json::Value {

@@ -438,24 +438,32 @@ fn moto_scope() -> RunScope {
 }
 
 async fn ecs_with_cluster(moto: &MotoServer, cluster: &str) -> aws_sdk_ecs::Client {
-    let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config());
+    let ecs = moto.ecs_with_task_definition().await;
     ecs.create_cluster()
         .cluster_name(cluster)
         .send()
         .await
         .unwrap();
-    let web = aws_sdk_ecs::types::ContainerDefinition::builder()
-        .name("web")
-        .image("nginx:1.27")
-        .memory(4)
-        .build();
-    (ecs.register_task_definition()
-        .family("web")
-        .container_definitions(web))
-    .send()
-    .await
-    .unwrap();
     ecs
+}
+
+/// A service moto does not know, stored in the store as read at `read_at`.
+async fn store_ghost(store: &dyn StateStore, read_at: chrono::DateTime<chrono::Utc>) {
+    let ghost = service_detail(
+        "shop",
+        MOTO_ACCOUNT,
+        "ghost",
+        "ACTIVE",
+        "EC2",
+        "REPLICA",
+        &["COMPLETED"],
+        T9,
+    )
+    .to_string()
+    .replace(REGION, MOTO_REGION);
+    let ghost: Value = serde_json::from_str(&ghost).unwrap();
+    let e = service_entity(&ghost, read_at);
+    store.upsert_if_newer(Upsert::event(&e)).await.unwrap();
 }
 
 async fn create(ecs: &aws_sdk_ecs::Client, cluster: &str, name: &str, desired: i32) {
@@ -588,21 +596,11 @@ async fn service_events_converge_to_describe_services() {
     );
 
     // A service ECS does not know (MISSING) is deleted from the store.
-    let ghost = service_detail(
-        "shop",
-        MOTO_ACCOUNT,
-        "ghost",
-        "ACTIVE",
-        "EC2",
-        "REPLICA",
-        &["COMPLETED"],
-        T9,
+    store_ghost(
+        store.as_ref(),
+        chrono::Utc::now() - chrono::Duration::seconds(5),
     )
-    .to_string()
-    .replace(REGION, MOTO_REGION);
-    let ghost: Value = serde_json::from_str(&ghost).unwrap();
-    let e = service_entity(&ghost, chrono::Utc::now() - chrono::Duration::seconds(5));
-    store.upsert_if_newer(Upsert::event(&e)).await.unwrap();
+    .await;
     assert!(stored(store.as_ref(), "shop", "ghost").await.is_some());
     assert!(
         ingest(store.as_ref(), &source, &[event("shop", "ghost", sa)])
@@ -694,20 +692,7 @@ async fn reconcile_alone_converges_on_services() {
     );
 
     // A stored service ECS no longer lists is deleted by the next run.
-    let ghost = service_detail(
-        "shop",
-        MOTO_ACCOUNT,
-        "ghost",
-        "ACTIVE",
-        "EC2",
-        "REPLICA",
-        &["COMPLETED"],
-        T9,
-    )
-    .to_string()
-    .replace(REGION, MOTO_REGION);
-    let e = service_entity(&serde_json::from_str(&ghost).unwrap(), chrono::Utc::now());
-    store.upsert_if_newer(Upsert::event(&e)).await.unwrap();
+    store_ghost(store.as_ref(), chrono::Utc::now()).await;
     let third = run().run().await;
     assert_eq!(third.kinds["services"].deleted, 1, "{third:?}");
     assert!(stored(store.as_ref(), "shop", "ghost").await.is_none());

@@ -1,7 +1,8 @@
 //! The etcd store: every write is one transaction guarded by the stored
 //! record's mod_revision; index keys move in the same transaction.
-//! `connection` reaches etcd, `write` makes the guarded writes, `watcher`
-//! follows changes; reads are here.
+//! `connection` reaches etcd, `write` makes the guarded writes, `read` the
+//! list ranges and multi-gets, `watcher` follows changes; single reads and
+//! maintenance are here.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -16,6 +17,7 @@ use super::*;
 
 mod connection;
 mod members;
+mod read;
 mod watcher;
 mod write;
 
@@ -123,42 +125,6 @@ impl EtcdStore {
         self.members.call(call).await
     }
 
-    /// One range read for a list request; answers the response and its revision.
-    async fn range(
-        &self,
-        req: &ListRequest,
-        keys_only: bool,
-    ) -> StoreResult<(etcd_client::GetResponse, i64)> {
-        let prefix = self
-            .ks
-            .list_prefix(req.kind, &req.cluster, req.status.as_deref());
-        let start = match &req.start_after {
-            Some(after) if after.as_str() >= prefix.as_str() => {
-                let mut k = after.as_bytes().to_vec();
-                k.push(0);
-                k
-            }
-            _ => prefix.as_bytes().to_vec(),
-        };
-        let mut opts = GetOptions::new()
-            .with_range(prefix_end(&prefix))
-            .with_limit(req.limit.max(1) as i64);
-        if keys_only {
-            opts = opts.with_keys_only();
-        }
-        if let Some(rev) = req.revision {
-            opts = opts.with_revision(rev);
-        }
-        let resp = match self.get_kv(start, Some(opts)).await {
-            Ok(r) => r,
-            Err(e) => return Err(self.read_err(e, req.revision).await),
-        };
-        let revision = req
-            .revision
-            .unwrap_or_else(|| resp.header().map_or(0, |h| h.revision()));
-        Ok((resp, revision))
-    }
-
     pub fn keyspace(&self) -> &Keyspace {
         &self.ks
     }
@@ -186,39 +152,6 @@ impl EtcdStore {
         }
     }
 
-    /// A filtered list: the index keys of the page, then their records at
-    /// the same revision (each keeps its index key as its page cursor).
-    async fn list_by_index(&self, req: &ListRequest) -> StoreResult<ListPage> {
-        let (resp, revision) = self.range(req, true).await?;
-        let refs = resp
-            .kvs()
-            .iter()
-            .map(|kv| entity_key(&self.ks, kv).map(|(k, s)| (k, s.to_string())))
-            .collect::<StoreResult<Vec<_>>>()?;
-        let primaries: Vec<String> = refs.iter().map(|(k, _)| self.ks.primary(k)).collect();
-        let mut records = Vec::with_capacity(refs.len());
-        let got = self.read_many(&primaries, Some(revision)).await;
-        for ((key, index_key), rec) in refs.into_iter().zip(got) {
-            // Written in one transaction with its index key: there at the
-            // same revision.
-            let Some(rec) = rec? else {
-                return Err(StoreError::Corrupt {
-                    key: index_key,
-                    reason: "index key without its record".into(),
-                });
-            };
-            let (mod_rev, create_rev) = (rec.mod_revision, rec.create_revision);
-            records.push(StoredRecord::new(
-                key, index_key, mod_rev, create_rev, rec.value,
-            ));
-        }
-        Ok(ListPage {
-            records,
-            revision,
-            more: resp.more(),
-        })
-    }
-
     /// A raw client of a live member, for benchmarks that compare against
     /// plain etcd calls.
     pub async fn client(&self) -> StoreResult<Client> {
@@ -226,40 +159,6 @@ impl EtcdStore {
             .call(|c| async move { Ok(c) })
             .await
             .map_err(map_err)
-    }
-
-    async fn compacted_error(&self, requested: i64) -> StoreError {
-        match (
-            self.compacted_revision().await,
-            self.current_revision().await,
-        ) {
-            (Ok(oldest), Ok(current)) => StoreError::Compacted {
-                requested,
-                oldest,
-                current,
-            },
-            (Err(e), _) | (_, Err(e)) => e,
-        }
-    }
-
-    /// Maps a read error, filling in the revisions of a compaction error.
-    async fn read_err(&self, e: etcd_client::Error, requested: Option<i64>) -> StoreError {
-        match map_err(e) {
-            StoreError::Compacted { .. } => self.compacted_error(requested.unwrap_or(0)).await,
-            other => {
-                if let (Some(req), true) =
-                    (requested, other.to_string().contains("future revision"))
-                {
-                    if let Ok(current) = self.current_revision().await {
-                        return StoreError::FutureRevision {
-                            requested: req,
-                            current,
-                        };
-                    }
-                }
-                other
-            }
-        }
     }
 }
 

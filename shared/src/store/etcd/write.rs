@@ -4,7 +4,7 @@
 //! transaction per chunk; a lost race falls back to single writes).
 
 use bytes::Bytes;
-use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 use futures::{FutureExt, StreamExt};
 
 use super::{map_err, record_from_kv, EtcdStore, BATCH_CONCURRENCY};
@@ -15,11 +15,6 @@ use crate::store::{
 /// Lost races tolerated before a write is reported as failed (and retried
 /// by SQS). Races only happen between writers of the same entity.
 const MAX_ATTEMPTS: usize = 64;
-/// Gets per multi-get transaction (etcd's default --max-txn-ops is 128).
-const READ_CHUNK: usize = 125;
-/// Multi-get transactions in flight at once (a filtered list reads its
-/// page's records this way: more in flight hides etcd's per-request cost).
-const READ_CONCURRENCY: usize = 16;
 /// Entities per multi-entity write transaction (up to 3 operations each).
 const WRITE_CHUNK: usize = 32;
 /// Bytes per multi-entity write transaction.
@@ -74,56 +69,6 @@ impl EtcdStore {
             None => Compare::version(primary, CompareOp::Equal, 0),
         };
         Ok((guard, ops))
-    }
-
-    /// Reads the records of `keys` (now, or at `revision`) in a few
-    /// multi-get transactions.
-    pub(super) async fn read_many(
-        &self,
-        keys: &[String],
-        revision: Option<i64>,
-    ) -> Vec<StoreResult<Option<StoredRecord>>> {
-        let opts = revision.map(|r| GetOptions::new().with_revision(r));
-        let futs: Vec<futures::future::BoxFuture<'_, Vec<StoreResult<Option<StoredRecord>>>>> =
-            keys.chunks(READ_CHUNK)
-                .map(|chunk| {
-                    let opts = opts.clone();
-                    async move {
-                        let txn = Txn::new().and_then(
-                            chunk
-                                .iter()
-                                .map(|k| TxnOp::get(k.as_str(), opts.clone()))
-                                .collect::<Vec<_>>(),
-                        );
-                        match self.txn(txn).await {
-                            Ok(resp) => resp
-                                .op_responses()
-                                .into_iter()
-                                .map(|op| match op {
-                                    TxnOpResponse::Get(g) => g
-                                        .kvs()
-                                        .first()
-                                        .map(|kv| record_from_kv(&self.ks, kv))
-                                        .transpose(),
-                                    _ => Err(StoreError::Unavailable(
-                                        "unexpected transaction response".into(),
-                                    )),
-                                })
-                                .collect(),
-                            Err(e) => {
-                                let e = map_err(e);
-                                chunk.iter().map(|_| Err(e.clone())).collect()
-                            }
-                        }
-                    }
-                    .boxed()
-                })
-                .collect();
-        let chunks: Vec<Vec<StoreResult<Option<StoredRecord>>>> = futures::stream::iter(futs)
-            .buffered(READ_CONCURRENCY)
-            .collect()
-            .await;
-        chunks.into_iter().flatten().collect()
     }
 
     /// One entity: read, decide, compare-and-swap; a lost race re-decides

@@ -5,7 +5,7 @@
 //! after the answer that said so. A failed describe fails exactly the
 //! records that named its services.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
@@ -89,6 +89,8 @@ pub(super) async fn apply(
     let mut results: HashMap<ServiceRef, ServiceResult> = HashMap::new();
     let mut entities: Vec<(ServiceRef, Entity)> = Vec::new();
     let mut missing: Vec<(ServiceRef, chrono::DateTime<chrono::Utc>)> = Vec::new();
+    // Asked names the answers accounted for (found or MISSING).
+    let mut answered: HashSet<ServiceRef> = HashSet::new();
     for (cluster, names, answer) in answers {
         let service = |name: &str| ServiceRef {
             cluster: cluster.clone(),
@@ -103,9 +105,16 @@ pub(super) async fn apply(
                 continue;
             }
         };
+        let failed = |message: String| {
+            Err(Failure::Describe(SourceError {
+                operation: "DescribeServices",
+                message,
+            }))
+        };
         for raw in answer.services {
             match Entity::from_raw(Kind::Service, raw, false) {
                 Ok(e) if e.key.cluster == *cluster && names.contains(&e.key.id) => {
+                    answered.insert(service(&e.key.id));
                     entities.push((service(&e.key.id), e.read_at(answer.sent_at)))
                 }
                 // Not what was asked: nothing to store; asked names without
@@ -117,32 +126,17 @@ pub(super) async fn apply(
             }
         }
         for name in answer.missing {
+            answered.insert(service(&name));
             missing.push((service(&name), answer.sent_at));
         }
         for (arn, reason) in answer.failed {
             let name = crate::ecs::service_name(&arn);
-            results.insert(
-                service(name),
-                Err(Failure::Describe(SourceError {
-                    operation: "DescribeServices",
-                    message: format!("{arn}: {reason}"),
-                })),
-            );
+            results.insert(service(name), failed(format!("{arn}: {reason}")));
         }
         for n in &names {
-            let answered = entities
-                .iter()
-                .any(|(s, _)| s.cluster == *cluster && s.name == *n)
-                || missing
-                    .iter()
-                    .any(|(s, _)| s.cluster == *cluster && s.name == *n);
-            if !answered {
-                results.entry(service(n)).or_insert_with(|| {
-                    Err(Failure::Describe(SourceError {
-                        operation: "DescribeServices",
-                        message: format!("{n} is not in the answer"),
-                    }))
-                });
+            if !answered.contains(&service(n)) {
+                (results.entry(service(n)))
+                    .or_insert_with(|| failed(format!("{n} is not in the answer")));
             }
         }
     }

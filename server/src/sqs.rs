@@ -87,8 +87,7 @@ pub async fn poll(
             .collect();
         let started = std::time::Instant::now();
         let outcome = apply(store.as_ref(), describer, &batch).await;
-        css::metrics::ingest(&outcome.stats, started.elapsed());
-        css::metrics::ingest_store_errors(&outcome);
+        css::metrics::ingest(&outcome, started.elapsed());
         css::status::record_ingest(store.as_ref(), &outcome.stats).await;
         let mut failed = vec![false; msgs.len()];
         for (i, f) in &outcome.failures {

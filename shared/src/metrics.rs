@@ -158,8 +158,15 @@ pub fn log_reconcile(s: &Summary) {
     );
 }
 
-/// One ingest invocation.
-pub fn ingest(stats: &IngestStats, took: Duration) {
+/// One ingest invocation: its records by outcome, the store errors behind
+/// the failed ones by kind, lag and duration.
+pub fn ingest(outcome: &crate::ingest::BatchOutcome, took: Duration) {
+    let stats = &outcome.stats;
+    for (_, f) in &outcome.failures {
+        if let crate::ingest::Failure::Store(e) = f {
+            store_error(store_error_kind(e));
+        }
+    }
     let applied = (stats.inserted + stats.updated) as u64;
     for (outcome, n) in [
         ("applied", applied),
@@ -186,15 +193,6 @@ pub fn ingest(stats: &IngestStats, took: Duration) {
         gauge!(INGEST_LAG_P50).set(ms as f64 / 1000.0);
     }
     histogram!(INGEST_DURATION).record(took.as_secs_f64());
-}
-
-/// The store errors behind an ingest batch's failed records, by kind.
-pub fn ingest_store_errors(outcome: &crate::ingest::BatchOutcome) {
-    for (_, f) in &outcome.failures {
-        if let crate::ingest::Failure::Store(e) = f {
-            store_error(store_error_kind(e));
-        }
-    }
 }
 
 /// One reconcile run: its summary as figures.

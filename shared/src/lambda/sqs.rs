@@ -40,8 +40,7 @@ pub async fn handle_sqs_with(
         .collect();
     let started = std::time::Instant::now();
     let outcome = apply(store, describer, &messages).await;
-    crate::metrics::ingest(&outcome.stats, started.elapsed());
-    crate::metrics::ingest_store_errors(&outcome);
+    crate::metrics::ingest(&outcome, started.elapsed());
     crate::status::record_ingest(store, &outcome.stats).await;
     crate::metrics::flush();
     let mut response = SqsBatchResponse::default();

@@ -36,6 +36,19 @@ async fn store_state(base: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// cssctl against `base` with `args`; it must succeed; its stdout.
+async fn cssctl_ok(base: &str, args: &[&str]) -> String {
+    let mut full = vec!["--endpoint".to_string(), base.to_string()];
+    full.extend(args.iter().map(|a| a.to_string()));
+    let out = cssctl().args(&full).output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{full:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 fn cssctl() -> tokio::process::Command {
     let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_cssctl"));
     c.env_remove("CSS_ENDPOINT").kill_on_drop(true);
@@ -555,19 +568,7 @@ async fn cli_yaml_and_no_headers() {
             .collect::<Vec<_>>(),
     )
     .await;
-    let run = |args: &[&str]| {
-        let mut full = vec!["--endpoint".to_string(), s.base.clone()];
-        full.extend(args.iter().map(|a| a.to_string()));
-        async move {
-            let out = cssctl().args(&full).output().await.unwrap();
-            assert!(
-                out.status.success(),
-                "{full:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8(out.stdout).unwrap()
-        }
-    };
+    let run = |args: &'static [&'static str]| cssctl_ok(&s.base, args);
     let json: serde_json::Value =
         serde_json::from_str(&run(&["tasks", "-o", "json"]).await).unwrap();
     let yaml: serde_json::Value =
@@ -682,19 +683,7 @@ async fn cli_services() {
         t9,
     ))
     .await;
-    let run = |args: &[&str]| {
-        let mut full = vec!["--endpoint".to_string(), s.base.clone()];
-        full.extend(args.iter().map(|a| a.to_string()));
-        async move {
-            let out = cssctl().args(&full).output().await.unwrap();
-            assert!(
-                out.status.success(),
-                "{full:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8(out.stdout).unwrap()
-        }
-    };
+    let run = |args: &'static [&'static str]| cssctl_ok(&s.base, args);
     let table = run(&["services"]).await;
     let lines: Vec<Vec<&str>> = table
         .lines()

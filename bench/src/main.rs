@@ -14,6 +14,7 @@ mod cssctl;
 mod ingest;
 mod lambda;
 mod list;
+mod list_costs;
 mod memory;
 mod metrics;
 mod reconcile;

@@ -237,6 +237,8 @@ pub async fn run(tasks: usize, quota_mb: u64, runs: usize) {
     let ing: Vec<f64> = ingest_rates.iter().map(|v| median(v.clone())).collect();
     println!("| ingest, 10,000 events in 10-event invocations, 4 at a time (events/s, median of {}) | {:.0} | {:.0} | {:.2} |", runs.max(1), ing[0], ing[1], ing[1] / ing[0]);
 
+    crate::list_costs::run(&stores[0], &stores[1], reps).await;
+
     // One etcd at 8 GB: a linear model from the measured slopes.
     println!();
     let at = |s: &Sizes, n: f64, ch: f64| s.empty + s.per_entity * n + s.per_change * ch;

@@ -19,7 +19,7 @@ use crate::median;
 
 const CLUSTERS: usize = 10;
 /// RUNNING tasks in the cluster that is listed (10% of 10,000).
-const MATCHING: usize = 1000;
+pub(crate) const MATCHING: usize = 1000;
 
 /// `total` tasks over 10 clusters; the listed cluster ("bench-0") always
 /// holds exactly MATCHING running tasks, everything else is STOPPED or elsewhere.
@@ -70,6 +70,16 @@ pub(crate) async fn via_router(store: Arc<dyn StateStore>) -> f64 {
     ms
 }
 
+/// A raw KV client of the store's etcd, with room for a page of large records.
+pub(crate) async fn kv_client(store: &EtcdStore) -> etcd_client::KvClient {
+    store
+        .client()
+        .await
+        .expect("an etcd member")
+        .kv_client()
+        .max_decoding_message_size(64 << 20)
+}
+
 pub(crate) async fn raw(store: &EtcdStore, prefix: &str) -> f64 {
     let ks = Keyspace::new(prefix);
     let range = ks.list_prefix(
@@ -77,12 +87,7 @@ pub(crate) async fn raw(store: &EtcdStore, prefix: &str) -> f64 {
         &ClusterScope::Named("bench-0".into()),
         Some("RUNNING"),
     );
-    let mut kv = store
-        .client()
-        .await
-        .expect("an etcd member")
-        .kv_client()
-        .max_decoding_message_size(64 << 20);
+    let mut kv = kv_client(store).await;
     let t = Instant::now();
     let resp = kv
         .get(

@@ -7,22 +7,11 @@
 use std::time::Instant;
 
 use css::model::Kind;
-use css::store::{decode_value, ClusterScope, EtcdStore, Keyspace, RecordMeta};
-use etcd_client::{GetOptions, KvClient, Txn, TxnOp};
+use css::store::{decode_value, ClusterScope, EtcdStore, RecordMeta};
+use etcd_client::{GetOptions, Txn, TxnOp};
 
+use crate::list::{kv_client, MATCHING};
 use crate::median;
-
-const MATCHING: usize = 1000;
-const PREFIX: &str = "/ecs-css/v1/";
-
-async fn kv(store: &EtcdStore) -> KvClient {
-    store
-        .client()
-        .await
-        .expect("an etcd member")
-        .kv_client()
-        .max_decoding_message_size(64 << 20)
-}
 
 fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
@@ -30,13 +19,15 @@ fn ms(t: Instant) -> f64 {
 
 /// Prints the parts' medians over `reps` rounds.
 pub async fn run(legacy: &EtcdStore, compact: &EtcdStore, reps: usize) {
-    let ks = Keyspace::new(PREFIX);
+    // One set of key names serves both stores.
+    let ks = compact.keyspace();
+    assert_eq!(legacy.keyspace().prefix(), ks.prefix());
     let cluster = ClusterScope::Named("bench-0".into());
     let index = ks.list_prefix(Kind::Task, &cluster, Some("RUNNING"));
     // 1,000 compressed records in one range: the listed cluster's first
     // primaries, as contiguous as index copies would hold them.
     let primaries = ks.list_prefix(Kind::Task, &cluster, None);
-    let (mut lkv, mut ckv) = (kv(legacy).await, kv(compact).await);
+    let (mut lkv, mut ckv) = (kv_client(legacy).await, kv_client(compact).await);
     let range = |keys_only: bool| {
         let o = GetOptions::new().with_prefix().with_limit(MATCHING as i64);
         Some(if keys_only { o.with_keys_only() } else { o })

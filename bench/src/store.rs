@@ -11,12 +11,11 @@ use css::model::{Entity, Kind};
 use css::store::{EtcdStore, Format, StateStore, StoreError, Upsert};
 use css_tests::EtcdServer;
 
+use crate::list::MATCHING;
 use crate::records::{Gen, MEASURE_SEED};
 use crate::{ingest, list, median};
 
 const CLUSTERS: usize = 10;
-/// RUNNING tasks of the listed cluster.
-const MATCHING: usize = 1000;
 const GB: f64 = 1e9;
 
 /// The fleet: (cluster, id, status) of every task, the listed cluster

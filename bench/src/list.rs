@@ -140,7 +140,12 @@ pub async fn run(etcd: &EtcdServer, runs: usize) {
         ),
         ("router, embedded store, 100,000 stored", vec![]),
         ("router, embedded store, 10,000 stored", vec![]),
+        (
+            "router, etcd, 100,000 stored, no record cache (a process's first list)",
+            vec![],
+        ),
     ];
+    let uncached: Arc<dyn StateStore> = Arc::new((*big).clone().with_record_cache(0));
     // Warm up connections and caches, then interleave.
     via_router(big.clone()).await;
     raw(&raw_big, raw_big_prefix).await;
@@ -151,6 +156,7 @@ pub async fn run(etcd: &EtcdServer, runs: usize) {
         rows[3].1.push(raw(&raw_small, raw_small_prefix).await);
         rows[4].1.push(via_router(emb_big.clone()).await);
         rows[5].1.push(via_router(emb_small.clone()).await);
+        rows[6].1.push(via_router(uncached.clone()).await);
     }
     let m: Vec<f64> = rows.iter().map(|(_, v)| median(v.clone())).collect();
     println!("# Filtered list: RUNNING tasks of one cluster ({MATCHING} matches), limit=1000");
@@ -182,5 +188,12 @@ pub async fn run(etcd: &EtcdServer, runs: usize) {
         rows[5].0,
         m[5],
         m[5] / m[4]
+    );
+    println!(
+        "| {} | {:.2} | {:.2} x raw; {:.2} x with the cache |",
+        rows[6].0,
+        m[6],
+        m[6] / m[0],
+        m[6] / m[1]
     );
 }

@@ -37,6 +37,7 @@ pub const SUBSCRIPTIONS: &str = "subscriptions";
 // Store.
 pub const STORE_ERRORS: &str = "store_errors";
 pub const STORE_REVISION: &str = "store_revision";
+pub const STORE_LIST_RECORDS: &str = "store_list_records";
 
 /// Describes every metric to the installed exporter (units, meaning).
 pub fn describe() {
@@ -114,6 +115,11 @@ pub fn describe() {
         STORE_REVISION,
         Unit::Count,
         "the store's current revision, as last seen"
+    );
+    describe_counter!(
+        STORE_LIST_RECORDS,
+        Unit::Count,
+        "records of filtered lists on etcd, by source: cache (held by this process at that revision) or etcd (read)"
     );
 }
 
@@ -252,6 +258,12 @@ pub fn store_error_kind(e: &crate::store::StoreError) -> &'static str {
         E::Compacted { .. } => "compacted",
         E::FutureRevision { .. } => "future_revision",
     }
+}
+
+/// A filtered list's records: how many the record cache had, how many were read.
+pub fn list_records(cached: usize, read: usize) {
+    counter!(STORE_LIST_RECORDS, "source" => "cache").increment(cached as u64);
+    counter!(STORE_LIST_RECORDS, "source" => "etcd").increment(read as u64);
 }
 
 pub fn store_error(kind: &'static str) {

@@ -317,6 +317,7 @@ pub fn store_args(endpoints: &[&str]) -> crate::config::StoreArgs {
         etcd_tls_secret: None,
         etcd_credentials_secret: None,
         etcd_timeout: std::time::Duration::from_secs(5),
+        record_cache_mb: crate::store::etcd::DEFAULT_RECORD_CACHE_MIB,
         key_prefix: "/x/".into(),
         cursor_table: None,
         subscriptions_per_owner: 100,

@@ -151,6 +151,7 @@ pub fn store_args(endpoints: Vec<String>) -> css::config::StoreArgs {
         etcd_tls_secret: None,
         etcd_credentials_secret: None,
         etcd_timeout: std::time::Duration::from_secs(2),
+        record_cache_mb: css::store::etcd::DEFAULT_RECORD_CACHE_MIB,
         key_prefix: "/ecs-css/v1/".into(),
         cursor_table: None,
         subscriptions_per_owner: 100,

@@ -2,33 +2,20 @@
 //! reached through the service's own settings (CSS_ETCD_* as the Lambdas
 //! and server mode read them). TLS follows the endpoints' https:// scheme.
 
-use std::time::Duration;
-
 use css::config::StoreArgs;
 use css::model::Kind;
 use css::store::{ListRequest, StateStore};
-use css_tests::fixtures::{entity, task_detail, ACCOUNT};
+use css_tests::fixtures::{entity, store_args, task_detail, ACCOUNT};
 use css_tests::EtcdServer;
 
 fn args(etcd: &EtcdServer) -> StoreArgs {
     let pki = etcd.tls.as_ref().expect("a TLS etcd");
     let path = |p: &std::path::PathBuf| Some(p.to_string_lossy().into_owned());
     StoreArgs {
-        etcd_endpoints: vec![etcd.endpoint()],
-        etcd_username: None,
-        etcd_password: None,
         etcd_ca_file: path(&pki.ca),
         etcd_cert_file: path(&pki.client_cert),
         etcd_key_file: path(&pki.client_key),
-        etcd_tls_secret: None,
-        etcd_credentials_secret: None,
-        etcd_timeout: Duration::from_secs(2),
-        key_prefix: "/ecs-css/v1/".into(),
-        cursor_table: None,
-        subscriptions_per_owner: 100,
-        history_retention: Duration::from_secs(3600),
-        metrics_namespace: "ClusterStateService".into(),
-        log_level: None,
+        ..store_args(vec![etcd.endpoint()])
     }
 }
 

@@ -205,6 +205,9 @@ async fn a_full_store_fails_writes_retryably_and_says_so() {
     css_tests::openapi::OpenApi::load().check("Status", &status.body);
     let list = s.get("/v1/tasks?cluster=c1&status=RUNNING&limit=5").await;
     assert_eq!(list.status, reqwest::StatusCode::OK, "reads still answer");
+    // The same page again: its records come from the record cache.
+    let again = s.get("/v1/tasks?cluster=c1&status=RUNNING&limit=5").await;
+    assert_eq!(again.body["items"], list.body["items"]);
     let metrics = s
         .http
         .get(format!("{}/metrics", s.base))
@@ -220,6 +223,15 @@ async fn a_full_store_fails_writes_retryably_and_says_so() {
             .any(|l| l.starts_with("store_errors") && l.contains("kind=\"nospace\"")),
         "{metrics}"
     );
+    let listed = |source: &str| {
+        let label = format!("store_list_records{{source=\"{source}\"}} ");
+        (metrics.lines())
+            .find_map(|l| l.strip_prefix(label.as_str()))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    // (Earlier lists in this test count too.)
+    assert!(listed("etcd").is_some_and(|n| n >= 5.0), "{metrics}");
+    assert!(listed("cache").is_some_and(|n| n >= 5.0), "{metrics}");
     println!(
         "4 MB quota: {} tasks acknowledged before NOSPACE",
         acked.len()

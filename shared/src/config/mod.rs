@@ -113,6 +113,10 @@ pub struct StoreArgs {
     /// Timeout of one etcd request.
     #[arg(long, env = "CSS_ETCD_TIMEOUT", default_value = "5s", value_parser = parse_duration, value_name = "CSS_ETCD_TIMEOUT")]
     pub etcd_timeout: Duration,
+    /// MiB of decoded records each process keeps for filtered lists (records
+    /// unchanged since the last list are not read from etcd again); 0: none.
+    #[arg(long, env = "CSS_RECORD_CACHE_MB", default_value_t = crate::store::etcd::DEFAULT_RECORD_CACHE_MIB, value_parser = clap::value_parser!(u32).range(0..=16384), value_name = "CSS_RECORD_CACHE_MB")]
+    pub record_cache_mb: u32,
     /// Key prefix of everything the service stores.
     #[arg(
         long,
@@ -333,6 +337,7 @@ impl StoreArgs {
                 .transpose()?,
             client_cert_pem,
             request_timeout: self.etcd_timeout,
+            record_cache_mib: Some(self.record_cache_mb),
         })
     }
 

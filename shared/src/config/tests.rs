@@ -37,6 +37,34 @@ fn validation_names_the_setting() {
 }
 
 #[test]
+fn the_record_cache_takes_mebibytes_and_zero_turns_it_off() {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        store: StoreArgs,
+    }
+    use clap::Parser;
+    let parse = |extra: &[&str]| {
+        let mut argv = vec!["css", "--etcd-endpoints", "http://127.0.0.1:2379"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).map(|c| c.store.etcd_settings().unwrap().record_cache_mib)
+    };
+    assert_eq!(
+        parse(&[]).unwrap(),
+        Some(crate::store::etcd::DEFAULT_RECORD_CACHE_MIB)
+    );
+    for (arg, want) in [("0", 0), ("1", 1), ("512", 512), ("16384", 16384)] {
+        let arg = format!("--record-cache-mb={arg}");
+        assert_eq!(parse(&[&arg]).unwrap(), Some(want), "{arg}");
+    }
+    for bad in ["-1", "16385", "64MB", ""] {
+        let arg = format!("--record-cache-mb={bad}");
+        let e = first_line(&parse(&[&arg]).unwrap_err().to_string());
+        assert!(e.contains("CSS_RECORD_CACHE_MB"), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn tls_follows_the_https_scheme() {
     let https = args(&["https://10.0.0.5:2379", "https://10.0.0.6:2379"])
         .etcd_settings()

@@ -9,7 +9,7 @@
 //! compressed on the entity's next write). `css-record` decodes either.
 
 use std::borrow::Cow;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use zstd::dict::{DecoderDictionary, EncoderDictionary};
 
@@ -158,7 +158,8 @@ pub fn decode_value(value: &[u8]) -> Result<Cow<'_, [u8]>, String> {
 }
 
 /// One record as read from the store. Its value is decoded at most once,
-/// on first use (filters, rendering and the version guard share it).
+/// on first use (filters, rendering and the version guard share it, and so
+/// do clones: the etcd store's record cache hands out clones).
 #[derive(Debug, Clone)]
 pub struct StoredRecord {
     pub key: EntityKey,
@@ -167,7 +168,7 @@ pub struct StoredRecord {
     pub mod_revision: i64,
     pub create_revision: i64,
     pub value: Bytes,
-    decoded: OnceLock<StoreResult<RecordMeta>>,
+    decoded: Arc<OnceLock<StoreResult<RecordMeta>>>,
 }
 
 impl PartialEq for StoredRecord {
@@ -204,7 +205,16 @@ impl StoredRecord {
             mod_revision,
             create_revision,
             value,
-            decoded: OnceLock::new(),
+            decoded: Arc::default(),
+        }
+    }
+
+    /// The same record (and its decoding) under another store key: the
+    /// page cursor of the list that found it.
+    pub fn under(&self, store_key: String) -> StoredRecord {
+        StoredRecord {
+            store_key,
+            ..self.clone()
         }
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
 
+use super::cache::RecordCache;
 use super::members::Members;
 use super::{EtcdStore, Format, Keyspace};
 use crate::store::{StoreError, StoreResult};
@@ -24,7 +25,13 @@ pub struct EtcdSettings {
     /// PEM client certificate and key for mutual TLS.
     pub client_cert_pem: Option<(Vec<u8>, Vec<u8>)>,
     pub request_timeout: Duration,
+    /// MiB of decoded records kept for filtered lists (`cache`); None: the
+    /// default, 0: none.
+    pub record_cache_mib: Option<u32>,
 }
+
+/// The record cache's size when none is configured.
+pub const DEFAULT_RECORD_CACHE_MIB: u32 = 64;
 
 /// Never prints the password or the client key.
 impl std::fmt::Debug for EtcdSettings {
@@ -37,6 +44,7 @@ impl std::fmt::Debug for EtcdSettings {
             .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
             .field("client_cert", &self.client_cert_pem.is_some())
             .field("request_timeout", &self.request_timeout)
+            .field("record_cache_mib", &self.record_cache_mib)
             .finish()
     }
 }
@@ -157,6 +165,11 @@ impl EtcdStore {
             members: Arc::new(members),
             ks,
             format: Format::Compact,
+            cache: Arc::new(RecordCache::new(
+                settings
+                    .record_cache_mib
+                    .unwrap_or(DEFAULT_RECORD_CACHE_MIB),
+            )),
         })
     }
 }

@@ -15,6 +15,7 @@ use etcd_client::{
 
 use super::*;
 
+mod cache;
 mod connection;
 mod members;
 mod read;
@@ -23,7 +24,9 @@ mod write;
 
 use members::Members;
 
-pub use connection::EtcdSettings;
+pub use cache::CacheUsage;
+use cache::RecordCache;
+pub use connection::{EtcdSettings, DEFAULT_RECORD_CACHE_MIB};
 use watcher::EtcdWatcher;
 
 /// Batch transactions in flight at once.
@@ -36,6 +39,8 @@ pub struct EtcdStore {
     members: Arc<Members>,
     ks: Keyspace,
     format: Format,
+    /// Shared by clones, as the connections are.
+    cache: Arc<RecordCache>,
 }
 
 /// How records and index keys are written.
@@ -133,6 +138,17 @@ impl EtcdStore {
     pub fn with_format(mut self, format: Format) -> EtcdStore {
         self.format = format;
         self
+    }
+
+    /// The same store with its own record cache of `mib` MiB (0: none).
+    pub fn with_record_cache(mut self, mib: u32) -> EtcdStore {
+        self.cache = Arc::new(RecordCache::new(mib));
+        self
+    }
+
+    /// What the record cache holds and has answered.
+    pub fn record_cache_usage(&self) -> CacheUsage {
+        self.cache.usage()
     }
 
     /// A record's value as this store writes it.

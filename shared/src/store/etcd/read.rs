@@ -1,11 +1,13 @@
 //! Reads from etcd beyond single gets: list ranges (a page of records, or
-//! of index keys whose records are then read at the same revision), records
+//! of index keys whose records are then taken from the record cache or read
+//! at the same revision), records
 //! by key in multi-get transactions, and the errors of reads at a revision.
 
 use etcd_client::{GetOptions, Txn, TxnOp, TxnOpResponse};
 use futures::{FutureExt, StreamExt};
 
 use super::{entity_key, map_err, record_from_kv, EtcdStore};
+use crate::metrics;
 use crate::store::{
     prefix_end, ListPage, ListRequest, StateStore, StoreError, StoreResult, StoredRecord,
 };
@@ -55,17 +57,28 @@ impl EtcdStore {
 
     /// A filtered list: the index keys of the page, then their records at
     /// the same revision (each keeps its index key as its page cursor).
+    /// Records the cache holds at the index key's mod_revision (the same
+    /// transaction wrote both) are not read again.
     pub(super) async fn list_by_index(&self, req: &ListRequest) -> StoreResult<ListPage> {
         let (resp, revision) = self.range(req, true).await?;
-        let refs = resp
-            .kvs()
-            .iter()
-            .map(|kv| entity_key(&self.ks, kv).map(|(k, s)| (k, s.to_string())))
-            .collect::<StoreResult<Vec<_>>>()?;
-        let primaries: Vec<String> = refs.iter().map(|(k, _)| self.ks.primary(k)).collect();
-        let mut records = Vec::with_capacity(refs.len());
+        let mut records: Vec<Option<StoredRecord>> = Vec::with_capacity(resp.kvs().len());
+        // Not held: (place in the page, primary key, index key).
+        let mut missing: Vec<(usize, String, String)> = Vec::new();
+        for kv in resp.kvs() {
+            let (key, index_key) = entity_key(&self.ks, kv)?;
+            let primary = self.ks.primary(&key);
+            match self.cache.get(&primary, kv.mod_revision()) {
+                Some(rec) => records.push(Some(rec.under(index_key.to_string()))),
+                None => {
+                    missing.push((records.len(), primary, index_key.to_string()));
+                    records.push(None);
+                }
+            }
+        }
+        metrics::list_records(records.len() - missing.len(), missing.len());
+        let primaries: Vec<String> = missing.iter().map(|(_, p, _)| p.clone()).collect();
         let got = self.read_many(&primaries, Some(revision)).await;
-        for ((key, index_key), rec) in refs.into_iter().zip(got) {
+        for ((place, primary, index_key), rec) in missing.into_iter().zip(got) {
             // Written in one transaction with its index key: there at the
             // same revision.
             let Some(rec) = rec? else {
@@ -74,13 +87,11 @@ impl EtcdStore {
                     reason: "index key without its record".into(),
                 });
             };
-            let (mod_rev, create_rev) = (rec.mod_revision, rec.create_revision);
-            records.push(StoredRecord::new(
-                key, index_key, mod_rev, create_rev, rec.value,
-            ));
+            self.cache.put(primary, &rec);
+            records[place] = Some(rec.under(index_key));
         }
         Ok(ListPage {
-            records,
+            records: records.into_iter().flatten().collect(),
             revision,
             more: resp.more(),
         })

@@ -73,7 +73,8 @@ enum What {
         #[arg(long)]
         emf: bool,
     },
-    /// Server mode memory: 100,000 tasks in the embedded store.
+    /// Server mode memory: 100,000 tasks in the embedded store; the etcd
+    /// store's record cache holding 20,000.
     Memory,
     /// cssctl's peak RSS printing 100,000 tasks as JSON.
     Cssctl,
@@ -101,6 +102,14 @@ enum What {
         #[arg(long)]
         tasks: usize,
     },
+    /// Lists `tasks` tasks from an etcd through the record cache and prints RSS figures.
+    #[command(hide = true)]
+    CacheChild {
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long)]
+        tasks: usize,
+    },
 }
 
 pub fn median(mut xs: Vec<f64>) -> f64 {
@@ -120,6 +129,7 @@ async fn main() {
     match cli.what {
         What::RuntimeProbe => return lambda::probe(),
         What::MemoryChild { tasks } => return memory::child(tasks).await,
+        What::CacheChild { endpoint, tasks } => return memory::cache_child(&endpoint, tasks).await,
         What::MetricsChild { emf } => return metrics::child(emf).await,
         What::Metrics => return metrics::run(cli.runs).await,
         What::TrainDict { out } => return records::train(&out),
@@ -136,10 +146,11 @@ async fn main() {
         What::Watch => watch::run(&etcd, cli.runs).await,
         What::Lambda => lambda::run(&etcd, cli.runs).await,
         What::Cluster => cluster::run(cli.runs).await,
-        What::Memory => memory::run(cli.runs).await,
+        What::Memory => memory::run(&etcd, cli.runs).await,
         What::Cssctl => cssctl::run(cli.runs).await,
         What::RuntimeProbe
         | What::MemoryChild { .. }
+        | What::CacheChild { .. }
         | What::Metrics
         | What::MetricsChild { .. }
         | What::TrainDict { .. }
@@ -161,7 +172,7 @@ async fn main() {
             println!();
             lambda::run(&etcd, cli.runs).await;
             println!();
-            memory::run(cli.runs).await;
+            memory::run(&etcd, cli.runs).await;
             println!();
             metrics::run(cli.runs).await;
             println!();

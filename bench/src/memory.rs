@@ -1,10 +1,16 @@
 //! Server mode's memory: RSS of a fresh process (this binary's hidden
 //! `memory-child`) before and after 100,000 tasks go into the embedded store
-//! through the ingest path, next to the size of the tasks' JSON.
+//! through the ingest path, next to the size of the tasks' JSON. Then the
+//! etcd store's record cache: RSS of a fresh process (`cache-child`) before
+//! and after it lists 20,000 tasks, next to what the cache's weigher counts
+//! (the figure its bound is kept in).
 
 use css::ingest::apply_batch;
-use css::store::{EmbeddedStore, StateStore};
+use css::model::{Entity, Kind};
+use css::store::etcd::EtcdSettings;
+use css::store::{ClusterScope, EmbeddedStore, EtcdStore, ListRequest, StateStore, Upsert};
 use css_tests::fixtures::{messages, task_detail, task_event, ACCOUNT};
+use css_tests::EtcdServer;
 
 use crate::lambda::rss_field;
 use crate::median;
@@ -52,7 +58,128 @@ pub async fn child(tasks: usize) {
     println!("{} {before} {loaded} {compacted}", json_bytes as f64 / 1e6);
 }
 
-pub async fn run(runs: usize) {
+/// The record cache's size in `cache-child`: room for every task listed.
+const CACHE_MIB: u32 = 512;
+const CACHE_PREFIX: &str = "/bench/cache/";
+
+/// In the child: lists the RUNNING tasks of cluster `mem` (all of them) in
+/// pages of 1,000 through a store whose record cache holds them all, and
+/// prints `records weighed_mb rss_before rss_after`.
+pub async fn cache_child(endpoint: &str, tasks: usize) {
+    let settings = EtcdSettings {
+        endpoints: vec![endpoint.to_string()],
+        record_cache_mib: Some(CACHE_MIB),
+        ..Default::default()
+    };
+    let store = EtcdStore::connect(&settings, CACHE_PREFIX)
+        .await
+        .expect("etcd");
+    let mut req = ListRequest {
+        kind: Kind::Task,
+        cluster: ClusterScope::Named("mem".into()),
+        status: Some("RUNNING".into()),
+        start_after: None,
+        limit: 1000,
+        revision: None,
+    };
+    // One page first, so that connections and buffers are not counted.
+    store.list(&req).await.expect("list");
+    let before = rss_mb();
+    let mut listed = 0;
+    loop {
+        let page = store.list(&req).await.expect("list");
+        listed += page.records.len();
+        req.revision = Some(page.revision);
+        req.start_after = page.records.last().map(|r| r.store_key.clone());
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(listed, tasks);
+    let after = rss_mb();
+    let held = store.record_cache_usage();
+    assert_eq!(held.records, tasks, "the cache holds every task");
+    println!(
+        "{} {} {before} {after}",
+        held.records,
+        held.bytes as f64 / (1u64 << 20) as f64
+    );
+}
+
+/// RSS of the record cache, measured in `cache-child` processes.
+async fn record_cache(etcd: &EtcdServer, runs: usize) {
+    let tasks = 20_000;
+    let store = etcd.store(CACHE_PREFIX).await;
+    let mut g = crate::records::Gen::new(crate::records::MEASURE_SEED);
+    let mut json = 0usize;
+    for start in (0..tasks).step_by(1000) {
+        let entities: Vec<Entity> = (start..(start + 1000).min(tasks))
+            .map(|_| {
+                let id = g.task_id();
+                let detail = g.task("mem", &id, "RUNNING", 1).to_string();
+                json += detail.len();
+                let raw = serde_json::value::RawValue::from_string(detail).expect("json");
+                Entity::from_raw(Kind::Task, raw, true).expect("entity")
+            })
+            .collect();
+        let writes: Vec<Upsert<'_>> = entities.iter().map(Upsert::event).collect();
+        for r in store.upsert_many(&writes).await {
+            r.expect("seed write");
+        }
+    }
+    let me = std::env::current_exe().expect("own path");
+    let mut rows: Vec<[f64; 4]> = Vec::new();
+    for _ in 0..runs.clamp(1, 3) {
+        let out = tokio::process::Command::new(&me)
+            .args([
+                "cache-child",
+                "--endpoint",
+                &etcd.endpoint(),
+                "--tasks",
+                &tasks.to_string(),
+            ])
+            .output()
+            .await
+            .expect("run cache-child");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let v: Vec<f64> = text
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        assert!(
+            v.len() == 4,
+            "cache-child said: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        rows.push([v[0], v[1], v[2], v[3]]);
+    }
+    let col = |i: usize| median(rows.iter().map(|r| r[i]).collect());
+    let (records, weighed, grown) = (col(0), col(1), col(3) - col(2));
+    let json_mb = json as f64 / (1u64 << 20) as f64;
+    println!();
+    println!("## The etcd store's record cache\n");
+    println!(
+        "{tasks} tasks (JSON {:.0} B each on average) listed in pages of 1,000 by a fresh \
+         process whose record cache holds them all; median of {} processes.\n",
+        json as f64 / tasks as f64,
+        rows.len()
+    );
+    println!("| what | MiB | B per record | ratio to the weigher |");
+    println!("|---|---:|---:|---:|");
+    let per = |mb: f64| mb * (1u64 << 20) as f64 / records;
+    println!("| tasks' JSON | {json_mb:.1} | {:.0} | |", per(json_mb));
+    println!(
+        "| what the weigher counts (the bound) | {weighed:.1} | {:.0} | 1.00 |",
+        per(weighed)
+    );
+    println!(
+        "| RSS growth | {grown:.1} | {:.0} | {:.2} |",
+        per(grown),
+        grown / weighed
+    );
+}
+
+pub async fn run(etcd: &EtcdServer, runs: usize) {
     let me = std::env::current_exe().expect("own path");
     let tasks = 100_000;
     let mut rows: Vec<[f64; 4]> = Vec::new();
@@ -98,4 +225,5 @@ pub async fn run(runs: usize) {
         per(held),
         held / json
     );
+    record_cache(etcd, runs).await;
 }

@@ -6,9 +6,9 @@
 //! (the figure its bound is kept in).
 
 use css::ingest::apply_batch;
-use css::model::{Entity, Kind};
+use css::model::Kind;
 use css::store::etcd::EtcdSettings;
-use css::store::{ClusterScope, EmbeddedStore, EtcdStore, ListRequest, StateStore, Upsert};
+use css::store::{ClusterScope, EmbeddedStore, EtcdStore, ListRequest, StateStore};
 use css_tests::fixtures::{messages, task_detail, task_event, ACCOUNT};
 use css_tests::EtcdServer;
 
@@ -106,41 +106,17 @@ pub async fn cache_child(endpoint: &str, tasks: usize) {
     );
 }
 
-/// RSS of the record cache, measured in `cache-child` processes.
-async fn record_cache(etcd: &EtcdServer, runs: usize) {
-    let tasks = 20_000;
-    let store = etcd.store(CACHE_PREFIX).await;
-    let mut g = crate::records::Gen::new(crate::records::MEASURE_SEED);
-    let mut json = 0usize;
-    for start in (0..tasks).step_by(1000) {
-        let entities: Vec<Entity> = (start..(start + 1000).min(tasks))
-            .map(|_| {
-                let id = g.task_id();
-                let detail = g.task("mem", &id, "RUNNING", 1).to_string();
-                json += detail.len();
-                let raw = serde_json::value::RawValue::from_string(detail).expect("json");
-                Entity::from_raw(Kind::Task, raw, true).expect("entity")
-            })
-            .collect();
-        let writes: Vec<Upsert<'_>> = entities.iter().map(Upsert::event).collect();
-        for r in store.upsert_many(&writes).await {
-            r.expect("seed write");
-        }
-    }
+/// Runs this binary with `args` in 1 to 3 fresh processes (`runs`), each
+/// printing four numbers, and returns them.
+async fn child_rows(args: &[&str], runs: usize) -> Vec<[f64; 4]> {
     let me = std::env::current_exe().expect("own path");
-    let mut rows: Vec<[f64; 4]> = Vec::new();
+    let mut rows = Vec::new();
     for _ in 0..runs.clamp(1, 3) {
         let out = tokio::process::Command::new(&me)
-            .args([
-                "cache-child",
-                "--endpoint",
-                &etcd.endpoint(),
-                "--tasks",
-                &tasks.to_string(),
-            ])
+            .args(args)
             .output()
             .await
-            .expect("run cache-child");
+            .expect("run the child");
         let text = String::from_utf8_lossy(&out.stdout);
         let v: Vec<f64> = text
             .split_whitespace()
@@ -148,11 +124,37 @@ async fn record_cache(etcd: &EtcdServer, runs: usize) {
             .collect();
         assert!(
             v.len() == 4,
-            "cache-child said: {text} {}",
+            "{} said: {text} {}",
+            args[0],
             String::from_utf8_lossy(&out.stderr)
         );
         rows.push([v[0], v[1], v[2], v[3]]);
     }
+    rows
+}
+
+/// RSS of the record cache, measured in `cache-child` processes.
+async fn record_cache(etcd: &EtcdServer, runs: usize) {
+    let tasks = 20_000;
+    let store = etcd.store(CACHE_PREFIX).await;
+    let mut g = crate::records::Gen::new(crate::records::MEASURE_SEED);
+    let fleet: Vec<(String, String, &'static str)> = (0..tasks)
+        .map(|_| ("mem".to_string(), g.task_id(), "RUNNING"))
+        .collect();
+    let json = crate::store::write(store.as_ref(), &mut g, &fleet, 1, false)
+        .await
+        .expect("seed write");
+    let rows = child_rows(
+        &[
+            "cache-child",
+            "--endpoint",
+            &etcd.endpoint(),
+            "--tasks",
+            &tasks.to_string(),
+        ],
+        runs,
+    )
+    .await;
     let col = |i: usize| median(rows.iter().map(|r| r[i]).collect());
     let (records, weighed, grown) = (col(0), col(1), col(3) - col(2));
     let json_mb = json as f64 / (1u64 << 20) as f64;
@@ -180,27 +182,8 @@ async fn record_cache(etcd: &EtcdServer, runs: usize) {
 }
 
 pub async fn run(etcd: &EtcdServer, runs: usize) {
-    let me = std::env::current_exe().expect("own path");
     let tasks = 100_000;
-    let mut rows: Vec<[f64; 4]> = Vec::new();
-    for _ in 0..runs.clamp(1, 3) {
-        let out = tokio::process::Command::new(&me)
-            .args(["memory-child", "--tasks", &tasks.to_string()])
-            .output()
-            .await
-            .expect("run memory-child");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let v: Vec<f64> = text
-            .split_whitespace()
-            .filter_map(|x| x.parse().ok())
-            .collect();
-        assert!(
-            v.len() == 4,
-            "memory-child said: {text} {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        rows.push([v[0], v[1], v[2], v[3]]);
-    }
+    let rows = child_rows(&["memory-child", "--tasks", &tasks.to_string()], runs).await;
     let col = |i: usize| median(rows.iter().map(|r| r[i]).collect());
     let (json, before, loaded, compacted) = (col(0), col(1), col(2), col(3));
     println!("## Server mode memory (embedded store)\n");

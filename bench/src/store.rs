@@ -74,7 +74,7 @@ async fn db_size(store: &EtcdStore, endpoint: &str, defrag: bool) -> f64 {
 }
 
 /// Writes `tasks` at `version`, 1,000 a batch; answers the JSON bytes written.
-async fn write(
+pub(crate) async fn write(
     store: &dyn StateStore,
     g: &mut Gen,
     tasks: &[(String, String, &'static str)],

@@ -2,8 +2,8 @@
 # Installs what building and testing need, idempotently; where it cannot,
 # stops with one line saying what is missing and how to get it.
 #   scripts/prereqs.sh run    # build and run server mode
-#   scripts/prereqs.sh test   # also etcd, and moto and schemathesis (venv)
-#   scripts/prereqs.sh sam    # SAM CLI, cfn-lint, cargo-lambda (venv), aarch64 target
+#   scripts/prereqs.sh test   # also etcd and the Python tools (venv, scripts/requirements.lock)
+#   scripts/prereqs.sh sam    # the Python tools (SAM CLI, cfn-lint, cargo-lambda) and the aarch64 target
 # Debian packages come from apt-get (as root); Python tools go into the
 # virtual environment of scripts/venv.sh, never into the system Python.
 set -euo pipefail
@@ -56,26 +56,21 @@ if ! "$CSS_VENV/bin/python3" -m pip --version >/dev/null 2>&1; then
   fi
 fi
 
-# pip_install CHECK PACKAGES...: installs PACKAGES into the venv unless CHECK
-# (a shell test run with the venv on PATH) already passes.
-pip_install() {
-  local check="$1"; shift
-  if ! bash -c "$check" >/dev/null 2>&1; then
-    echo "installing $* into $CSS_VENV with pip" >&2
-    local log; log=$(mktemp)
-    "$CSS_VENV/bin/python3" -m pip install -q --disable-pip-version-check "$@" >"$log" 2>&1 \
-      || die "$* (Python): pip could not install them into $CSS_VENV (see $log); check access to PyPI and rerun scripts/prereqs.sh $mode"
-    rm -f "$log"
-  fi
-}
-
-if [ "$mode" = test ]; then
-  pip_install "'$PYTHON' -c 'import moto.server, flask_cors'" 'moto[server]>=5'
-  pip_install "[ -x '$CSS_VENV/bin/st' ]" 'schemathesis>=4'
+# Every Python tool at the versions scripts/requirements.lock pins, installed
+# once per version of that file (its hash is kept in the venv).
+lock=scripts/requirements.lock
+stamp="$CSS_VENV/.css-requirements"
+want=$(sha256sum "$lock" | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "installing the Python tools of $lock into $CSS_VENV with pip" >&2
+  log=$(mktemp)
+  "$CSS_VENV/bin/python3" -m pip install -q --disable-pip-version-check -r "$lock" >"$log" 2>&1 \
+    || die "the Python tools of $lock: pip could not install them into $CSS_VENV (see $log); check access to PyPI and rerun scripts/prereqs.sh $mode"
+  rm -f "$log"
+  echo "$want" > "$stamp"
 fi
+
 if [ "$mode" = sam ]; then
-  pip_install "[ -x '$CSS_VENV/bin/sam' ] && [ -x '$CSS_VENV/bin/cfn-lint' ] && [ -x '$CSS_VENV/bin/cargo-lambda' ]" \
-    aws-sam-cli cfn-lint cargo-lambda
   rustup target list --installed 2>/dev/null | grep -q aarch64-unknown-linux-gnu \
     || rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1 \
     || die "the aarch64 Rust target: run 'rustup target add aarch64-unknown-linux-gnu'"

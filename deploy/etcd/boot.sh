@@ -1,23 +1,49 @@
 #!/bin/bash
 # Boots one member of the stack's etcd cluster (deploy/etcd/template.yaml
-# runs it as user data; tests/tests/etcd_boot.rs runs it against a temp
-# root). Every member runs the same script: it finds its place in the
-# cluster from its private IP, which its CloudFormation network interface
-# keeps across instance replacements.
+# runs it as user data; tests/tests/etcd_boot.rs and etcd_rehearsal.rs run it
+# against a temp root). Every member runs the same script: its Auto Scaling
+# group's tag CssEtcdMember says which member it is; it takes over that
+# member's network interface (its IP, in the peer and client URLs and in its
+# certificate) and data volume, which outlive instances, starts etcd, and
+# signals CloudFormation once the member serves, which gates the next one.
 #
 # Settings (environment), as the template passes them:
 #   MEMBER_IPS          the members' private IPs, comma-separated, in order
 #   MEMBER_SECRETS      their Secrets Manager secrets ({"ca","cert","key"}), same order
+#   MEMBER_INTERFACES   their network interfaces; MEMBER_VOLUMES: their data volumes
 #   ETCD_VERSION        e.g. v3.5.21; ETCD_SHA256: the SHA-256 of its tarball
 #   ETCD_DOWNLOAD_URL   release base URL (a mirror works: URL/VERSION/etcd-VERSION-linux-ARCH.tar.gz)
 #   ETCD_ARCH           arm64 (Graviton) or amd64
 #   ETCD_QUOTA_BACKEND_BYTES, ETCD_SNAPSHOT_COUNT, CLUSTER_TOKEN
-# For tests: CSS_ROOT (install under it, start nothing), LOCAL_IP, DATA_DEVICE=none,
-# ETCD_CLIENT_PORT / ETCD_PEER_PORT.
+#   CFN_STACK           the stack to signal (resource Member<index>Group)
+# For local runs: CSS_ROOT (install under it; no instance metadata, no
+# attachments, no systemd), MEMBER_INDEX, DATA_DIR (the "volume"),
+# CSS_START=1 (start etcd as a background process and pass the health gate),
+# ETCD_CLIENT_PORT / ETCD_PEER_PORT, GATE_TIMEOUT (seconds).
+#   boot.sh --data-device VOLUME_ID   prints the block device of an attached EBS volume
 set -euo pipefail
 
 log() { echo "css-etcd-boot: $*" >&2; }
 die() { log "$*"; exit 1; }
+
+# The device of an attached EBS volume: on Nitro instances an NVMe disk whose
+# serial is the volume id without its dash (instance-store NVMe disks have
+# other serials), else the device name it was attached as (/dev/sdf, which
+# Xen instances show as /dev/xvdf). Never "the first other disk".
+data_device() {
+  local serial="${1//-/}" dev
+  dev=$(lsblk -dpno NAME,SERIAL 2>/dev/null | awk -v s="$serial" '$2 == s { print $1; exit }')
+  if [ -z "$dev" ]; then
+    for d in /dev/sdf /dev/xvdf; do
+      if [ -b "$d" ]; then dev=$(readlink -f "$d"); break; fi
+    done
+  fi
+  [ -n "$dev" ] && echo "$dev"
+}
+if [ "${1:-}" = --data-device ]; then
+  data_device "${2:?volume id}" || die "volume $2 is not attached"
+  exit 0
+fi
 
 for v in MEMBER_IPS MEMBER_SECRETS ETCD_VERSION ETCD_SHA256 ETCD_DOWNLOAD_URL; do
   [ -n "${!v:-}" ] || die "$v is not set"
@@ -33,44 +59,95 @@ SNAPSHOT_COUNT="${ETCD_SNAPSHOT_COUNT:-10000}"
 TOKEN="${CLUSTER_TOKEN:-css-etcd}"
 CLIENT_PORT="${ETCD_CLIENT_PORT:-2379}"
 PEER_PORT="${ETCD_PEER_PORT:-2380}"
-
-# Who am I: the private IP (IMDSv2 only) and its place among the members.
-if [ -z "${LOCAL_IP:-}" ]; then
-  token=$(curl -sf -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 300") \
-    || die "no IMDSv2 token"
-  LOCAL_IP=$(curl -sf -H "X-aws-ec2-metadata-token: $token" http://169.254.169.254/latest/meta-data/local-ipv4) \
-    || die "no private IP from IMDS"
-fi
+GATE_TIMEOUT="${GATE_TIMEOUT:-900}"
 IFS=, read -r -a ips <<< "$MEMBER_IPS"
 IFS=, read -r -a secrets <<< "$MEMBER_SECRETS"
+IFS=, read -r -a interfaces <<< "${MEMBER_INTERFACES:-}"
+IFS=, read -r -a volumes <<< "${MEMBER_VOLUMES:-}"
 [ "${#ips[@]}" -eq "${#secrets[@]}" ] || die "MEMBER_IPS and MEMBER_SECRETS name different numbers of members"
-index=-1
-for i in "${!ips[@]}"; do
-  if [ "${ips[$i]}" = "$LOCAL_IP" ]; then index=$i; fi
-done
-[ "$index" -ge 0 ] || die "this instance's IP $LOCAL_IP is not one of MEMBER_IPS ($MEMBER_IPS)"
+
+# Who am I: on EC2, the instance and its group's member tag (IMDSv2 only).
+INSTANCE_ID=""
+if [ -z "$ROOT" ]; then
+  imds() {
+    local token
+    token=$(curl -sf -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 300") || return 1
+    curl -sf -H "X-aws-ec2-metadata-token: $token" "http://169.254.169.254/latest/meta-data/$1"
+  }
+  INSTANCE_ID=$(imds instance-id) || die "no instance id from IMDS"
+  MEMBER_INDEX="${MEMBER_INDEX:-$(imds tags/instance/CssEtcdMember)}" || die "no CssEtcdMember tag in the instance metadata"
+fi
+if [ -z "${MEMBER_INDEX:-}" ] && [ -n "${LOCAL_IP:-}" ]; then
+  for i in "${!ips[@]}"; do
+    if [ "${ips[$i]}" = "$LOCAL_IP" ]; then MEMBER_INDEX=$i; fi
+  done
+  [ -n "${MEMBER_INDEX:-}" ] || die "this instance's IP $LOCAL_IP is not one of MEMBER_IPS ($MEMBER_IPS)"
+fi
+index="${MEMBER_INDEX:?MEMBER_INDEX is not set}"
+[[ "$index" =~ ^[0-9]+$ ]] && [ "$index" -lt "${#ips[@]}" ] || die "member $index is not one of MEMBER_IPS ($MEMBER_IPS)"
 name="m$index"
+LOCAL_IP="${ips[$index]}"
+peer_url="https://$LOCAL_IP:$PEER_PORT"
+
+# CloudFormation waits for one signal per replacement: SUCCESS once the
+# member serves, FAILURE (the update rolls back) on any error before that.
+signalled=""
+signal() {
+  signalled=1
+  if [ -n "${CFN_STACK:-}" ] && [ -n "$INSTANCE_ID" ]; then
+    aws cloudformation signal-resource --stack-name "$CFN_STACK" --logical-resource-id "Member${index}Group" \
+      --unique-id "$INSTANCE_ID" --status "$1" >/dev/null || log "could not signal $1 to $CFN_STACK"
+  fi
+  log "member $name: $1"
+}
+tmp=$(mktemp -d)
+trap 'rc=$?; rm -rf "$tmp"; if [ $rc -ne 0 ] && [ -z "$signalled" ]; then signal FAILURE; fi' EXIT
+
 cluster=""
 for i in "${!ips[@]}"; do
   cluster+="${cluster:+,}m$i=https://${ips[$i]}:$PEER_PORT"
 done
 log "member $name at $LOCAL_IP of $cluster"
 
-# The data volume: the one disk besides the root disk. Formatted once; it
-# outlives the instance, so a replacement finds the member's data on it.
-DATA="$ROOT/var/lib/etcd"
+# attach KIND ID: takes over the member's interface or volume once its old
+# instance has let go of it (an update terminates the old instance first).
+attach() {
+  local kind="$1" id="$2" state
+  for _ in $(seq 1 120); do
+    if [ "$kind" = interface ]; then
+      state=$(aws ec2 describe-network-interfaces --network-interface-ids "$id" \
+        --query 'NetworkInterfaces[0].[Status,Attachment.InstanceId]' --output text) || state=""
+    else
+      state=$(aws ec2 describe-volumes --volume-ids "$id" \
+        --query 'Volumes[0].[State,Attachments[0].InstanceId]' --output text) || state=""
+    fi
+    case "$state" in
+      *"$INSTANCE_ID"*) return 0 ;;
+      available*)
+        if [ "$kind" = interface ]; then
+          aws ec2 attach-network-interface --network-interface-id "$id" --instance-id "$INSTANCE_ID" --device-index 1 >/dev/null || true
+        else
+          aws ec2 attach-volume --volume-id "$id" --instance-id "$INSTANCE_ID" --device /dev/sdf >/dev/null || true
+        fi ;;
+    esac
+    sleep 5
+  done
+  die "$kind $id did not come free for this instance in 10 minutes"
+}
+
+DATA="${DATA_DIR:-$ROOT/var/lib/etcd}"
 mkdir -p "$DATA"
-if [ "${DATA_DEVICE:-auto}" != none ]; then
-  dev="${DATA_DEVICE:-}"
-  if [ -z "$dev" ] || [ "$dev" = auto ]; then
-    rootdisk=$(lsblk -no PKNAME "$(findmnt -no SOURCE /)")
-    for _ in $(seq 1 120); do
-      dev=$(lsblk -dpno NAME,TYPE | awk -v r="/dev/$rootdisk" '$2 == "disk" && $1 != r { print $1; exit }')
-      [ -n "$dev" ] && break
-      sleep 5 # CloudFormation attaches the volume after the instance starts.
-    done
-    [ -n "$dev" ] || die "no data volume attached after 10 minutes"
-  fi
+if [ -z "$ROOT" ]; then
+  [ -n "${interfaces[$index]:-}" ] && [ -n "${volumes[$index]:-}" ] || die "MEMBER_INTERFACES and MEMBER_VOLUMES must name member $index's"
+  attach interface "${interfaces[$index]}"
+  # The OS configures the second interface (amazon-ec2-net-utils); etcd binds its IP.
+  for _ in $(seq 1 60); do ip -o -4 addr show | grep -q " $LOCAL_IP/" && break; sleep 2; done
+  ip -o -4 addr show | grep -q " $LOCAL_IP/" || die "interface ${interfaces[$index]} attached but $LOCAL_IP is not configured"
+  attach volume "${volumes[$index]}"
+  dev=""
+  for _ in $(seq 1 60); do dev=$(data_device "${volumes[$index]}") && break; sleep 2; done
+  [ -n "$dev" ] || die "volume ${volumes[$index]} attached but no block device shows it"
+  # Formatted once: a replacement finds the member's data on it.
   blkid "$dev" >/dev/null 2>&1 || mkfs.xfs -q "$dev"
   uuid=$(blkid -s UUID -o value "$dev")
   grep -q "$uuid" /etc/fstab || echo "UUID=$uuid /var/lib/etcd xfs defaults,nofail 0 2" >> /etc/fstab
@@ -78,8 +155,6 @@ if [ "${DATA_DEVICE:-auto}" != none ]; then
 fi
 
 # etcd from the pinned release tarball, checked against its SHA-256.
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
 tarball="etcd-$ETCD_VERSION-linux-$ARCH.tar.gz"
 curl -fsSL --retry 5 "$ETCD_DOWNLOAD_URL/$ETCD_VERSION/$tarball" -o "$tmp/$tarball" \
   || die "cannot download $ETCD_DOWNLOAD_URL/$ETCD_VERSION/$tarball"
@@ -105,17 +180,81 @@ for field, name in (("ca", "ca.pem"), ("cert", "member.pem"), ("key", "member-ke
 PY
 )
 
+# css-etcdctl: etcdctl as an operator needs it in an SSM session, with every
+# member's client URL and this member's certificate (members trust their CA's
+# client certificates). `snapshot save` asks this member alone.
+endpoints=""
+for ip in "${ips[@]}"; do endpoints+="${endpoints:+,}https://$ip:$CLIENT_PORT"; done
+cat > "$ROOT/usr/local/bin/css-etcdctl" <<CTL
+#!/bin/bash
+# Written by css-etcd-boot for member $name: etcdctl with the member's certificate.
+export ETCDCTL_API=3 ETCDCTL_CACERT="$PKI/ca.pem" ETCDCTL_CERT="$PKI/member.pem" ETCDCTL_KEY="$PKI/member-key.pem"
+endpoints="\${CSS_ETCDCTL_ENDPOINTS:-$endpoints}"
+[ "\${1:-} \${2:-}" = "snapshot save" ] && endpoints="https://$LOCAL_IP:$CLIENT_PORT"
+exec "$ROOT/usr/local/bin/etcdctl" --endpoints="\$endpoints" "\$@"
+CTL
+chmod 0755 "$ROOT/usr/local/bin/css-etcdctl"
+ctl() { "$ROOT/usr/local/bin/css-etcdctl" --dial-timeout=3s --command-timeout=5s "$@"; }
+
+# Where this member stands. Its data dir holds it: etcd restarts as the same
+# member of the same cluster whatever the settings say. Else it is new: part
+# of a cluster being created (no member answers yet, or one lists it unstarted),
+# or a member moved or rebuilt (README "Moving or rebuilding a member"): its
+# old self is removed and it is added again, joining the existing cluster.
+state=new
+initial="$cluster"
+if [ -d "$DATA/member" ]; then
+  had_data=1
+  log "member $name: data found in $DATA, restarting as the same member"
+else
+  had_data=""
+  listing=""
+  for i in "${!ips[@]}"; do
+    [ "$i" = "$index" ] && continue
+    if listing=$(CSS_ETCDCTL_ENDPOINTS="https://${ips[$i]}:$CLIENT_PORT" ctl member list -w json 2>/dev/null); then break; fi
+    listing=""
+  done
+  if [ -n "$listing" ]; then
+    verdict=$(LISTING="$listing" python3 - "$name" "$peer_url" <<'PY'
+import json, os, sys
+name, url = sys.argv[1], sys.argv[2]
+members = json.loads(os.environ["LISTING"]).get("members", [])
+mine = [m for m in members if url in m.get("peerURLs", [])]
+if mine:
+    print("bootstrapping" if not mine[0].get("name") else "listed")
+else:
+    old = [m for m in members if m.get("name") == name]
+    print("moved %x" % old[0]["ID"] if old else "absent")
+PY
+)
+    case "$verdict" in
+      bootstrapping) log "member $name: joining the cluster being created" ;;
+      listed) die "member $name is in the cluster but its data is not in $DATA (volume lost?): README \"Moving or rebuilding a member\"" ;;
+      moved*|absent)
+        if [ "$verdict" != absent ]; then
+          log "member $name: removing its old self (${verdict#moved }) at another address"
+          ctl member remove "${verdict#moved }" >/dev/null || die "cannot remove the old member $name"
+        fi
+        added=$(ctl member add "$name" --peer-urls="$peer_url") || die "cannot add member $name at $peer_url"
+        initial=$(echo "$added" | sed -n 's/^ETCD_INITIAL_CLUSTER="\(.*\)"$/\1/p')
+        [ -n "$initial" ] || die "member add answered no initial cluster"
+        state=existing
+        log "member $name: added to the existing cluster as $initial" ;;
+    esac
+  fi
+fi
+
 cat > "$ROOT/etc/etcd/etcd.conf.yml" <<CONF
 # Written by css-etcd-boot for member $name.
 name: $name
 data-dir: $DATA
 listen-client-urls: https://$LOCAL_IP:$CLIENT_PORT
 advertise-client-urls: https://$LOCAL_IP:$CLIENT_PORT
-listen-peer-urls: https://$LOCAL_IP:$PEER_PORT
-initial-advertise-peer-urls: https://$LOCAL_IP:$PEER_PORT
-initial-cluster: $cluster
+listen-peer-urls: $peer_url
+initial-advertise-peer-urls: $peer_url
+initial-cluster: $initial
 initial-cluster-token: $TOKEN
-initial-cluster-state: new
+initial-cluster-state: $state
 snapshot-count: $SNAPSHOT_COUNT
 quota-backend-bytes: $QUOTA
 client-transport-security:
@@ -152,11 +291,50 @@ LimitNOFILE=65536
 WantedBy=multi-user.target
 UNIT
 
+running() {
+  if [ -z "$ROOT" ]; then
+    ! systemctl is-failed --quiet etcd && [ "$(systemctl show -p MainPID --value etcd)" != 0 ]
+  else
+    kill -0 "$(cat "$ROOT/run/etcd.pid")" 2>/dev/null
+  fi
+}
 if [ -z "$ROOT" ]; then
   id etcd >/dev/null 2>&1 || useradd --system --home-dir /var/lib/etcd --shell /sbin/nologin etcd
   chown -R etcd:etcd /var/lib/etcd /etc/etcd
   chmod 0700 /var/lib/etcd
   systemctl daemon-reload
-  systemctl enable --now etcd
+  systemctl enable etcd
+  # Not --now: a new cluster's first member waits for a quorum before it is ready.
+  systemctl start --no-block etcd
+elif [ "${CSS_START:-}" = 1 ]; then
+  mkdir -p "$ROOT/run" "$ROOT/var/log"
+  setsid "$ROOT/usr/local/bin/etcd" --config-file "$ROOT/etc/etcd/etcd.conf.yml" \
+    >"$ROOT/var/log/etcd.log" 2>&1 < /dev/null &
+  echo $! > "$ROOT/run/etcd.pid"
+else
+  log "member $name configured"
+  exit 0
 fi
-log "member $name configured"
+
+# The health gate. A member that had data, or joined an existing cluster,
+# must serve (a linearizable read through it) and see every member healthy
+# before it signals: only then may the next member go down. A member of a
+# cluster being created cannot serve before a quorum of members runs, and
+# members start one after the other, so it signals once etcd has run 20 s.
+started=$(date +%s)
+while :; do
+  now=$(date +%s)
+  running || die "etcd exited (see its log)"
+  if CSS_ETCDCTL_ENDPOINTS="https://$LOCAL_IP:$CLIENT_PORT" ctl endpoint health >/dev/null 2>&1 \
+    && ctl endpoint health --cluster >/dev/null 2>&1; then
+    log "member $name: healthy, with every member, after $((now - started)) s"
+    break
+  fi
+  if [ -z "$had_data" ] && [ "$state" = new ] && [ $((now - started)) -ge 20 ]; then
+    log "member $name: running, waiting for a quorum of the new cluster"
+    break
+  fi
+  [ $((now - started)) -lt "$GATE_TIMEOUT" ] || die "member $name not healthy after $GATE_TIMEOUT s"
+  sleep 1
+done
+signal SUCCESS

@@ -189,8 +189,19 @@ pub async fn build(
 /// CloudWatch EMF (namespace CSS_METRICS_NAMESPACE, the function's name as
 /// dimension), then `build`.
 pub async fn lambda(wants: Wants) -> Result<(StoreArgs, Parts), SetupError> {
-    let args = StoreArgs::from_env().map_err(ConfigError::Environment)?;
+    let mut args = StoreArgs::from_env().map_err(ConfigError::Environment)?;
     config::init_logging(true, args.log_level.as_deref());
+    let memory = std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").ok();
+    if let Some(mb) = memory.and_then(|m| m.parse::<u32>().ok()) {
+        if let Some(asked) = args.fit_record_cache(mb) {
+            tracing::warn!(
+                asked,
+                kept = args.record_cache_mb,
+                memory_mb = mb,
+                "CSS_RECORD_CACHE_MB is above half the function's memory: lowered"
+            );
+        }
+    }
     let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "local".into());
     crate::metrics::install_emf(&args.metrics_namespace, &function).map_err(|reason| {
         ConfigError::Invalid {

@@ -76,6 +76,48 @@ impl MotoServer {
     }
 }
 
+/// The AWS CLI of the scripts' virtual environment (beside its Python).
+pub fn aws_cli() -> std::path::PathBuf {
+    let aws = std::path::Path::new(&python()).with_file_name("aws");
+    assert!(
+        aws.exists(),
+        "the AWS CLI is not at {}: run scripts/prereqs.sh test (it installs scripts/requirements.lock)",
+        aws.display()
+    );
+    aws
+}
+
+impl MotoServer {
+    /// The environment that points the AWS CLI (and boto3) at this server.
+    pub fn cli_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint()),
+            ("AWS_DEFAULT_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_CONFIG_FILE", "/dev/null".into()),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".into()),
+        ]
+    }
+
+    /// Runs `aws ARGS --output json` against this server; its answer as JSON.
+    pub fn aws(&self, args: &[&str]) -> serde_json::Value {
+        let out = Command::new(aws_cli())
+            .args(args)
+            .args(["--output", "json"])
+            .envs(self.cli_env())
+            .output()
+            .expect("run the AWS CLI");
+        assert!(
+            out.status.success(),
+            "aws {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+}
+
 impl Drop for MotoServer {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -1,7 +1,7 @@
-//! The certificate custom resource (css-certs) as CloudFormation drives it:
-//! requests in, secrets written (Secrets Manager in moto), the answer PUT to
-//! the response URL (an S3 object in moto), and an etcd that runs on what it
-//! issued, reached with the functions' secret.
+//! The etcd stack's custom resources (css-certs) as CloudFormation drives
+//! them: requests in, secrets written (Secrets Manager in moto), subnets read
+//! (EC2 in moto), the answer PUT to the response URL (an S3 object in moto),
+//! and an etcd that runs on what it issued, reached with the functions' secret.
 
 use css::model::Kind;
 use css_tests::fixtures::{entity, task_detail, ACCOUNT};
@@ -14,6 +14,7 @@ struct Cfn {
     moto: MotoServer,
     sm: aws_sdk_secretsmanager::Client,
     http: reqwest::Client,
+    clients: css_certs::Clients,
     bucket: String,
 }
 
@@ -30,10 +31,16 @@ impl Cfn {
             .expect("bucket")
             .error_for_status()
             .expect("bucket");
+        let clients = css_certs::Clients {
+            sm: sm.clone(),
+            ec2: css_certs::placement::Ec2::new(&moto.sdk_config(), http.clone()).expect("EC2"),
+            http: http.clone(),
+        };
         Cfn {
             moto,
             sm,
             http,
+            clients,
             bucket,
         }
     }
@@ -61,8 +68,20 @@ impl Cfn {
         serde_json::from_str(out.secret_string().expect("string")).expect("JSON")
     }
 
-    /// Sends one request; answers what CloudFormation received.
+    /// Sends one request; answers whether the invocation succeeded and what
+    /// CloudFormation received.
     async fn send(&self, kind: &str, props: &Value) -> (bool, Value) {
+        self.send_as(kind, "Custom::EtcdCertificates", props, None)
+            .await
+    }
+
+    async fn send_as(
+        &self,
+        kind: &str,
+        resource: &str,
+        props: &Value,
+        old: Option<&Value>,
+    ) -> (bool, Value) {
         let url = format!("{}/{kind}-{}", self.bucket, rand::random::<u32>());
         let mut req = json!({
             "RequestType": kind,
@@ -70,25 +89,29 @@ impl Cfn {
             "RequestId": "r1",
             "ResponseURL": url,
             "StackId": "arn:aws:cloudformation:eu-west-1:111122223333:stack/css/1",
-            "ResourceType": "Custom::EtcdCertificates",
+            "ResourceType": resource,
             "LogicalResourceId": "EtcdCertificates",
             "ResourceProperties": props,
         });
         if kind != "Create" {
-            req["PhysicalResourceId"] = json!("EtcdCertificates-certificates");
+            req["PhysicalResourceId"] = json!("EtcdCertificates-etcd");
         }
         if kind == "Update" {
-            req["OldResourceProperties"] = props.clone();
+            req["OldResourceProperties"] = old.unwrap_or(props).clone();
         }
-        let req = serde_json::from_value(req).expect("a custom resource request");
-        let ok = css_certs::handle(&self.sm, &self.http, req).await.is_ok();
+        let ok = css_certs::handle(&self.clients, req).await.is_ok();
+        self.answer(&url, ok).await
+    }
+
+    /// What CloudFormation found at its response URL.
+    async fn answer(&self, url: &str, ok: bool) -> (bool, Value) {
         // Reading the object back is an S3 GetObject: moto wants it signed
         // (it does not check the signature).
         let auth = "AWS4-HMAC-SHA256 Credential=test/20261201/us-east-1/s3/aws4_request, \
                     SignedHeaders=host, Signature=0";
         let answer = self
             .http
-            .get(&url)
+            .get(url)
             .header("authorization", auth)
             .send()
             .await;
@@ -106,28 +129,47 @@ impl Cfn {
     }
 }
 
+/// The certificate resource's properties, as the etcd template passes them.
+async fn properties(cfn: &Cfn, ips: &[&str]) -> Value {
+    let mut members = Vec::new();
+    for i in 0..ips.len() {
+        members.push(cfn.secret(&format!("m{i}-{}", rand::random::<u32>())).await);
+    }
+    json!({
+        "ServiceToken": "x",
+        "ClusterName": "css",
+        "ReplaceMember": "none",
+        "MemberIps": ips,
+        "MemberSecretArns": members,
+        "ClientSecretArn": cfn.secret(&format!("client-{}", rand::random::<u32>())).await,
+        "CaSecretArn": cfn.secret(&format!("ca-{}", rand::random::<u32>())).await,
+    })
+}
+
+fn arn(props: &Value, field: &str, i: Option<usize>) -> String {
+    let v = match i {
+        Some(i) => &props[field][i],
+        None => &props[field],
+    };
+    v.as_str().expect("ARN").to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issues_into_the_templates_secrets_and_etcd_runs_on_them() {
     let cfn = Cfn::new().await;
-    let members = vec![
-        cfn.secret("m0").await,
-        cfn.secret("m1").await,
-        cfn.secret("m2").await,
-    ];
-    let client = cfn.secret("client").await;
-    let props = json!({
-        "ServiceToken": "x",
-        "MemberIps": ["127.0.0.1", "10.0.1.11", "10.0.2.12"],
-        "MemberSecretArns": members,
-        "ClientSecretArn": client,
-    });
+    let props = properties(&cfn, &["127.0.0.1", "10.0.1.11", "10.0.2.12"]).await;
     let (ok, answer) = cfn.send("Create", &props).await;
     assert!(ok, "{answer}");
     assert_eq!(answer["Status"], "SUCCESS", "{answer}");
     assert_eq!(answer["LogicalResourceId"], "EtcdCertificates");
-    let first = cfn.read(&members[0]).await;
+    let first = cfn.read(&arn(&props, "MemberSecretArns", Some(0))).await;
+    let client = arn(&props, "ClientSecretArn", None);
     let functions = cfn.read(&client).await;
     assert_eq!(first["ca"], functions["ca"], "one CA");
+    let ca = cfn.read(&arn(&props, "CaSecretArn", None)).await;
+    assert_eq!(ca["cert"], first["ca"]);
+    assert!(ca["key"].as_str().is_some_and(|k| k.contains("PRIVATE KEY")));
+    assert_eq!(ca["memberIps"], props["MemberIps"]);
 
     // etcd on member 0's certificate (SAN 127.0.0.1), the service on the
     // functions' secret, as CSS_ETCD_TLS_SECRET names it.
@@ -136,10 +178,9 @@ async fn issues_into_the_templates_secrets_and_etcd_runs_on_them() {
         cert: v["cert"].as_str().expect("cert").into(),
         key: v["key"].as_str().expect("key").into(),
     };
-    let ca = first["ca"].as_str().expect("ca");
     let etcd = EtcdServer::start_with_pki(TestPki::write(
         dir.path(),
-        ca,
+        first["ca"].as_str().expect("ca"),
         &pem(&first),
         &pem(&functions),
     ));
@@ -162,17 +203,169 @@ async fn issues_into_the_templates_secrets_and_etcd_runs_on_them() {
         .await
         .expect("write over mutual TLS");
 
-    // Replaced members (new IPs): everything is issued again, a new CA.
-    let mut replaced = props.clone();
-    replaced["MemberIps"] = json!(["10.0.0.20", "10.0.1.21", "10.0.2.22"]);
-    let (ok, answer) = cfn.send("Update", &replaced).await;
+    // An update that keeps the IPs issues nothing again.
+    let (ok, answer) = cfn.send("Update", &props).await;
     assert!(ok && answer["Status"] == "SUCCESS", "{answer}");
-    assert_ne!(cfn.read(&client).await["ca"], functions["ca"]);
+    assert_eq!(cfn.read(&client).await, functions);
+    assert_eq!(cfn.read(&arn(&props, "MemberSecretArns", Some(0))).await, first);
 
     // Delete leaves the secrets to CloudFormation (they are its resources).
-    let (ok, answer) = cfn.send("Delete", &replaced).await;
+    let (ok, answer) = cfn.send("Delete", &props).await;
     assert!(ok && answer["Status"] == "SUCCESS", "{answer}");
-    assert!(cfn.read(&client).await["cert"].is_string());
+    assert_eq!(cfn.read(&client).await, functions);
+}
+
+#[tokio::test]
+async fn a_members_ip_changes_only_when_replace_member_names_it() {
+    let cfn = Cfn::new().await;
+    let props = properties(&cfn, &["10.0.0.10", "10.0.1.11", "10.0.2.12"]).await;
+    let (_, answer) = cfn.send("Create", &props).await;
+    assert_eq!(answer["Status"], "SUCCESS", "{answer}");
+    let secrets: Vec<String> = (0..3)
+        .map(|i| arn(&props, "MemberSecretArns", Some(i)))
+        .collect();
+    let before = [
+        cfn.read(&secrets[0]).await,
+        cfn.read(&secrets[1]).await,
+        cfn.read(&secrets[2]).await,
+    ];
+    let client = cfn.read(&arn(&props, "ClientSecretArn", None)).await;
+
+    // m1's subnet edited: refused, answered FAILED with the way out, and
+    // the invocation itself succeeds (Lambda must not run it again).
+    let mut moved = props.clone();
+    moved["MemberIps"][1] = json!("10.0.4.44");
+    let (ok, answer) = cfn.send_as("Update", "Custom::EtcdCertificates", &moved, Some(&props)).await;
+    assert!(ok, "answered, so the invocation succeeds");
+    assert_eq!(answer["Status"], "FAILED", "{answer}");
+    let reason = answer["Reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("member m1's IP would change from 10.0.1.11 to 10.0.4.44")
+            && reason.contains("EtcdReplaceMember=1"),
+        "{reason}"
+    );
+    assert_eq!(cfn.read(&secrets[1]).await, before[1], "nothing issued");
+    // Naming another member does not allow it either.
+    let mut other = moved.clone();
+    other["ReplaceMember"] = json!("2");
+    let (_, answer) = cfn.send_as("Update", "Custom::EtcdCertificates", &other, Some(&props)).await;
+    assert_eq!(answer["Status"], "FAILED", "{answer}");
+    // CloudFormation's rollback of the refused update: back to what was issued.
+    let (_, answer) = cfn.send_as("Update", "Custom::EtcdCertificates", &props, Some(&moved)).await;
+    assert_eq!(answer["Status"], "SUCCESS", "{answer}");
+
+    // With ReplaceMember=1: only m1 is issued again, by the same CA.
+    moved["ReplaceMember"] = json!("1");
+    let (ok, answer) = cfn.send_as("Update", "Custom::EtcdCertificates", &moved, Some(&props)).await;
+    assert!(ok && answer["Status"] == "SUCCESS", "{answer}");
+    let m1 = cfn.read(&secrets[1]).await;
+    assert_ne!(m1["cert"], before[1]["cert"], "m1 issued again");
+    assert_eq!(m1["ca"], before[1]["ca"], "by the same CA");
+    assert_eq!(cfn.read(&secrets[0]).await, before[0]);
+    assert_eq!(cfn.read(&secrets[2]).await, before[2]);
+    assert_eq!(cfn.read(&arn(&props, "ClientSecretArn", None)).await, client);
+    let ca = cfn.read(&arn(&props, "CaSecretArn", None)).await;
+    assert_eq!(ca["memberIps"], moved["MemberIps"]);
+
+    // Rolled back after it succeeded (a later resource failed): the old
+    // properties name m1, so its IP may change back.
+    let (_, answer) = cfn.send_as("Update", "Custom::EtcdCertificates", &props, Some(&moved)).await;
+    assert_eq!(answer["Status"], "SUCCESS", "{answer}");
+    let ca = cfn.read(&arn(&props, "CaSecretArn", None)).await;
+    assert_eq!(ca["memberIps"], props["MemberIps"]);
+}
+
+#[tokio::test]
+async fn the_cluster_grows_by_an_update_and_never_shrinks() {
+    let cfn = Cfn::new().await;
+    let three = properties(&cfn, &["10.0.0.10", "10.0.1.11", "10.0.2.12"]).await;
+    let mut one = three.clone();
+    one["MemberIps"] = json!(["10.0.0.10"]);
+    one["MemberSecretArns"] = json!([three["MemberSecretArns"][0]]);
+    let (_, answer) = cfn.send("Create", &one).await;
+    assert_eq!(answer["Status"], "SUCCESS", "{answer}");
+    let m0 = cfn.read(&arn(&three, "MemberSecretArns", Some(0))).await;
+
+    let (_, answer) = cfn.send_as("Update", "Custom::EtcdCertificates", &three, Some(&one)).await;
+    assert_eq!(answer["Status"], "SUCCESS", "{answer}");
+    assert_eq!(cfn.read(&arn(&three, "MemberSecretArns", Some(0))).await, m0);
+    for i in 1..3 {
+        let m = cfn.read(&arn(&three, "MemberSecretArns", Some(i))).await;
+        assert_eq!(m["ca"], m0["ca"], "m{i} issued by the cluster's CA");
+    }
+
+    let (_, answer) = cfn.send_as("Update", "Custom::EtcdCertificates", &one, Some(&three)).await;
+    assert_eq!(answer["Status"], "FAILED", "{answer}");
+    assert!(answer["Reason"].as_str().unwrap_or_default().contains("cannot shrink from 3 to 1"));
+}
+
+#[tokio::test]
+async fn placement_answers_each_members_zone_and_refuses_a_shared_one() {
+    let cfn = Cfn::new().await;
+    let vpc = cfn.moto.aws(&["ec2", "create-vpc", "--cidr-block", "10.0.0.0/16"]);
+    let vpc = vpc["Vpc"]["VpcId"].as_str().expect("VPC").to_string();
+    let mut subnets = Vec::new();
+    for (i, zone) in ["us-east-1a", "us-east-1b", "us-east-1c", "us-east-1a"].iter().enumerate() {
+        let cidr = format!("10.0.{i}.0/24");
+        let out = cfn.moto.aws(&[
+            "ec2", "create-subnet", "--vpc-id", &vpc, "--cidr-block", &cidr,
+            "--availability-zone", zone,
+        ]);
+        subnets.push(out["Subnet"]["SubnetId"].as_str().expect("subnet").to_string());
+    }
+    let placed = |ids: &[&String]| json!({"ServiceToken": "x", "SubnetIds": ids});
+
+    let (ok, answer) = cfn
+        .send_as("Create", "Custom::EtcdPlacement", &placed(&[&subnets[0], &subnets[1], &subnets[2]]), None)
+        .await;
+    assert!(ok && answer["Status"] == "SUCCESS", "{answer}");
+    assert_eq!(
+        answer["Data"],
+        json!({"Zone0": "us-east-1a", "Zone1": "us-east-1b", "Zone2": "us-east-1c"})
+    );
+    let (_, answer) = cfn
+        .send_as("Create", "Custom::EtcdPlacement", &placed(&[&subnets[1]]), None)
+        .await;
+    assert_eq!(answer["Data"], json!({"Zone0": "us-east-1b"}), "{answer}");
+
+    // Two members in one zone; a subnet EC2 does not know.
+    let unknown = "subnet-0123456789abcdef0".to_string();
+    for (ids, why) in [
+        (vec![&subnets[0], &subnets[1], &subnets[3]], "are both in us-east-1a"),
+        // (EC2 names the missing subnet; moto may name another.)
+        (vec![&subnets[0], &unknown, &subnets[2]], "InvalidSubnetID.NotFound"),
+    ] {
+        let (ok, answer) = cfn.send_as("Update", "Custom::EtcdPlacement", &placed(&ids), None).await;
+        assert!(ok, "answered");
+        assert_eq!(answer["Status"], "FAILED", "{answer}");
+        let reason = answer["Reason"].as_str().unwrap_or_default();
+        assert!(reason.contains(why), "{reason}");
+    }
+}
+
+#[tokio::test]
+async fn every_request_is_answered_even_one_that_does_not_parse() {
+    let cfn = Cfn::new().await;
+    let props = properties(&cfn, &["10.0.0.10"]).await;
+    for (kind, resource, props, why) in [
+        ("Replace", "Custom::EtcdCertificates", props.clone(), "unknown request type \"Replace\""),
+        ("Create", "Custom::Other", props.clone(), "unknown resource type \"Custom::Other\""),
+        ("Create", "Custom::EtcdCertificates", json!({"MemberIps": "10.0.0.1"}), "invalid resource properties"),
+        ("Create", "Custom::EtcdPlacement", json!(null), "invalid resource properties"),
+    ] {
+        let (ok, answer) = cfn.send_as(kind, resource, &props, None).await;
+        assert!(ok, "{kind} {resource}: answered, so the invocation succeeds");
+        assert_eq!(answer["Status"], "FAILED", "{answer}");
+        assert!(answer["PhysicalResourceId"].is_string(), "{answer}");
+        let reason = answer["Reason"].as_str().unwrap_or_default();
+        assert!(reason.contains(why), "{kind} {resource}: {reason}");
+    }
+    // Deleting a resource that failed to create succeeds (nothing of ours is left).
+    let (ok, answer) = cfn.send_as("Delete", "Custom::Other", &json!({}), None).await;
+    assert!(ok && answer["Status"] == "SUCCESS", "{answer}");
+    // No response URL: nothing can be answered, the invocation fails (logged).
+    let err = css_certs::handle(&cfn.clients, json!({"RequestType": "Create"})).await;
+    assert!(err.is_err_and(|e| e.to_string().contains("no ResponseURL")));
 }
 
 #[tokio::test]
@@ -180,22 +373,27 @@ async fn bad_properties_fail_the_resource_with_a_reason() {
     let cfn = Cfn::new().await;
     let m0 = cfn.secret("m0").await;
     let client = cfn.secret("client").await;
+    let ca = cfn.secret("ca").await;
     for (props, reason) in [
         (
-            json!({"MemberIps": ["10.0.0.1", "10.0.0.2"], "MemberSecretArns": [m0], "ClientSecretArn": client}),
+            json!({"MemberIps": ["10.0.0.1", "10.0.0.2"], "MemberSecretArns": [m0], "ClientSecretArn": client, "CaSecretArn": ca}),
             "one entry per member",
         ),
         (
-            json!({"MemberIps": ["not-an-ip"], "MemberSecretArns": [m0], "ClientSecretArn": client}),
+            json!({"MemberIps": ["not-an-ip"], "MemberSecretArns": [m0], "ClientSecretArn": client, "CaSecretArn": ca}),
             "not-an-ip",
         ),
         (
-            json!({"MemberIps": ["10.0.0.1"], "MemberSecretArns": ["no-such-secret"], "ClientSecretArn": client}),
+            json!({"MemberIps": ["10.0.0.1"], "MemberSecretArns": ["no-such-secret"], "ClientSecretArn": client, "CaSecretArn": ca}),
             "no-such-secret",
+        ),
+        (
+            json!({"MemberIps": ["10.0.0.1"], "MemberSecretArns": [m0], "ClientSecretArn": client}),
+            "CaSecretArn",
         ),
     ] {
         let (ok, answer) = cfn.send("Create", &props).await;
-        assert!(!ok, "{props}");
+        assert!(ok, "{props}: answered");
         assert_eq!(answer["Status"], "FAILED", "{answer}");
         let got = answer["Reason"].as_str().unwrap_or("");
         assert!(got.contains(reason), "{got}");

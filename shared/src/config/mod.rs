@@ -341,6 +341,15 @@ impl StoreArgs {
         })
     }
 
+    /// Keeps the record cache within half of `memory_mb` (a Lambda
+    /// function's memory: the rest is the process and its requests, and an
+    /// instance over its memory is killed). Answers the setting it lowered.
+    pub fn fit_record_cache(&mut self, memory_mb: u32) -> Option<u32> {
+        let asked = self.record_cache_mb;
+        self.record_cache_mb = asked.min(memory_mb / 2);
+        (self.record_cache_mb != asked).then_some(asked)
+    }
+
     /// The etcd store; the Lambdas always use etcd. Secrets named in the
     /// settings are read with the SDK configuration from the environment.
     pub async fn connect_etcd(&self) -> Result<Arc<EtcdStore>, ConfigError> {

@@ -132,3 +132,19 @@ fn debug_never_prints_the_password() {
     }
     assert_eq!(settings.password.as_deref(), Some("hunter2-secret"));
 }
+
+#[test]
+fn a_lambda_keeps_the_record_cache_within_half_its_memory() {
+    for (asked, memory, kept, lowered) in [
+        (64, 256, 64, None),
+        (128, 256, 128, None),
+        (129, 256, 128, Some(129)),
+        (1024, 512, 256, Some(1024)),
+        (0, 128, 0, None),
+    ] {
+        let mut a = args(&[]);
+        a.record_cache_mb = asked;
+        assert_eq!(a.fit_record_cache(memory), lowered, "{asked} of {memory}");
+        assert_eq!(a.record_cache_mb, kept, "{asked} of {memory}");
+    }
+}

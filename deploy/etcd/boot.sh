@@ -19,11 +19,11 @@
 # For local runs: CSS_ROOT (install under it; no instance metadata, no
 # attachments, no systemd), MEMBER_INDEX, DATA_DIR (the "volume"),
 # CSS_START=1 (start etcd as a background process and pass the health gate),
-# ETCD_CLIENT_PORT / ETCD_PEER_PORT, GATE_TIMEOUT (seconds).
+# ETCD_CLIENT_PORT / ETCD_PEER_PORT, GATE_TIMEOUT and BOOTSTRAP_GRACE (seconds).
 #   boot.sh --data-device VOLUME_ID   prints the block device of an attached EBS volume
 set -euo pipefail
 
-log() { echo "css-etcd-boot: $*" >&2; }
+log() { echo "css-etcd-boot: $(date +%T) $*" >&2; }
 die() { log "$*"; exit 1; }
 
 # The device of an attached EBS volume: on Nitro instances an NVMe disk whose
@@ -60,6 +60,7 @@ TOKEN="${CLUSTER_TOKEN:-css-etcd}"
 CLIENT_PORT="${ETCD_CLIENT_PORT:-2379}"
 PEER_PORT="${ETCD_PEER_PORT:-2380}"
 GATE_TIMEOUT="${GATE_TIMEOUT:-900}"
+BOOTSTRAP_GRACE="${BOOTSTRAP_GRACE:-20}"
 IFS=, read -r -a ips <<< "$MEMBER_IPS"
 IFS=, read -r -a secrets <<< "$MEMBER_SECRETS"
 IFS=, read -r -a interfaces <<< "${MEMBER_INTERFACES:-}"
@@ -194,7 +195,7 @@ endpoints="\${CSS_ETCDCTL_ENDPOINTS:-$endpoints}"
 exec "$ROOT/usr/local/bin/etcdctl" --endpoints="\$endpoints" "\$@"
 CTL
 chmod 0755 "$ROOT/usr/local/bin/css-etcdctl"
-ctl() { "$ROOT/usr/local/bin/css-etcdctl" --dial-timeout=3s --command-timeout=5s "$@"; }
+ctl() { "$ROOT/usr/local/bin/css-etcdctl" --dial-timeout=1s --command-timeout=3s "$@"; }
 
 # Where this member stands. Its data dir holds it: etcd restarts as the same
 # member of the same cluster whatever the settings say. Else it is new: part
@@ -211,7 +212,7 @@ else
   listing=""
   for i in "${!ips[@]}"; do
     [ "$i" = "$index" ] && continue
-    if listing=$(CSS_ETCDCTL_ENDPOINTS="https://${ips[$i]}:$CLIENT_PORT" ctl member list -w json 2>/dev/null); then break; fi
+    if listing=$(CSS_ETCDCTL_ENDPOINTS="https://${ips[$i]}:$CLIENT_PORT" ctl --command-timeout=2s member list -w json 2>/dev/null); then break; fi
     listing=""
   done
   if [ -n "$listing" ]; then
@@ -221,7 +222,8 @@ name, url = sys.argv[1], sys.argv[2]
 members = json.loads(os.environ["LISTING"]).get("members", [])
 mine = [m for m in members if url in m.get("peerURLs", [])]
 if mine:
-    print("bootstrapping" if not mine[0].get("name") else "listed")
+    # A member publishes its client URLs when it first starts.
+    print("bootstrapping" if not mine[0].get("clientURLs") else "listed")
 else:
     old = [m for m in members if m.get("name") == name]
     print("moved %x" % old[0]["ID"] if old else "absent")
@@ -231,11 +233,14 @@ PY
       bootstrapping) log "member $name: joining the cluster being created" ;;
       listed) die "member $name is in the cluster but its data is not in $DATA (volume lost?): README \"Moving or rebuilding a member\"" ;;
       moved*|absent)
+        # etcd refuses membership changes until every member has been
+        # connected for a few seconds (its strict reconfiguration check).
+        retry() { local n; for n in $(seq 1 60); do "$@" && return 0; sleep 2; done; return 1; }
         if [ "$verdict" != absent ]; then
           log "member $name: removing its old self (${verdict#moved }) at another address"
-          ctl member remove "${verdict#moved }" >/dev/null || die "cannot remove the old member $name"
+          retry ctl member remove "${verdict#moved }" >/dev/null || die "cannot remove the old member $name"
         fi
-        added=$(ctl member add "$name" --peer-urls="$peer_url") || die "cannot add member $name at $peer_url"
+        added=$(retry ctl member add "$name" --peer-urls="$peer_url") || die "cannot add member $name at $peer_url"
         initial=$(echo "$added" | sed -n 's/^ETCD_INITIAL_CLUSTER="\(.*\)"$/\1/p')
         [ -n "$initial" ] || die "member add answered no initial cluster"
         state=existing
@@ -244,31 +249,42 @@ PY
   fi
 fi
 
-cat > "$ROOT/etc/etcd/etcd.conf.yml" <<CONF
+# etcd's settings as its environment (ETCD_*): unlike a config file, which
+# etcd 3.4 reads without the peer SAN setting below, flags and environment
+# mean the same in every version.
+# A member dials its peers from whatever source address the kernel picks:
+# on EC2 the primary interface's, not the member's own interface (its IP,
+# its certificate's SAN). etcd checks a peer's SAN against that address by
+# default, and the cluster could never form; peers still need a certificate
+# of the cluster's CA, and only members reach the peer port (security group).
+case "$ETCD_VERSION" in
+  v3.[0-5].*) skip_san=ETCD_EXPERIMENTAL_PEER_SKIP_CLIENT_SAN_VERIFICATION ;;
+  *) skip_san=ETCD_PEER_SKIP_CLIENT_SAN_VERIFICATION ;;
+esac
+cat > "$ROOT/etc/etcd/etcd.env" <<CONF
 # Written by css-etcd-boot for member $name.
-name: $name
-data-dir: $DATA
-listen-client-urls: https://$LOCAL_IP:$CLIENT_PORT
-advertise-client-urls: https://$LOCAL_IP:$CLIENT_PORT
-listen-peer-urls: $peer_url
-initial-advertise-peer-urls: $peer_url
-initial-cluster: $initial
-initial-cluster-token: $TOKEN
-initial-cluster-state: $state
-snapshot-count: $SNAPSHOT_COUNT
-quota-backend-bytes: $QUOTA
-client-transport-security:
-  cert-file: $PKI/member.pem
-  key-file: $PKI/member-key.pem
-  trusted-ca-file: $PKI/ca.pem
-  client-cert-auth: true
-peer-transport-security:
-  cert-file: $PKI/member.pem
-  key-file: $PKI/member-key.pem
-  trusted-ca-file: $PKI/ca.pem
-  client-cert-auth: true
-logger: zap
-log-outputs: [stderr]
+ETCD_NAME=$name
+ETCD_DATA_DIR=$DATA
+ETCD_LISTEN_CLIENT_URLS=https://$LOCAL_IP:$CLIENT_PORT
+ETCD_ADVERTISE_CLIENT_URLS=https://$LOCAL_IP:$CLIENT_PORT
+ETCD_LISTEN_PEER_URLS=$peer_url
+ETCD_INITIAL_ADVERTISE_PEER_URLS=$peer_url
+ETCD_INITIAL_CLUSTER=$initial
+ETCD_INITIAL_CLUSTER_TOKEN=$TOKEN
+ETCD_INITIAL_CLUSTER_STATE=$state
+ETCD_SNAPSHOT_COUNT=$SNAPSHOT_COUNT
+ETCD_QUOTA_BACKEND_BYTES=$QUOTA
+ETCD_CERT_FILE=$PKI/member.pem
+ETCD_KEY_FILE=$PKI/member-key.pem
+ETCD_TRUSTED_CA_FILE=$PKI/ca.pem
+ETCD_CLIENT_CERT_AUTH=true
+ETCD_PEER_CERT_FILE=$PKI/member.pem
+ETCD_PEER_KEY_FILE=$PKI/member-key.pem
+ETCD_PEER_TRUSTED_CA_FILE=$PKI/ca.pem
+ETCD_PEER_CLIENT_CERT_AUTH=true
+$skip_san=true
+ETCD_LOGGER=zap
+ETCD_LOG_OUTPUTS=stderr
 CONF
 
 mkdir -p "$ROOT/etc/systemd/system"
@@ -282,7 +298,8 @@ RequiresMountsFor=/var/lib/etcd
 [Service]
 Type=notify
 User=etcd
-ExecStart=/usr/local/bin/etcd --config-file /etc/etcd/etcd.conf.yml
+EnvironmentFile=/etc/etcd/etcd.env
+ExecStart=/usr/local/bin/etcd
 Restart=always
 RestartSec=5
 LimitNOFILE=65536
@@ -308,7 +325,10 @@ if [ -z "$ROOT" ]; then
   systemctl start --no-block etcd
 elif [ "${CSS_START:-}" = 1 ]; then
   mkdir -p "$ROOT/run" "$ROOT/var/log"
-  setsid "$ROOT/usr/local/bin/etcd" --config-file "$ROOT/etc/etcd/etcd.conf.yml" \
+  # Only the file's settings, as systemd gives them: this script's own
+  # ETCD_VERSION would read as etcd's --version.
+  # shellcheck disable=SC2046
+  env -i $(grep '^ETCD_' "$ROOT/etc/etcd/etcd.env") setsid "$ROOT/usr/local/bin/etcd" \
     >"$ROOT/var/log/etcd.log" 2>&1 < /dev/null &
   echo $! > "$ROOT/run/etcd.pid"
 else
@@ -320,7 +340,7 @@ fi
 # must serve (a linearizable read through it) and see every member healthy
 # before it signals: only then may the next member go down. A member of a
 # cluster being created cannot serve before a quorum of members runs, and
-# members start one after the other, so it signals once etcd has run 20 s.
+# members start one after the other, so it signals once etcd has run a while.
 started=$(date +%s)
 while :; do
   now=$(date +%s)
@@ -330,7 +350,7 @@ while :; do
     log "member $name: healthy, with every member, after $((now - started)) s"
     break
   fi
-  if [ -z "$had_data" ] && [ "$state" = new ] && [ $((now - started)) -ge 20 ]; then
+  if [ -z "$had_data" ] && [ "$state" = new ] && [ $((now - started)) -ge "$BOOTSTRAP_GRACE" ]; then
     log "member $name: running, waiting for a quorum of the new cluster"
     break
   fi

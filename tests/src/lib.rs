@@ -1,6 +1,8 @@
 //! Test harness shared by the integration tests and benchmarks: a real etcd
 //! on loopback, fixtures, and the store conformance suite.
 
+pub mod boot;
+pub mod cfn;
 pub mod cluster;
 pub mod conformance;
 pub mod etcd;

@@ -4,146 +4,14 @@
 //! and an etcd that runs on what it issued, reached with the functions' secret.
 
 use css::model::Kind;
+use css_tests::cfn::Cfn;
 use css_tests::fixtures::{entity, task_detail, ACCOUNT};
-use css_tests::moto::MotoServer;
 use css_tests::pki::TestPki;
 use css_tests::EtcdServer;
 use serde_json::{json, Value};
 
-struct Cfn {
-    moto: MotoServer,
-    sm: aws_sdk_secretsmanager::Client,
-    http: reqwest::Client,
-    clients: css_certs::Clients,
-    bucket: String,
-}
-
-impl Cfn {
-    async fn new() -> Cfn {
-        let moto = MotoServer::start();
-        let sm = aws_sdk_secretsmanager::Client::new(&moto.sdk_config());
-        let http = reqwest::Client::new();
-        // CloudFormation's response URL is a pre-signed S3 PUT.
-        let bucket = format!("{}/cfn-responses", moto.endpoint());
-        http.put(&bucket)
-            .send()
-            .await
-            .expect("bucket")
-            .error_for_status()
-            .expect("bucket");
-        let clients = css_certs::Clients {
-            sm: sm.clone(),
-            ec2: css_certs::placement::Ec2::new(&moto.sdk_config(), http.clone()).expect("EC2"),
-            http: http.clone(),
-        };
-        Cfn {
-            moto,
-            sm,
-            http,
-            clients,
-            bucket,
-        }
-    }
-
-    /// A secret as the template creates it, before the resource fills it.
-    async fn secret(&self, name: &str) -> String {
-        let out = self
-            .sm
-            .create_secret()
-            .name(name)
-            .secret_string("{}")
-            .send()
-            .await;
-        out.expect("secret").arn().expect("ARN").to_string()
-    }
-
-    async fn read(&self, arn: &str) -> Value {
-        let out = self
-            .sm
-            .get_secret_value()
-            .secret_id(arn)
-            .send()
-            .await
-            .expect("secret value");
-        serde_json::from_str(out.secret_string().expect("string")).expect("JSON")
-    }
-
-    /// Sends one request; answers whether the invocation succeeded and what
-    /// CloudFormation received.
-    async fn send(&self, kind: &str, props: &Value) -> (bool, Value) {
-        self.send_as(kind, "Custom::EtcdCertificates", props, None)
-            .await
-    }
-
-    async fn send_as(
-        &self,
-        kind: &str,
-        resource: &str,
-        props: &Value,
-        old: Option<&Value>,
-    ) -> (bool, Value) {
-        let url = format!("{}/{kind}-{}", self.bucket, rand::random::<u32>());
-        let mut req = json!({
-            "RequestType": kind,
-            "ServiceToken": "arn:aws:lambda:eu-west-1:111122223333:function:certs",
-            "RequestId": "r1",
-            "ResponseURL": url,
-            "StackId": "arn:aws:cloudformation:eu-west-1:111122223333:stack/css/1",
-            "ResourceType": resource,
-            "LogicalResourceId": "EtcdCertificates",
-            "ResourceProperties": props,
-        });
-        if kind != "Create" {
-            req["PhysicalResourceId"] = json!("EtcdCertificates-etcd");
-        }
-        if kind == "Update" {
-            req["OldResourceProperties"] = old.unwrap_or(props).clone();
-        }
-        let ok = css_certs::handle(&self.clients, req).await.is_ok();
-        self.answer(&url, ok).await
-    }
-
-    /// What CloudFormation found at its response URL.
-    async fn answer(&self, url: &str, ok: bool) -> (bool, Value) {
-        // Reading the object back is an S3 GetObject: moto wants it signed
-        // (it does not check the signature).
-        let auth = "AWS4-HMAC-SHA256 Credential=test/20261201/us-east-1/s3/aws4_request, \
-                    SignedHeaders=host, Signature=0";
-        let answer = self
-            .http
-            .get(url)
-            .header("authorization", auth)
-            .send()
-            .await;
-        let answer = answer
-            .expect("response object")
-            .error_for_status()
-            .expect("stored");
-        (
-            ok,
-            answer
-                .json()
-                .await
-                .expect("CloudFormation's answer is JSON"),
-        )
-    }
-}
-
-/// The certificate resource's properties, as the etcd template passes them.
 async fn properties(cfn: &Cfn, ips: &[&str]) -> Value {
-    let mut members = Vec::new();
-    for i in 0..ips.len() {
-        members.push(cfn.secret(&format!("m{i}-{}", rand::random::<u32>())).await);
-    }
-    json!({
-        "ServiceToken": "x",
-        "ClusterName": "css",
-        "ReplaceMember": "none",
-        "MemberIps": ips,
-        "MemberSecretArns": members,
-        "ClientSecretArn": cfn.secret(&format!("client-{}", rand::random::<u32>())).await,
-        "CaSecretArn": cfn.secret(&format!("ca-{}", rand::random::<u32>())).await,
-    })
+    cfn.certificate_properties(ips).await
 }
 
 fn arn(props: &Value, field: &str, i: Option<usize>) -> String {
@@ -168,7 +36,9 @@ async fn issues_into_the_templates_secrets_and_etcd_runs_on_them() {
     assert_eq!(first["ca"], functions["ca"], "one CA");
     let ca = cfn.read(&arn(&props, "CaSecretArn", None)).await;
     assert_eq!(ca["cert"], first["ca"]);
-    assert!(ca["key"].as_str().is_some_and(|k| k.contains("PRIVATE KEY")));
+    assert!(ca["key"]
+        .as_str()
+        .is_some_and(|k| k.contains("PRIVATE KEY")));
     assert_eq!(ca["memberIps"], props["MemberIps"]);
 
     // etcd on member 0's certificate (SAN 127.0.0.1), the service on the
@@ -207,7 +77,10 @@ async fn issues_into_the_templates_secrets_and_etcd_runs_on_them() {
     let (ok, answer) = cfn.send("Update", &props).await;
     assert!(ok && answer["Status"] == "SUCCESS", "{answer}");
     assert_eq!(cfn.read(&client).await, functions);
-    assert_eq!(cfn.read(&arn(&props, "MemberSecretArns", Some(0))).await, first);
+    assert_eq!(
+        cfn.read(&arn(&props, "MemberSecretArns", Some(0))).await,
+        first
+    );
 
     // Delete leaves the secrets to CloudFormation (they are its resources).
     let (ok, answer) = cfn.send("Delete", &props).await;
@@ -235,7 +108,9 @@ async fn a_members_ip_changes_only_when_replace_member_names_it() {
     // the invocation itself succeeds (Lambda must not run it again).
     let mut moved = props.clone();
     moved["MemberIps"][1] = json!("10.0.4.44");
-    let (ok, answer) = cfn.send_as("Update", "Custom::EtcdCertificates", &moved, Some(&props)).await;
+    let (ok, answer) = cfn
+        .send_as("Update", "Custom::EtcdCertificates", &moved, Some(&props))
+        .await;
     assert!(ok, "answered, so the invocation succeeds");
     assert_eq!(answer["Status"], "FAILED", "{answer}");
     let reason = answer["Reason"].as_str().unwrap_or_default();
@@ -248,28 +123,39 @@ async fn a_members_ip_changes_only_when_replace_member_names_it() {
     // Naming another member does not allow it either.
     let mut other = moved.clone();
     other["ReplaceMember"] = json!("2");
-    let (_, answer) = cfn.send_as("Update", "Custom::EtcdCertificates", &other, Some(&props)).await;
+    let (_, answer) = cfn
+        .send_as("Update", "Custom::EtcdCertificates", &other, Some(&props))
+        .await;
     assert_eq!(answer["Status"], "FAILED", "{answer}");
     // CloudFormation's rollback of the refused update: back to what was issued.
-    let (_, answer) = cfn.send_as("Update", "Custom::EtcdCertificates", &props, Some(&moved)).await;
+    let (_, answer) = cfn
+        .send_as("Update", "Custom::EtcdCertificates", &props, Some(&moved))
+        .await;
     assert_eq!(answer["Status"], "SUCCESS", "{answer}");
 
     // With ReplaceMember=1: only m1 is issued again, by the same CA.
     moved["ReplaceMember"] = json!("1");
-    let (ok, answer) = cfn.send_as("Update", "Custom::EtcdCertificates", &moved, Some(&props)).await;
+    let (ok, answer) = cfn
+        .send_as("Update", "Custom::EtcdCertificates", &moved, Some(&props))
+        .await;
     assert!(ok && answer["Status"] == "SUCCESS", "{answer}");
     let m1 = cfn.read(&secrets[1]).await;
     assert_ne!(m1["cert"], before[1]["cert"], "m1 issued again");
     assert_eq!(m1["ca"], before[1]["ca"], "by the same CA");
     assert_eq!(cfn.read(&secrets[0]).await, before[0]);
     assert_eq!(cfn.read(&secrets[2]).await, before[2]);
-    assert_eq!(cfn.read(&arn(&props, "ClientSecretArn", None)).await, client);
+    assert_eq!(
+        cfn.read(&arn(&props, "ClientSecretArn", None)).await,
+        client
+    );
     let ca = cfn.read(&arn(&props, "CaSecretArn", None)).await;
     assert_eq!(ca["memberIps"], moved["MemberIps"]);
 
     // Rolled back after it succeeded (a later resource failed): the old
     // properties name m1, so its IP may change back.
-    let (_, answer) = cfn.send_as("Update", "Custom::EtcdCertificates", &props, Some(&moved)).await;
+    let (_, answer) = cfn
+        .send_as("Update", "Custom::EtcdCertificates", &props, Some(&moved))
+        .await;
     assert_eq!(answer["Status"], "SUCCESS", "{answer}");
     let ca = cfn.read(&arn(&props, "CaSecretArn", None)).await;
     assert_eq!(ca["memberIps"], props["MemberIps"]);
@@ -286,37 +172,68 @@ async fn the_cluster_grows_by_an_update_and_never_shrinks() {
     assert_eq!(answer["Status"], "SUCCESS", "{answer}");
     let m0 = cfn.read(&arn(&three, "MemberSecretArns", Some(0))).await;
 
-    let (_, answer) = cfn.send_as("Update", "Custom::EtcdCertificates", &three, Some(&one)).await;
+    let (_, answer) = cfn
+        .send_as("Update", "Custom::EtcdCertificates", &three, Some(&one))
+        .await;
     assert_eq!(answer["Status"], "SUCCESS", "{answer}");
-    assert_eq!(cfn.read(&arn(&three, "MemberSecretArns", Some(0))).await, m0);
+    assert_eq!(
+        cfn.read(&arn(&three, "MemberSecretArns", Some(0))).await,
+        m0
+    );
     for i in 1..3 {
         let m = cfn.read(&arn(&three, "MemberSecretArns", Some(i))).await;
         assert_eq!(m["ca"], m0["ca"], "m{i} issued by the cluster's CA");
     }
 
-    let (_, answer) = cfn.send_as("Update", "Custom::EtcdCertificates", &one, Some(&three)).await;
+    let (_, answer) = cfn
+        .send_as("Update", "Custom::EtcdCertificates", &one, Some(&three))
+        .await;
     assert_eq!(answer["Status"], "FAILED", "{answer}");
-    assert!(answer["Reason"].as_str().unwrap_or_default().contains("cannot shrink from 3 to 1"));
+    assert!(answer["Reason"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("cannot shrink from 3 to 1"));
 }
 
 #[tokio::test]
 async fn placement_answers_each_members_zone_and_refuses_a_shared_one() {
     let cfn = Cfn::new().await;
-    let vpc = cfn.moto.aws(&["ec2", "create-vpc", "--cidr-block", "10.0.0.0/16"]);
+    let vpc = cfn
+        .moto
+        .aws(&["ec2", "create-vpc", "--cidr-block", "10.0.0.0/16"]);
     let vpc = vpc["Vpc"]["VpcId"].as_str().expect("VPC").to_string();
     let mut subnets = Vec::new();
-    for (i, zone) in ["us-east-1a", "us-east-1b", "us-east-1c", "us-east-1a"].iter().enumerate() {
+    for (i, zone) in ["us-east-1a", "us-east-1b", "us-east-1c", "us-east-1a"]
+        .iter()
+        .enumerate()
+    {
         let cidr = format!("10.0.{i}.0/24");
         let out = cfn.moto.aws(&[
-            "ec2", "create-subnet", "--vpc-id", &vpc, "--cidr-block", &cidr,
-            "--availability-zone", zone,
+            "ec2",
+            "create-subnet",
+            "--vpc-id",
+            &vpc,
+            "--cidr-block",
+            &cidr,
+            "--availability-zone",
+            zone,
         ]);
-        subnets.push(out["Subnet"]["SubnetId"].as_str().expect("subnet").to_string());
+        subnets.push(
+            out["Subnet"]["SubnetId"]
+                .as_str()
+                .expect("subnet")
+                .to_string(),
+        );
     }
     let placed = |ids: &[&String]| json!({"ServiceToken": "x", "SubnetIds": ids});
 
     let (ok, answer) = cfn
-        .send_as("Create", "Custom::EtcdPlacement", &placed(&[&subnets[0], &subnets[1], &subnets[2]]), None)
+        .send_as(
+            "Create",
+            "Custom::EtcdPlacement",
+            &placed(&[&subnets[0], &subnets[1], &subnets[2]]),
+            None,
+        )
         .await;
     assert!(ok && answer["Status"] == "SUCCESS", "{answer}");
     assert_eq!(
@@ -324,18 +241,31 @@ async fn placement_answers_each_members_zone_and_refuses_a_shared_one() {
         json!({"Zone0": "us-east-1a", "Zone1": "us-east-1b", "Zone2": "us-east-1c"})
     );
     let (_, answer) = cfn
-        .send_as("Create", "Custom::EtcdPlacement", &placed(&[&subnets[1]]), None)
+        .send_as(
+            "Create",
+            "Custom::EtcdPlacement",
+            &placed(&[&subnets[1]]),
+            None,
+        )
         .await;
     assert_eq!(answer["Data"], json!({"Zone0": "us-east-1b"}), "{answer}");
 
     // Two members in one zone; a subnet EC2 does not know.
     let unknown = "subnet-0123456789abcdef0".to_string();
     for (ids, why) in [
-        (vec![&subnets[0], &subnets[1], &subnets[3]], "are both in us-east-1a"),
+        (
+            vec![&subnets[0], &subnets[1], &subnets[3]],
+            "are both in us-east-1a",
+        ),
         // (EC2 names the missing subnet; moto may name another.)
-        (vec![&subnets[0], &unknown, &subnets[2]], "InvalidSubnetID.NotFound"),
+        (
+            vec![&subnets[0], &unknown, &subnets[2]],
+            "InvalidSubnetID.NotFound",
+        ),
     ] {
-        let (ok, answer) = cfn.send_as("Update", "Custom::EtcdPlacement", &placed(&ids), None).await;
+        let (ok, answer) = cfn
+            .send_as("Update", "Custom::EtcdPlacement", &placed(&ids), None)
+            .await;
         assert!(ok, "answered");
         assert_eq!(answer["Status"], "FAILED", "{answer}");
         let reason = answer["Reason"].as_str().unwrap_or_default();
@@ -348,20 +278,45 @@ async fn every_request_is_answered_even_one_that_does_not_parse() {
     let cfn = Cfn::new().await;
     let props = properties(&cfn, &["10.0.0.10"]).await;
     for (kind, resource, props, why) in [
-        ("Replace", "Custom::EtcdCertificates", props.clone(), "unknown request type \"Replace\""),
-        ("Create", "Custom::Other", props.clone(), "unknown resource type \"Custom::Other\""),
-        ("Create", "Custom::EtcdCertificates", json!({"MemberIps": "10.0.0.1"}), "invalid resource properties"),
-        ("Create", "Custom::EtcdPlacement", json!(null), "invalid resource properties"),
+        (
+            "Replace",
+            "Custom::EtcdCertificates",
+            props.clone(),
+            "unknown request type \"Replace\"",
+        ),
+        (
+            "Create",
+            "Custom::Other",
+            props.clone(),
+            "unknown resource type \"Custom::Other\"",
+        ),
+        (
+            "Create",
+            "Custom::EtcdCertificates",
+            json!({"MemberIps": "10.0.0.1"}),
+            "invalid resource properties",
+        ),
+        (
+            "Create",
+            "Custom::EtcdPlacement",
+            json!(null),
+            "invalid resource properties",
+        ),
     ] {
         let (ok, answer) = cfn.send_as(kind, resource, &props, None).await;
-        assert!(ok, "{kind} {resource}: answered, so the invocation succeeds");
+        assert!(
+            ok,
+            "{kind} {resource}: answered, so the invocation succeeds"
+        );
         assert_eq!(answer["Status"], "FAILED", "{answer}");
         assert!(answer["PhysicalResourceId"].is_string(), "{answer}");
         let reason = answer["Reason"].as_str().unwrap_or_default();
         assert!(reason.contains(why), "{kind} {resource}: {reason}");
     }
     // Deleting a resource that failed to create succeeds (nothing of ours is left).
-    let (ok, answer) = cfn.send_as("Delete", "Custom::Other", &json!({}), None).await;
+    let (ok, answer) = cfn
+        .send_as("Delete", "Custom::Other", &json!({}), None)
+        .await;
     assert!(ok && answer["Status"] == "SUCCESS", "{answer}");
     // No response URL: nothing can be answered, the invocation fails (logged).
     let err = css_certs::handle(&cfn.clients, json!({"RequestType": "Create"})).await;

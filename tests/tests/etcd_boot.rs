@@ -1,127 +1,28 @@
 //! deploy/etcd/boot.sh, the etcd members' user data, run as CloudFormation
 //! would run it but against a temp root: the release tarball (Debian's real
 //! etcd and etcdctl, packed the way etcd releases are) checked by SHA-256,
-//! the member's secret read from Secrets Manager (moto, through an `aws`
-//! command backed by boto3), the config and systemd unit it writes, and an
-//! etcd started from that config, reached by the service over mutual TLS.
+//! the member's secret read from Secrets Manager (moto, through the real AWS
+//! CLI), the config, systemd unit and css-etcdctl it writes, and an etcd
+//! started from that config, reached by the service over mutual TLS; and
+//! the data volume found by its EBS serial, never "the first other disk".
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use css_tests::boot::{release, Boot, VERSION};
 
 use css::model::Kind;
 use css_tests::etcd::free_port;
 use css_tests::fixtures::{entity, store_args, task_detail, ACCOUNT};
-use css_tests::moto::{python, MotoServer};
+use css_tests::moto::MotoServer;
 use serde_json::json;
-
-const VERSION: &str = "v3.4.23";
-
-/// A release-shaped tarball of the machine's etcd and etcdctl; answers its
-/// download base URL and SHA-256.
-fn release(dir: &Path) -> (String, String) {
-    let name = format!("etcd-{VERSION}-linux-amd64");
-    let stage = dir.join("stage").join(&name);
-    std::fs::create_dir_all(&stage).expect("stage dir");
-    for bin in ["etcd", "etcdctl"] {
-        let from = which(bin);
-        std::fs::copy(&from, stage.join(bin)).expect("copy binary");
-    }
-    let rel = dir.join("releases").join(VERSION);
-    std::fs::create_dir_all(&rel).expect("release dir");
-    let tarball = rel.join(format!("{name}.tar.gz"));
-    let ok = Command::new("tar")
-        .arg("-czf")
-        .arg(&tarball)
-        .arg("-C")
-        .arg(dir.join("stage"))
-        .arg(&name)
-        .status()
-        .expect("tar");
-    assert!(ok.success());
-    let sum = Command::new("sha256sum")
-        .arg(&tarball)
-        .output()
-        .expect("sha256sum");
-    let sum = String::from_utf8_lossy(&sum.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_string();
-    (format!("file://{}", dir.join("releases").display()), sum)
-}
-
-fn which(bin: &str) -> PathBuf {
-    for dir in ["/usr/bin", "/usr/local/bin"] {
-        let p = Path::new(dir).join(bin);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("{bin} is not installed: run scripts/prereqs.sh test (apt etcd-server, etcd-client)");
-}
-
-/// `aws secretsmanager get-secret-value --secret-id ID --query SecretString
-/// --output text`, the one AWS CLI call the script makes, against moto.
-fn aws_command(dir: &Path, moto: &MotoServer) -> PathBuf {
-    let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).expect("bin dir");
-    let script = format!(
-        r#"#!{python}
-import sys, boto3
-args = sys.argv[1:]
-assert args[:2] == ["secretsmanager", "get-secret-value"], args
-sid = args[args.index("--secret-id") + 1]
-sm = boto3.client("secretsmanager", endpoint_url="{endpoint}", region_name="us-east-1",
-                  aws_access_key_id="test", aws_secret_access_key="test")
-print(sm.get_secret_value(SecretId=sid)["SecretString"])
-"#,
-        python = python(),
-        endpoint = moto.endpoint()
-    );
-    let path = bin.join("aws");
-    std::fs::write(&path, script).expect("aws command");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    bin
-}
-
-struct Boot<'a> {
-    root: PathBuf,
-    env: Vec<(&'static str, String)>,
-    path: &'a Path,
-}
-
-impl Boot<'_> {
-    fn run(&self) -> Output {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/etcd/boot.sh");
-        let path = format!(
-            "{}:{}",
-            self.path.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        Command::new("bash")
-            .arg(script)
-            .env("CSS_ROOT", &self.root)
-            .env("PATH", path)
-            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
-            .output()
-            .expect("run boot.sh")
-    }
-
-    fn set(mut self, key: &'static str, value: &str) -> Self {
-        self.env.retain(|(k, _)| *k != key);
-        self.env.push((key, value.to_string()));
-        self
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boot_script_installs_a_member_that_serves_mutual_tls() {
     let dir = tempfile::tempdir().expect("temp dir");
     let moto = MotoServer::start();
-    let (url, sha) = release(dir.path());
-    let bin = aws_command(dir.path(), &moto);
+    let (url, sha) = release(dir.path(), "a");
 
     // The certificates as the custom resource writes them.
     let issued = css_certs::issue("boot", &["127.0.0.1".parse().expect("ip")], &[]).expect("certs");
@@ -144,51 +45,51 @@ async fn boot_script_installs_a_member_that_serves_mutual_tls() {
     let client_secret = secret("client", &issued.client).await;
 
     let (client_port, peer_port) = (free_port(), free_port());
-    let boot = |root: &str| Boot {
-        root: dir.path().join(root),
-        path: &bin,
-        env: vec![
-            ("MEMBER_IPS", "127.0.0.1".into()),
-            ("MEMBER_SECRETS", member_secret.clone()),
-            ("ETCD_VERSION", VERSION.into()),
-            ("ETCD_SHA256", sha.clone()),
-            ("ETCD_DOWNLOAD_URL", url.clone()),
-            ("ETCD_ARCH", "amd64".into()),
-            ("ETCD_QUOTA_BACKEND_BYTES", "268435456".into()),
-            ("ETCD_SNAPSHOT_COUNT", "5000".into()),
-            ("LOCAL_IP", "127.0.0.1".into()),
-            ("DATA_DEVICE", "none".into()),
-            ("ETCD_CLIENT_PORT", client_port.to_string()),
-            ("ETCD_PEER_PORT", peer_port.to_string()),
-        ],
-    };
+    let boot = Boot::new(&moto)
+        .set("MEMBER_IPS", "127.0.0.1")
+        .set("MEMBER_SECRETS", &member_secret)
+        .set("ETCD_VERSION", VERSION)
+        .set("ETCD_SHA256", &sha)
+        .set("ETCD_DOWNLOAD_URL", &url)
+        .set("ETCD_QUOTA_BACKEND_BYTES", "268435456")
+        .set("ETCD_SNAPSHOT_COUNT", "5000")
+        .set("LOCAL_IP", "127.0.0.1")
+        .set("ETCD_CLIENT_PORT", &client_port.to_string())
+        .set("ETCD_PEER_PORT", &peer_port.to_string());
+    let run = |b: &Boot, root: &str| b.run(&dir.path().join(root));
 
     // A tarball that is not the pinned one is refused, and nothing installed.
-    let out = boot("tampered").set("ETCD_SHA256", &"0".repeat(64)).run();
+    let out = run(
+        &boot.clone().set("ETCD_SHA256", &"0".repeat(64)),
+        "tampered",
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("does not match ETCD_SHA256"), "{err}");
     assert!(!dir.path().join("tampered/usr/local/bin/etcd").exists());
     // An instance whose IP is not a member's stops with one line.
-    let out = boot("stranger").set("LOCAL_IP", "10.9.9.9").run();
+    let out = run(&boot.clone().set("LOCAL_IP", "10.9.9.9"), "stranger");
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not one of MEMBER_IPS"));
 
-    let out = boot("root").run();
+    let out = run(&boot, "root");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let root = dir.path().join("root");
-    let conf = std::fs::read_to_string(root.join("etc/etcd/etcd.conf.yml")).expect("config");
+    let conf = std::fs::read_to_string(root.join("etc/etcd/etcd.env")).expect("config");
     for line in [
-        "name: m0".to_string(),
-        format!("initial-cluster: m0=https://127.0.0.1:{peer_port}"),
-        format!("listen-client-urls: https://127.0.0.1:{client_port}"),
-        "snapshot-count: 5000".into(),
-        "quota-backend-bytes: 268435456".into(),
-        "  client-cert-auth: true".into(),
-        format!("data-dir: {}", root.join("var/lib/etcd").display()),
+        "ETCD_NAME=m0".to_string(),
+        format!("ETCD_INITIAL_CLUSTER=m0=https://127.0.0.1:{peer_port}"),
+        format!("ETCD_LISTEN_CLIENT_URLS=https://127.0.0.1:{client_port}"),
+        "ETCD_SNAPSHOT_COUNT=5000".into(),
+        "ETCD_QUOTA_BACKEND_BYTES=268435456".into(),
+        "ETCD_CLIENT_CERT_AUTH=true".into(),
+        "ETCD_PEER_CLIENT_CERT_AUTH=true".into(),
+        "ETCD_EXPERIMENTAL_PEER_SKIP_CLIENT_SAN_VERIFICATION=true".into(),
+        "ETCD_INITIAL_CLUSTER_STATE=new".into(),
+        format!("ETCD_DATA_DIR={}", root.join("var/lib/etcd").display()),
     ] {
         assert!(
             conf.lines().any(|l| l == line),
@@ -196,7 +97,10 @@ async fn boot_script_installs_a_member_that_serves_mutual_tls() {
         );
     }
     let unit = std::fs::read_to_string(root.join("etc/systemd/system/etcd.service")).expect("unit");
-    assert!(unit.contains("ExecStart=/usr/local/bin/etcd --config-file /etc/etcd/etcd.conf.yml"));
+    assert!(
+        unit.contains("EnvironmentFile=/etc/etcd/etcd.env")
+            && unit.contains("ExecStart=/usr/local/bin/etcd\n")
+    );
     assert!(unit.contains("User=etcd") && unit.contains("Restart=always"));
     let key = std::fs::metadata(root.join("etc/etcd/pki/member-key.pem")).expect("key");
     assert_eq!(
@@ -207,9 +111,13 @@ async fn boot_script_installs_a_member_that_serves_mutual_tls() {
 
     // etcd runs from what the script wrote; the service reaches it with the
     // functions' secret.
+    let env: Vec<(String, String)> = (conf.lines())
+        .filter(|l| l.starts_with("ETCD_"))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let mut etcd = Command::new(root.join("usr/local/bin/etcd"))
-        .arg("--config-file")
-        .arg(root.join("etc/etcd/etcd.conf.yml"))
+        .envs(env)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -238,6 +146,60 @@ async fn boot_script_installs_a_member_that_serves_mutual_tls() {
         .upsert_if_newer(css::store::Upsert::event(&e))
         .await
         .expect("write over mutual TLS");
+    // What an operator runs in an SSM session: etcdctl with the member's
+    // own certificate (its CA's client), every member's URL.
+    let ctl = Command::new(root.join("usr/local/bin/css-etcdctl"))
+        .args(["endpoint", "health"])
+        .output()
+        .expect("css-etcdctl");
+    let said =
+        String::from_utf8_lossy(&ctl.stdout).to_string() + &String::from_utf8_lossy(&ctl.stderr);
+    assert!(
+        ctl.status.success() && said.contains("is healthy"),
+        "{said}"
+    );
     let _ = etcd.kill();
     let _ = etcd.wait();
+}
+
+/// The data volume is found by its attachment: on Nitro the NVMe disk whose
+/// serial is the EBS volume id (instance-store NVMe disks come first and
+/// must never be formatted); on Xen the device it was attached as. A
+/// stand-in `lsblk` prints what each kind of instance shows.
+#[test]
+fn the_data_volume_is_found_by_its_ebs_serial_not_by_position() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/etcd/boot.sh");
+    let find = |listing: &str, volume: &str| {
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).expect("bin");
+        let lsblk = bin.join("lsblk");
+        std::fs::write(&lsblk, format!("#!/bin/sh\ncat <<'EOF'\n{listing}EOF\n")).expect("lsblk");
+        std::fs::set_permissions(&lsblk, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        Command::new("bash")
+            .arg(&script)
+            .args(["--data-device", volume])
+            .env("PATH", path)
+            .output()
+            .expect("boot.sh --data-device")
+    };
+    // An m6gd-like instance: root EBS, a local NVMe instance store first,
+    // then the member's data volume.
+    let nitro = "/dev/nvme0n1 vol0aaaaaaaaaaaaaaaa\n/dev/nvme1n1 AWS2D6B3F8E1A7C9E0B1\n/dev/nvme2n1 vol0123456789abcdef0\n";
+    let out = find(nitro, "vol-0123456789abcdef0");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "/dev/nvme2n1");
+    // Not attached (yet): no device, never another disk.
+    let out = find(nitro, "vol-0fffffffffffffff0");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not attached"));
 }

@@ -75,7 +75,11 @@ fn every_function_binary_exists_in_the_workspace() {
     let bins = workspace_binaries();
     let fns = built_functions(&t);
     assert_eq!(fns.len(), 5);
-    assert_eq!(functions(&t).len(), 4, "the service's four are Serverless functions");
+    assert_eq!(
+        functions(&t).len(),
+        4,
+        "the service's four are Serverless functions"
+    );
     let mut named = BTreeSet::new();
     for (name, f) in fns {
         assert_eq!(f["Metadata"]["BuildMethod"], "rust-cargolambda", "{name}");
@@ -278,7 +282,9 @@ fn etcd_security_groups_admit_only_the_functions_and_the_members() {
     let nested = load("deploy/etcd/template.yaml");
     let r = &nested["Resources"];
     let group = &r["MemberSecurityGroup"]["Properties"];
-    let ingress = group["SecurityGroupIngress"].as_sequence().expect("ingress");
+    let ingress = group["SecurityGroupIngress"]
+        .as_sequence()
+        .expect("ingress");
     assert_eq!(ingress.len(), 1);
     assert_eq!(
         (
@@ -292,10 +298,17 @@ fn etcd_security_groups_admit_only_the_functions_and_the_members() {
     let egress = group["SecurityGroupEgress"].as_sequence().expect("egress");
     assert_eq!(egress.len(), 1, "one rule to addresses: HTTPS");
     assert_eq!(
-        (egress[0]["FromPort"].as_u64(), egress[0]["ToPort"].as_u64(), egress[0]["IpProtocol"].as_str()),
+        (
+            egress[0]["FromPort"].as_u64(),
+            egress[0]["ToPort"].as_u64(),
+            egress[0]["IpProtocol"].as_str()
+        ),
         (Some(443), Some(443), Some("tcp"))
     );
-    for (name, key) in [("PeerIngress", "SourceSecurityGroupId"), ("PeerEgress", "DestinationSecurityGroupId")] {
+    for (name, key) in [
+        ("PeerIngress", "SourceSecurityGroupId"),
+        ("PeerEgress", "DestinationSecurityGroupId"),
+    ] {
         let rule = &r[name]["Properties"];
         assert_eq!(
             (rule["FromPort"].as_u64(), rule["ToPort"].as_u64()),
@@ -303,7 +316,10 @@ fn etcd_security_groups_admit_only_the_functions_and_the_members() {
             "{name}"
         );
         assert!(text(&rule[key]).contains("MemberSecurityGroup"), "{name}");
-        assert!(text(&rule["GroupId"]).contains("MemberSecurityGroup"), "{name}");
+        assert!(
+            text(&rule["GroupId"]).contains("MemberSecurityGroup"),
+            "{name}"
+        );
     }
     let main = template();
     let sg = text(
@@ -384,7 +400,10 @@ fn etcd_members_boot_from_the_script_in_the_repository() {
     let data = &r["MemberLaunchTemplate"]["Properties"]["LaunchTemplateData"];
     assert_eq!(data["MetadataOptions"]["HttpTokens"], "required");
     assert_eq!(data["MetadataOptions"]["InstanceMetadataTags"], "enabled");
-    assert!(data.get("NetworkInterfaces").is_none(), "interfaces are attached at boot");
+    assert!(
+        data.get("NetworkInterfaces").is_none(),
+        "interfaces are attached at boot"
+    );
     for i in 0..3 {
         let v = &r[&format!("Member{i}Volume")];
         assert_eq!(v["DeletionPolicy"], "Snapshot");
@@ -397,8 +416,18 @@ fn etcd_members_boot_from_the_script_in_the_repository() {
         );
     }
     let user_data = text(&data["UserData"]);
-    for setting in ["MEMBER_IPS", "MEMBER_SECRETS", "MEMBER_INTERFACES", "MEMBER_VOLUMES", "CFN_STACK"] {
-        assert!(user_data.contains(&format!("export {setting}=")) || user_data.contains(&format!(" {setting}=")), "{setting}");
+    for setting in [
+        "MEMBER_IPS",
+        "MEMBER_SECRETS",
+        "MEMBER_INTERFACES",
+        "MEMBER_VOLUMES",
+        "CFN_STACK",
+    ] {
+        assert!(
+            user_data.contains(&format!("export {setting}="))
+                || user_data.contains(&format!(" {setting}=")),
+            "{setting}"
+        );
     }
     let script = std::fs::read_to_string(root().join("deploy/etcd/boot.sh")).expect("boot.sh");
     let body: String = script.lines().skip(1).map(|l| format!("{l}\n")).collect();
@@ -425,32 +454,63 @@ fn members_are_replaced_one_at_a_time_each_gated_on_its_health() {
         let g = &r[&format!("Member{i}Group")];
         assert_eq!(g["Type"], "AWS::AutoScaling::AutoScalingGroup");
         let p = &g["Properties"];
-        assert_eq!((p["MinSize"].as_str(), p["MaxSize"].as_str()), (Some("1"), Some("1")));
-        assert_eq!(text(&p["VPCZoneIdentifier"]).trim(), format!("- !Select\n  - {i}\n  - !Ref SubnetIds"));
-        assert!(text(&p["Tags"]).contains(&format!("Value: '{i}'")), "member tag");
+        assert_eq!(
+            (p["MinSize"].as_str(), p["MaxSize"].as_str()),
+            (Some("1"), Some("1"))
+        );
+        assert_eq!(
+            text(&p["VPCZoneIdentifier"]).trim(),
+            format!("- !Select\n  - {i}\n  - !Ref SubnetIds")
+        );
+        assert!(
+            text(&p["Tags"]).contains(&format!("Value: '{i}'")),
+            "member tag"
+        );
         let update = &g["UpdatePolicy"]["AutoScalingRollingUpdate"];
         assert_eq!(update["MaxBatchSize"].as_u64(), Some(1));
-        assert_eq!(update["MinInstancesInService"].as_u64(), Some(0), "the old instance lets go of the interface and volume first");
+        assert_eq!(
+            update["MinInstancesInService"].as_u64(),
+            Some(0),
+            "the old instance lets go of the interface and volume first"
+        );
         assert_eq!(update["WaitOnResourceSignals"], true);
-        assert_eq!(g["CreationPolicy"]["ResourceSignal"]["Count"].as_u64(), Some(1));
+        assert_eq!(
+            g["CreationPolicy"]["ResourceSignal"]["Count"].as_u64(),
+            Some(1)
+        );
         let deps = text(&g["DependsOn"]);
         assert!(deps.contains("Certificates"), "{deps}");
         if i > 0 {
-            assert!(deps.contains(&format!("Member{}Group", i - 1)), "m{i} waits for m{}", i - 1);
+            assert!(
+                deps.contains(&format!("Member{}Group", i - 1)),
+                "m{i} waits for m{}",
+                i - 1
+            );
         }
     }
     let lt = &r["MemberLaunchTemplate"]["Properties"]["LaunchTemplateData"];
     assert_eq!(text(&lt["ImageId"]).trim(), "!Ref ImageId");
-    assert_eq!(nested["Parameters"]["ImageId"]["Type"], "AWS::EC2::Image::Id");
+    assert_eq!(
+        nested["Parameters"]["ImageId"]["Type"],
+        "AWS::EC2::Image::Id"
+    );
     assert!(nested["Parameters"]["ImageId"].get("Default").is_none());
     let ami = &main["Parameters"]["EtcdImageId"];
     assert_eq!(ami["Default"], "");
-    assert!(!text(&main).contains("/aws/service/ami-amazon-linux-latest"), "no AMI re-resolved on update");
+    assert!(
+        !text(&main).contains("/aws/service/ami-amazon-linux-latest"),
+        "no AMI re-resolved on update"
+    );
     // Boot signals its own group, and may: the role grants exactly that.
     let script = std::fs::read_to_string(root().join("deploy/etcd/boot.sh")).expect("boot.sh");
     assert!(script.contains("--logical-resource-id \"Member${index}Group\""));
     let role = text(&r["MemberRole"]["Properties"]);
-    for grant in ["cloudformation:SignalResource", "ec2:AttachNetworkInterface", "ec2:AttachVolume", "AmazonSSMManagedInstanceCore"] {
+    for grant in [
+        "cloudformation:SignalResource",
+        "ec2:AttachNetworkInterface",
+        "ec2:AttachVolume",
+        "AmazonSSMManagedInstanceCore",
+    ] {
         assert!(role.contains(grant), "{grant}");
     }
 }
@@ -465,10 +525,16 @@ fn the_certificate_function_is_outside_the_vpc_and_runs_once_per_request() {
     assert_eq!(f["Type"], "AWS::Lambda::Function");
     assert!(f["Properties"].get("VpcConfig").is_none());
     let env = text(&f["Properties"]["Environment"]);
-    assert!(!env.contains("CSS_ETCD") && !env.contains("EtcdCluster"), "{env}");
+    assert!(
+        !env.contains("CSS_ETCD") && !env.contains("EtcdCluster"),
+        "{env}"
+    );
     let invoke = &t["Resources"]["CertificatesFunctionInvokeConfig"]["Properties"];
     assert_eq!(invoke["MaximumRetryAttempts"].as_u64(), Some(0));
-    assert_eq!(text(&invoke["FunctionName"]).trim(), "!Ref CertificatesFunction");
+    assert_eq!(
+        text(&invoke["FunctionName"]).trim(),
+        "!Ref CertificatesFunction"
+    );
     let nested = load("deploy/etcd/template.yaml");
     for resource in ["Placement", "Certificates"] {
         assert_eq!(
@@ -485,16 +551,22 @@ fn the_certificate_function_is_outside_the_vpc_and_runs_once_per_request() {
 fn etcd_timeout_and_record_cache_fit_the_functions() {
     let t = template();
     let rule = &t["Rules"]["EtcdTimeoutFitsTheFunctions"]["Assertions"][0]["Assert"];
-    let allowed: Vec<String> = serde_yaml_ng::from_str::<Value>(&text(rule).replace("!Contains", ""))
-        .ok()
-        .and_then(|v| v.as_sequence().and_then(|s| s.first().cloned()))
-        .and_then(|v| v.as_sequence().cloned())
-        .expect("the rule's list")
-        .iter()
-        .filter_map(|v| v.as_str().map(String::from))
-        .collect();
+    let allowed: Vec<String> =
+        serde_yaml_ng::from_str::<Value>(&text(rule).replace("!Contains", ""))
+            .ok()
+            .and_then(|v| v.as_sequence().and_then(|s| s.first().cloned()))
+            .and_then(|v| v.as_sequence().cloned())
+            .expect("the rule's list")
+            .iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect();
     assert!(allowed.len() >= 10, "{allowed:?}");
-    assert!(allowed.contains(&t["Parameters"]["EtcdTimeout"]["Default"].as_str().unwrap_or("").to_string()));
+    assert!(allowed.contains(
+        &t["Parameters"]["EtcdTimeout"]["Default"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    ));
     for value in &allowed {
         use clap::Parser;
         #[derive(clap::Parser)]
@@ -502,18 +574,31 @@ fn etcd_timeout_and_record_cache_fit_the_functions() {
             #[command(flatten)]
             store: css::config::StoreArgs,
         }
-        let cli = Cli::try_parse_from(["css", "--etcd-timeout", value]).unwrap_or_else(|e| panic!("{value}: {e}"));
+        let cli = Cli::try_parse_from(["css", "--etcd-timeout", value])
+            .unwrap_or_else(|e| panic!("{value}: {e}"));
         let d = cli.store.etcd_timeout;
-        assert!(d >= std::time::Duration::from_millis(500) && d <= std::time::Duration::from_secs(20), "{value}");
+        assert!(
+            d >= std::time::Duration::from_millis(500) && d <= std::time::Duration::from_secs(20),
+            "{value}"
+        );
     }
-    let cache_max = t["Parameters"]["RecordCacheMb"]["MaxValue"].as_u64().expect("MaxValue");
+    let cache_max = t["Parameters"]["RecordCacheMb"]["MaxValue"]
+        .as_u64()
+        .expect("MaxValue");
     let smallest = built_functions(&t)
         .iter()
         .filter(|(n, _)| n != "CertificatesFunction")
-        .map(|(_, f)| f["Properties"]["MemorySize"].as_u64().unwrap_or(t["Globals"]["Function"]["MemorySize"].as_u64().unwrap_or(0)))
+        .map(|(_, f)| {
+            f["Properties"]["MemorySize"]
+                .as_u64()
+                .unwrap_or(t["Globals"]["Function"]["MemorySize"].as_u64().unwrap_or(0))
+        })
         .min()
         .expect("functions");
-    assert!(cache_max * 2 <= smallest, "RecordCacheMb up to {cache_max} in a {smallest} MB function");
+    assert!(
+        cache_max * 2 <= smallest,
+        "RecordCacheMb up to {cache_max} in a {smallest} MB function"
+    );
 }
 
 /// The project's own check (scripts/cfn-cycles.py): the SAM translator's
@@ -531,7 +616,13 @@ fn no_dependency_cycle_in_any_mode() {
         "EtcdCluster=deploy/etcd/template.yaml",
     ]);
     assert!(out.0, "{}", out.1);
-    assert!(out.1.contains("no dependency cycle in 6 expanded templates (own-3, own-1, given, given-tls)"), "{}", out.1);
+    assert!(
+        out.1.contains(
+            "no dependency cycle in 6 expanded templates (own-3, own-1, given, given-tls)"
+        ),
+        "{}",
+        out.1
+    );
 }
 
 fn cycles(args: &[&str]) -> (bool, String) {
@@ -541,7 +632,11 @@ fn cycles(args: &[&str]) -> (bool, String) {
         .current_dir(root())
         .output()
         .expect("run scripts/cfn-cycles.py");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
@@ -559,9 +654,21 @@ fn the_cycle_check_finds_every_kind_of_edge() {
     };
     let queue = |props: &str| format!("  {props}\n");
     for (edge, a, b) in [
-        ("Ref", "Tags: [{Key: k, Value: !Ref B}]", "Tags: [{Key: k, Value: !Ref A}]"),
-        ("GetAtt", "Tags: [{Key: k, Value: !GetAtt B.Arn}]", "Tags: [{Key: k, Value: !GetAtt A.Arn}]"),
-        ("Sub", "Tags: [{Key: k, Value: !Sub \"${B.Arn}\"}]", "Tags: [{Key: k, Value: !Sub \"x-${A}\"}]"),
+        (
+            "Ref",
+            "Tags: [{Key: k, Value: !Ref B}]",
+            "Tags: [{Key: k, Value: !Ref A}]",
+        ),
+        (
+            "GetAtt",
+            "Tags: [{Key: k, Value: !GetAtt B.Arn}]",
+            "Tags: [{Key: k, Value: !GetAtt A.Arn}]",
+        ),
+        (
+            "Sub",
+            "Tags: [{Key: k, Value: !Sub \"${B.Arn}\"}]",
+            "Tags: [{Key: k, Value: !Sub \"x-${A}\"}]",
+        ),
     ] {
         let body = format!(
             "Resources:\n  A:\n    Type: AWS::SQS::Queue\n    Properties:\n    {}  B:\n    Type: AWS::SQS::Queue\n    Properties:\n    {}",
@@ -569,7 +676,10 @@ fn the_cycle_check_finds_every_kind_of_edge() {
         );
         let (ok, out) = cycles(&[&write(&format!("{edge}.yaml"), &body)]);
         assert!(!ok, "{edge}: {out}");
-        assert!(out.contains("dependency cycle A -> B -> A"), "{edge}: {out}");
+        assert!(
+            out.contains("dependency cycle A -> B -> A"),
+            "{edge}: {out}"
+        );
     }
     let depends = "Resources:\n  A:\n    Type: AWS::SQS::Queue\n    DependsOn: B\n  B:\n    Type: AWS::SQS::Queue\n    DependsOn: [A]\n";
     let (ok, out) = cycles(&[&write("depends.yaml", depends)]);
@@ -600,9 +710,18 @@ Resources:
     Properties: {CodeUri: ., Handler: bootstrap, Runtime: provided.al2023}
 "#;
     let path = write("sam.yaml", sam);
-    let (ok, out) = cycles(&[&path, "--mode", "own=Endpoints=", "--mode", "given=Endpoints=https://10.0.0.1:2379"]);
+    let (ok, out) = cycles(&[
+        &path,
+        "--mode",
+        "own=Endpoints=",
+        "--mode",
+        "given=Endpoints=https://10.0.0.1:2379",
+    ]);
     assert!(!ok, "{out}");
-    assert!(out.contains("[own]: dependency cycle Certs -> Nested -> Certs"), "{out}");
+    assert!(
+        out.contains("[own]: dependency cycle Certs -> Nested -> Certs"),
+        "{out}"
+    );
     assert!(!out.contains("[given]"), "{out}");
 }
 

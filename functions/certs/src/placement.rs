@@ -64,7 +64,11 @@ impl Ec2 {
         let credentials = sdk
             .credentials_provider()
             .ok_or_else(|| CertError::Placement("no AWS credentials provider".into()))?;
-        let suffix = if region.starts_with("cn-") { "amazonaws.com.cn" } else { "amazonaws.com" };
+        let suffix = if region.starts_with("cn-") {
+            "amazonaws.com.cn"
+        } else {
+            "amazonaws.com"
+        };
         let endpoint = sdk
             .endpoint_url()
             .map(str::to_string)
@@ -78,7 +82,10 @@ impl Ec2 {
     }
 
     /// (subnet id, zone) of each subnet EC2 knows.
-    pub async fn describe_subnets(&self, ids: &[String]) -> Result<Vec<(String, String)>, CertError> {
+    pub async fn describe_subnets(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<(String, String)>, CertError> {
         use aws_credential_types::provider::ProvideCredentials;
         let fail = |what: String| CertError::Placement(what);
         let mut body = String::from("Action=DescribeSubnets&Version=2016-11-15");
@@ -194,9 +201,15 @@ mod tests {
   </subnetSet>
 </DescribeSubnetsResponse>"#;
         let got = subnets_of(xml).expect("parsed");
-        assert_eq!(got, found(&[("subnet-a", "eu-west-1a"), ("subnet-b", "eu-west-1b")]));
+        assert_eq!(
+            got,
+            found(&[("subnet-a", "eu-west-1a"), ("subnet-b", "eu-west-1b")])
+        );
         let err = "<Response><Errors><Error><Code>InvalidSubnetID.NotFound</Code><Message>The subnet ID 'subnet-x' does not exist</Message></Error></Errors></Response>";
-        assert_eq!(error_of(err), "InvalidSubnetID.NotFound: The subnet ID 'subnet-x' does not exist");
+        assert_eq!(
+            error_of(err),
+            "InvalidSubnetID.NotFound: The subnet ID 'subnet-x' does not exist"
+        );
     }
 
     #[test]
@@ -211,14 +224,26 @@ mod tests {
     fn a_shared_zone_a_repeated_or_unknown_subnet_is_refused() {
         let f = found(&[("s-a", "z1"), ("s-b", "z1"), ("s-c", "z3")]);
         for (ids, why) in [
-            (&["s-a", "s-b", "s-c"][..], "m0 (s-a) and m1 (s-b) are both in z1"),
-            (&["s-a", "s-c", "s-a"][..], "m0 (s-a) and m2 (s-a) are both in z1"),
-            (&["s-a", "s-x", "s-c"][..], "subnet s-x (member m1) does not exist"),
+            (
+                &["s-a", "s-b", "s-c"][..],
+                "m0 (s-a) and m1 (s-b) are both in z1",
+            ),
+            (
+                &["s-a", "s-c", "s-a"][..],
+                "m0 (s-a) and m2 (s-a) are both in z1",
+            ),
+            (
+                &["s-a", "s-x", "s-c"][..],
+                "subnet s-x (member m1) does not exist",
+            ),
             (&[][..], "none given"),
         ] {
             let err = check(&subnets(ids), &f).expect_err("refused").to_string();
             assert!(err.contains(why), "{ids:?}: {err}");
-            assert!(err.starts_with("invalid resource properties: EtcdSubnetIds:"), "{err}");
+            assert!(
+                err.starts_with("invalid resource properties: EtcdSubnetIds:"),
+                "{err}"
+            );
         }
     }
 }

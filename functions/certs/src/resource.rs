@@ -193,7 +193,12 @@ async fn create(sm: &aws_sdk_secretsmanager::Client, p: &Properties) -> Result<(
         put(sm, arn, secret_json(&ca.pem().cert, &pem)).await?;
     }
     let client = ca.client(&p.cluster_name)?;
-    put(sm, &p.client_secret_arn, secret_json(&ca.pem().cert, &client)).await
+    put(
+        sm,
+        &p.client_secret_arn,
+        secret_json(&ca.pem().cert, &client),
+    )
+    .await
 }
 
 /// Members keep their IPs (etcd identifies a member by its peer URL, and a
@@ -246,7 +251,12 @@ async fn update(
     )?;
     for i in reissue {
         let pem = ca.member(&p.cluster_name, i, ips[i], &[])?;
-        put(sm, &p.member_secret_arns[i], secret_json(&ca.pem().cert, &pem)).await?;
+        put(
+            sm,
+            &p.member_secret_arns[i],
+            secret_json(&ca.pem().cert, &pem),
+        )
+        .await?;
     }
     put(sm, &p.ca_secret_arn, ca_json(ca.pem(), &p.member_ips)).await
 }

@@ -127,7 +127,13 @@ pub(super) async fn apply(
         };
     }
     if let Some(secret) = &args.etcd_credentials_secret {
-        let c = fetch(&client, "CSS_ETCD_CREDENTIALS_SECRET", secret, Credentials::from).await?;
+        let c = fetch(
+            &client,
+            "CSS_ETCD_CREDENTIALS_SECRET",
+            secret,
+            Credentials::from,
+        )
+        .await?;
         settings.username = Some(c.username);
         settings.password = Some(c.password);
     }
@@ -142,9 +148,18 @@ mod tests {
     fn errors_name_the_field_never_the_value() {
         let secret = "hunter2-do-not-log";
         for (text, expected) in [
-            (format!(r#"{{"username": "u", "password": {{"v": "{secret}"}}}}"#), "\"password\" is not a string"),
-            (format!(r#"{{"username": "{secret}"}}"#), "\"password\" is missing"),
-            (format!(r#"{{"username": "{secret}", "password": 1"#), "not JSON (line 1"),
+            (
+                format!(r#"{{"username": "u", "password": {{"v": "{secret}"}}}}"#),
+                "\"password\" is not a string",
+            ),
+            (
+                format!(r#"{{"username": "{secret}"}}"#),
+                "\"password\" is missing",
+            ),
+            (
+                format!(r#"{{"username": "{secret}", "password": 1"#),
+                "not JSON (line 1",
+            ),
             (format!(r#"["{secret}"]"#), "not a JSON object"),
         ] {
             let err = match Fields::parse(&text).and_then(|f| Credentials::from(&f)) {
@@ -155,8 +170,14 @@ mod tests {
             assert!(!err.contains(secret), "the value leaked: {err}");
         }
         for (text, expected) in [
-            (format!(r#"{{"ca": 7, "key": "{secret}"}}"#), "\"ca\" is not a string"),
-            (format!(r#"{{"ca": "x", "cert": ["{secret}"]}}"#), "\"cert\" is not a string"),
+            (
+                format!(r#"{{"ca": 7, "key": "{secret}"}}"#),
+                "\"ca\" is not a string",
+            ),
+            (
+                format!(r#"{{"ca": "x", "cert": ["{secret}"]}}"#),
+                "\"cert\" is not a string",
+            ),
         ] {
             let err = match Fields::parse(&text).and_then(|f| TlsSecret::from(&f)) {
                 Ok(_) => panic!("{text} was accepted"),
@@ -164,7 +185,8 @@ mod tests {
             };
             assert!(err.contains(expected) && !err.contains(secret), "{err}");
         }
-        let ok = Fields::parse(r#"{"ca": "C", "cert": "X", "key": "K"}"#).and_then(|f| TlsSecret::from(&f));
+        let ok = Fields::parse(r#"{"ca": "C", "cert": "X", "key": "K"}"#)
+            .and_then(|f| TlsSecret::from(&f));
         assert!(ok.is_ok_and(|t| t.ca.as_deref() == Some("C") && t.key.as_deref() == Some("K")));
     }
 }

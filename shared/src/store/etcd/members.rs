@@ -58,6 +58,24 @@ fn is_unreachable(e: &etcd_client::Error) -> bool {
     .any(|p| text.contains(p))
 }
 
+/// Whether a gRPC status's message says the connection went away under the
+/// request: a member shutting down (an instance being replaced) sends an
+/// HTTP/2 GOAWAY, and requests in flight end as "h2 protocol error" or
+/// without a grpc-status trailer, never having been answered.
+fn connection_went_away(message: &str) -> bool {
+    [
+        "transport",
+        "connection",
+        "broken pipe",
+        "h2 protocol error",
+        "goaway",
+        "missing grpc-status trailer",
+        "stream was terminated",
+    ]
+    .iter()
+    .any(|p| message.to_ascii_lowercase().contains(p))
+}
+
 /// Whether an error says "this member cannot answer now" (so another may),
 /// rather than something about the request itself.
 pub(super) fn is_member_failure(e: &etcd_client::Error) -> bool {
@@ -65,11 +83,9 @@ pub(super) fn is_member_failure(e: &etcd_client::Error) -> bool {
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
         etcd_client::Error::GRpcStatus(s) => match s.code() {
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted => true,
-            // h2 resets and refused connections surface as Unknown.
-            Code::Unknown => {
-                let m = s.message();
-                m.contains("transport") || m.contains("connection") || m.contains("broken pipe")
-            }
+            // h2 resets, GOAWAY and refused connections surface as Unknown
+            // or Internal.
+            Code::Unknown | Code::Internal => connection_went_away(s.message()),
             _ => false,
         },
         _ => false,
@@ -210,6 +226,51 @@ impl Members {
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: Code, message: &str) -> etcd_client::Error {
+        etcd_client::Error::GRpcStatus(tonic::Status::new(code, message))
+    }
+
+    #[test]
+    fn a_member_going_away_mid_request_is_a_member_failure() {
+        // What requests in flight got from members stopped gracefully
+        // (tests/tests/etcd_rehearsal.rs).
+        for (code, message) in [
+            (Code::Internal, "h2 protocol error: http2 error"),
+            (Code::Unknown, "protocol error: missing grpc-status trailer, stream was terminated without a final status (possible truncation by a proxy or load balancer)"),
+            (Code::Unknown, "transport error"),
+            (Code::Unavailable, "etcdserver: leader changed"),
+            (Code::DeadlineExceeded, "context deadline exceeded"),
+        ] {
+            assert!(is_member_failure(&status(code, message)), "{code:?} {message}");
+        }
+        // About the request itself: another member would say the same.
+        for (code, message) in [
+            (
+                Code::Internal,
+                "etcdserver: too many operations in txn request",
+            ),
+            (Code::InvalidArgument, "etcdserver: key is not provided"),
+            (
+                Code::ResourceExhausted,
+                "etcdserver: mvcc: database space exceeded",
+            ),
+            (
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision has been compacted",
+            ),
+        ] {
+            assert!(
+                !is_member_failure(&status(code, message)),
+                "{code:?} {message}"
+            );
         }
     }
 }

@@ -234,3 +234,34 @@ pub fn service_event(
     })
     .to_string()
 }
+
+/// Every task in `store` (`cluster/id`), with its mod_revision and ECS
+/// version, read page by page at one revision.
+pub async fn all_tasks(
+    store: &dyn css::store::StateStore,
+) -> std::collections::BTreeMap<String, (i64, u64)> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut req = css::store::ListRequest {
+        kind: Kind::Task,
+        cluster: css::store::ClusterScope::All,
+        status: None,
+        start_after: None,
+        limit: 1000,
+        revision: None,
+    };
+    loop {
+        let page = store.list(&req).await.expect("list");
+        for r in &page.records {
+            let v = r.meta().expect("record").ecs_version;
+            out.insert(
+                format!("{}/{}", r.key.cluster.name, r.key.id),
+                (r.mod_revision, v),
+            );
+        }
+        req.revision = Some(page.revision);
+        req.start_after = page.records.last().map(|r| r.store_key.clone());
+        if !page.more {
+            return out;
+        }
+    }
+}

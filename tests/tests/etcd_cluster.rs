@@ -12,9 +12,9 @@ use clap::Parser;
 use css::model::Kind;
 use css::reconcile::aws::AwsEcs;
 use css::reconcile::{Reconciler, RunScope};
-use css::store::{ClusterScope, ListRequest, StateStore};
+use css::store::StateStore;
 use css_server::{AwsOverrides, ServerConfig};
-use css_tests::fixtures::{entity, sqs_event, task_detail, task_event, ACCOUNT};
+use css_tests::fixtures::{all_tasks, entity, sqs_event, task_detail, task_event, ACCOUNT};
 use css_tests::moto::MotoServer;
 use css_tests::server::TestServer;
 use css_tests::EtcdCluster;
@@ -66,33 +66,6 @@ fn events(c: &str, tasks: usize, versions: u64) -> Vec<String> {
         }
     }
     out
-}
-
-async fn all_tasks(store: &dyn StateStore) -> BTreeMap<String, (i64, u64)> {
-    let mut out = BTreeMap::new();
-    let mut req = ListRequest {
-        kind: Kind::Task,
-        cluster: ClusterScope::All,
-        status: None,
-        start_after: None,
-        limit: 1000,
-        revision: None,
-    };
-    loop {
-        let page = store.list(&req).await.expect("list");
-        for r in &page.records {
-            let v = r.meta().expect("record").ecs_version;
-            out.insert(
-                format!("{}/{}", r.key.cluster.name, r.key.id),
-                (r.mod_revision, v),
-            );
-        }
-        req.revision = Some(page.revision);
-        req.start_after = page.records.last().map(|r| r.store_key.clone());
-        if !page.more {
-            return out;
-        }
-    }
 }
 
 /// Sends batches of 10 through the css-ingest handler, 4 at a time;

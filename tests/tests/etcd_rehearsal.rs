@@ -20,11 +20,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use css::store::{ClusterScope, ListRequest, StateStore};
+use css::store::StateStore;
 use css_server::{AwsOverrides, ServerConfig};
 use css_tests::boot::{port_free_on, release, Boot, Member};
 use css_tests::cfn::Cfn;
-use css_tests::fixtures::{sqs_event, task_detail, task_event, ACCOUNT};
+use css_tests::fixtures::{all_tasks, sqs_event, task_detail, task_event, ACCOUNT};
 use css_tests::server::TestServer;
 use serde_json::{json, Value};
 
@@ -149,27 +149,11 @@ async fn reader(srv: Arc<TestServer>, load: Arc<Load>) {
     }
 }
 
+/// Each task's stored ECS version, by id.
 async fn stored_versions(store: &dyn StateStore) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    let mut req = ListRequest {
-        kind: css::model::Kind::Task,
-        cluster: ClusterScope::All,
-        status: None,
-        start_after: None,
-        limit: 1000,
-        revision: None,
-    };
-    loop {
-        let page = store.list(&req).await.expect("list");
-        for r in &page.records {
-            out.insert(r.key.id.clone(), r.meta().expect("record").ecs_version);
-        }
-        req.revision = Some(page.revision);
-        req.start_after = page.records.last().map(|r| r.store_key.clone());
-        if !page.more {
-            return out;
-        }
-    }
+    (all_tasks(store).await.into_iter())
+        .map(|(k, (_, v))| (k.rsplit('/').next().unwrap_or_default().to_string(), v))
+        .collect()
 }
 
 /// The operator steps README gives for a member (the block after
@@ -238,15 +222,14 @@ async fn the_stacks_etcd_is_created_replaced_one_member_at_a_time_operated_and_m
 
     // Creation: each member's group waits for the one before.
     eprintln!("== create: m0, m1, m2 in turn");
-    for i in 0..3 {
-        let m = r.member(i, IPS[i], &format!("m{i}-volume"));
+    for (i, ip) in IPS.iter().enumerate() {
+        let m = r.member(i, ip, &format!("m{i}-volume"));
         let (ok, log, took) = r.boot(&m, &r.boot);
         assert!(ok, "m{i} did not boot:\n{log}");
         eprintln!("{log}");
         assert!(log.contains(&format!("member m{i}: SUCCESS")), "{log}");
         eprintln!(
-            "  m{i} at {}: signalled after {:.1} s",
-            IPS[i],
+            "  m{i} at {ip}: signalled after {:.1} s",
             took.as_secs_f64()
         );
         r.members.push(m);
@@ -335,12 +318,12 @@ async fn the_stacks_etcd_is_created_replaced_one_member_at_a_time_operated_and_m
     eprintln!(
         "  member | time to healthy | records ingested (failed) | requests answered (failed)"
     );
-    for i in 0..3 {
+    for (i, ip) in IPS.iter().enumerate() {
         let before = r.members[i].identity().expect("identity before");
         let (rec0, frec0, req0, freq0) = load.snapshot();
         let started = Instant::now();
         r.members[i].terminate();
-        let next = r.member(i, IPS[i], &format!("m{i}-volume"));
+        let next = r.member(i, ip, &format!("m{i}-volume"));
         let (ok, log, _) = r.boot(&next, &updated);
         let took = started.elapsed();
         assert!(ok, "m{i} did not pass its health gate:\n{log}");

@@ -334,14 +334,10 @@ async fn cli_watch_survives_compaction_and_restart(etcd: Option<EtcdServer>) {
     converged(store_state(&base).await).await;
 
     // Freeze the watcher, change things and compact that history away.
-    let pid = child.id().unwrap().to_string();
-    let signal = |sig: &str| {
-        std::process::Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .unwrap()
-    };
-    assert!(signal("-STOP").success());
+    // Signals sent directly (a minimal Debian has no `kill` command).
+    let pid = rustix::process::Pid::from_raw(child.id().unwrap() as i32).unwrap();
+    let signal = |sig: rustix::process::Signal| rustix::process::kill_process(pid, sig).is_ok();
+    assert!(signal(rustix::process::Signal::STOP));
     write(&server, &[task("cw", "t0", "STOPPED", 2)]).await;
     // A long poll in flight when the watcher froze answers with t0 alone
     // (at once); what follows is compacted before the watcher can see it,
@@ -363,7 +359,7 @@ async fn cli_watch_survives_compaction_and_restart(etcd: Option<EtcdServer>) {
         .compact(store.current_revision().await.unwrap())
         .await
         .unwrap();
-    assert!(signal("-CONT").success());
+    assert!(signal(rustix::process::Signal::CONT));
     converged(store_state(&base).await).await;
     noticed("410 Expired").await;
     noticed("listed again at revision").await;

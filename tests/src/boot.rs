@@ -139,13 +139,18 @@ impl Member {
     /// after 10 s); answers once it is gone.
     pub fn stop(&self) {
         let Some(pid) = self.pid() else { return };
-        let _ = Command::new("kill").arg(pid.to_string()).status();
+        let signal = |s| {
+            if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+                let _ = rustix::process::kill_process(p, s);
+            }
+        };
+        signal(rustix::process::Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Self::alive(pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
         if Self::alive(pid) {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            signal(rustix::process::Signal::KILL);
         }
         let _ = std::fs::remove_file(self.root.join("run/etcd.pid"));
     }

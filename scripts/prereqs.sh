@@ -34,9 +34,13 @@ fi
 
 apt_install() {
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing $* with apt-get" >&2
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"; } >/dev/null 2>&1 \
-      || die "$*: apt-get install failed; run 'apt-get install $*' to see why"
+    echo "installing $* with apt-get (about a minute)" >&2
+    # apt's own progress lines, on stderr, so a wait never looks like a hang.
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@"; } 2>&1 \
+      | grep --line-buffered -E '^(Get|Setting up|Unpacking)' >&2 || true
+    for p in "$@"; do
+      dpkg -s "$p" >/dev/null 2>&1 || die "$*: apt-get install failed; run 'apt-get install $*' to see why"
+    done
   else
     die "$*: run 'sudo apt-get install $*'"
   fi

@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/venv.sh
-cargo build -q -p css-server
+# Cargo's progress shows: the first build of css-server takes minutes.
+echo "building css-server for schemathesis" >&2
+cargo build -p css-server
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 ./target/debug/css-server --demo --bind "127.0.0.1:$port" --log-level warn &
 pid=$!

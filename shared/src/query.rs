@@ -151,7 +151,8 @@ fn output(
     }
 }
 
-/// Finds one task or instance by cluster (name or ARN) and ARN or bare id.
+/// Finds one task, container instance or service by cluster (name or ARN)
+/// and ARN, bare id or (services) name.
 pub async fn describe(
     store: &dyn StateStore,
     kind: Kind,

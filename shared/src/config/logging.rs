@@ -8,7 +8,11 @@ pub fn init_logging(json: bool, level: Option<&str>) {
         .map(str::to_owned)
         .or_else(|| std::env::var("RUST_LOG").ok());
     let (filter, refused) = log_filter(wanted.as_deref());
-    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr);
+    // Colour only on a terminal: redirected logs stay plain text.
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = if json {
         builder
             .json()

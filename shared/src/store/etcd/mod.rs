@@ -320,8 +320,10 @@ impl StateStore for EtcdStore {
 
     async fn compacted_revision(&self) -> StoreResult<i64> {
         // etcd does not report its compaction point, but a read at a revision
-        // fails exactly when that revision is compacted: binary search it.
-        // Only error paths (410 answers) and compaction ask for it.
+        // fails exactly when that revision is compacted: binary search it
+        // (about log2(revision) count-only reads). Asked by every
+        // `GET /v1/status`, by every subscription created with `since`, by
+        // 410 answers (a compacted page or watch) and by compaction.
         let current = self.current_revision().await?;
         let probe = self.ks.meta("revision-probe");
         let (mut lo, mut hi) = (1i64, current);

@@ -115,8 +115,9 @@ impl EtcdStore {
         })
     }
 
-    /// Batched: one multi-get per 100 entities, then one transaction per 32
-    /// entities guarded by all their compares.
+    /// Batched: the stored records read by multi-gets of up to 125 keys
+    /// (`read.rs`), then one transaction per 32 entities guarded by all
+    /// their compares.
     pub(super) async fn upsert_batch(
         &self,
         writes: &[Upsert<'_>],

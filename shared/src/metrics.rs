@@ -184,10 +184,8 @@ pub fn ingest(outcome: &crate::ingest::BatchOutcome, took: Duration) {
         ("foreign", stats.foreign as u64),
         ("describe_failed", stats.describe_failures as u64),
     ] {
-        // Each outcome is its own EMF document: write only those that happened.
-        if n > 0 {
-            counter!(INGEST_RECORDS, "outcome" => outcome).increment(n);
-        }
+        // Every outcome, zeros included (each is its own EMF document).
+        counter!(INGEST_RECORDS, "outcome" => outcome).increment(n);
     }
     if stats.describe_calls > 0 {
         counter!(INGEST_DESCRIBE_CALLS).increment(stats.describe_calls as u64);
@@ -279,8 +277,12 @@ pub fn install_emf(namespace: &str, function: &str) -> Result<(), String> {
     if EMF.get().is_some() {
         return Ok(());
     }
+    // Zeros too: every counter of a run or batch has a datapoint, so a sum
+    // of them (the drift alarm) exists whichever outcomes happened; a
+    // missing datapoint then means "did not run".
     let collector = metrics_cloudwatch_embedded::Builder::new()
         .cloudwatch_namespace(namespace.to_string())
+        .emit_zeros(true)
         .with_dimension("Function", function.to_string())
         .init()
         .map_err(|e| format!("cannot install the metrics exporter: {e}"))?;

@@ -60,6 +60,13 @@ async fn emf_child() {
         &task_detail("web", ACCOUNT, "t1", "RUNNING", 1, true),
     );
     assert!(store.get(&e.key, None).await.expect("read").is_some());
+
+    // css-reconcile: a run that only deleted; its other drift counters are
+    // written as zeros, so the alarm's sum has its datapoint.
+    let mut summary = css::reconcile::Summary::default();
+    summary.total.deleted = 3;
+    css::metrics::reconcile(&summary);
+    css::metrics::flush();
 }
 
 /// Metric name -> (unit, values) of one document.
@@ -212,6 +219,25 @@ fn emf_lines_from_the_handlers() {
         "the fixtures' events are from the past"
     );
     assert_eq!(seen["ingest_invocation_seconds"][0].1, "Seconds");
+    // Outcomes that did not happen are written as zeros.
+    assert_eq!(value("ingest_records", Some(("outcome", "failed"))), 0.0);
+    assert!(seen["ingest_records"]
+        .iter()
+        .any(|(d, _, _)| d.get("outcome").map(String::as_str) == Some("describe_failed")));
+    // css-reconcile: a run with deletes alone still writes every drift counter.
+    for (change, n) in [("inserted", 0.0), ("updated", 0.0), ("deleted", 3.0)] {
+        assert!(
+            seen["reconcile_drift"]
+                .iter()
+                .any(|(d, _, _)| d.get("change").map(String::as_str) == Some(change)),
+            "reconcile_drift{{change={change}}} not written"
+        );
+        assert_eq!(
+            value("reconcile_drift", Some(("change", change))),
+            n,
+            "{change}"
+        );
+    }
     // css-api and css-watch: requests by route and status class, latency.
     assert_eq!(value("http_requests", Some(("status", "2xx"))), 2.0);
     assert_eq!(value("http_requests", Some(("status", "4xx"))), 1.0);

@@ -906,3 +906,37 @@ fn services_are_read_only_in_the_stacks_account_and_region() {
         assert!(grants(&t, function, "ecs:DescribeServices").is_empty());
     }
 }
+
+/// Every metric-math alarm fills its inputs: an input with no datapoint in
+/// a period (an outcome that did not happen) would otherwise void the
+/// whole expression, and the alarm could never fire on what it watches.
+#[test]
+fn every_metric_math_input_is_filled() {
+    let t = template();
+    let mut expressions = 0;
+    for (name, alarm) in resources_of(&t, "AWS::CloudWatch::Alarm") {
+        let Some(metrics) = alarm["Properties"]["Metrics"].as_sequence() else {
+            continue;
+        };
+        let inputs: Vec<&str> = (metrics.iter())
+            .filter(|m| m.get("MetricStat").is_some())
+            .filter_map(|m| m["Id"].as_str())
+            .collect();
+        for m in metrics {
+            let Some(expr) = m["Expression"].as_str() else {
+                continue;
+            };
+            expressions += 1;
+            for id in &inputs {
+                let uses = expr
+                    .split(|c: char| !c.is_alphanumeric() && c != '_')
+                    .any(|w| w == *id);
+                assert!(
+                    !uses || expr.contains(&format!("FILL({id}, 0)")),
+                    "{name}: {id} is not filled in {expr}"
+                );
+            }
+        }
+    }
+    assert!(expressions >= 1, "the drift alarm is a metric-math alarm");
+}

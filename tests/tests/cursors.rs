@@ -112,6 +112,57 @@ async fn dynamodb_cursor_store_against_moto() {
     css_tests::moto::create_cursor_table(&client, "css-cursors").await;
     let store = DynamoCursorStore::new(client.clone(), "css-cursors");
     suite(&store).await;
+    // A table without the owner index (made by hand, or by a stack not yet
+    // updated): creating says what is wrong and how to fix it.
+    let no_index = "css-cursors-no-index";
+    client
+        .create_table()
+        .table_name(no_index)
+        .attribute_definitions(
+            aws_sdk_dynamodb::types::AttributeDefinition::builder()
+                .attribute_name("id")
+                .attribute_type(aws_sdk_dynamodb::types::ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            aws_sdk_dynamodb::types::KeySchemaElement::builder()
+                .attribute_name("id")
+                .key_type(aws_sdk_dynamodb::types::KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    let bare = DynamoCursorStore::new(client.clone(), no_index);
+    let err = bare
+        .create(&sub("0123456789abcdef0123456789abcdef", 1, 5000), 100, 1000)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CursorError::Misconfigured(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains(css::cursor::dynamodb::OWNER_INDEX)
+            && text.contains(no_index)
+            && text.contains("update the stack"),
+        "{text}"
+    );
+    let answer = axum::response::IntoResponse::into_response(css::api::ApiError::Cursor(err));
+    assert_eq!(answer.status().as_u16(), 500);
+    let body = axum::body::to_bytes(answer.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["code"], "Misconfigured");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains(css::cursor::dynamodb::OWNER_INDEX),
+        "{body}"
+    );
     // A table that does not exist is an outage, not a panic.
     let missing = DynamoCursorStore::new(client, "nope");
     assert!(missing

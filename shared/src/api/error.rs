@@ -96,6 +96,13 @@ impl IntoResponse for ApiError {
                     "limit": limit,
                 }),
             ),
+            ApiError::Cursor(crate::cursor::CursorError::Misconfigured(what)) => {
+                tracing::error!(error = %what, "subscription store misconfigured");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({"code": "Misconfigured", "message": what}),
+                )
+            }
             ApiError::Cursor(e @ crate::cursor::CursorError::Corrupt { .. }) => {
                 tracing::error!(error = %e, "corrupt subscription");
                 (

@@ -78,6 +78,34 @@ impl DynamoCursorStore {
     }
 }
 
+impl DynamoCursorStore {
+    /// A query of the owner index that failed: a table without the index
+    /// says so (DynamoDB: ValidationException "The table does not have the
+    /// specified index"; moto: ResourceNotFoundException "Invalid index:
+    /// NAME"); anything else, a missing table included, is an outage.
+    fn query_error<E>(&self, e: aws_sdk_dynamodb::error::SdkError<E>) -> CursorError
+    where
+        E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let missing_index = e.as_service_error().is_some_and(|s| {
+            matches!(
+                s.code(),
+                Some("ValidationException" | "ResourceNotFoundException")
+            ) && s.message().is_some_and(|m| {
+                m.contains(OWNER_INDEX) || m.contains("does not have the specified index")
+            })
+        });
+        if missing_index {
+            return CursorError::Misconfigured(format!(
+                "the subscription table {} has no index {OWNER_INDEX}, which counts each owner's subscriptions: \
+                 update the stack (sam deploy; template.yaml's CursorTable adds it)",
+                self.table
+            ));
+        }
+        unavailable(e)
+    }
+}
+
 #[async_trait]
 impl CursorStore for DynamoCursorStore {
     async fn create(
@@ -98,7 +126,7 @@ impl CursorStore for DynamoCursorStore {
             .limit(i32::try_from(max_per_owner).unwrap_or(i32::MAX).max(1))
             .send()
             .await
-            .map_err(unavailable)?
+            .map_err(|e| self.query_error(e))?
             .count;
         super::check_quota(sub, held.max(0) as usize, max_per_owner)?;
         self.client

@@ -19,6 +19,10 @@ pub enum CursorError {
     Corrupt { id: String, reason: String },
     #[error("{owner} already holds {limit} subscriptions")]
     TooMany { owner: String, limit: usize },
+    /// The cursor table lacks what the service needs (made by hand, or by a
+    /// stack not yet updated): retrying cannot help, an operator must.
+    #[error("{0}")]
+    Misconfigured(String),
 }
 
 /// The per-owner quota: `held` live subscriptions of `sub`'s owner leave

@@ -574,6 +574,38 @@ async fn cli_yaml_and_no_headers() {
         yaml, json,
         "YAML across pages is one sequence of the same items"
     );
+    // A YAML 1.1 reader (PyYAML, as most ops scripts) reads the same data:
+    // timestamps and words like `on` stay strings.
+    let text = run(&["tasks", "-o", "yaml"]).await;
+    assert!(
+        text.contains("createdAt: \"20"),
+        "timestamps are quoted:\n{text}"
+    );
+    let py = std::process::Command::new(css_tests::moto::python())
+        .args([
+            "-c",
+            "import sys, json, yaml; print(json.dumps(yaml.safe_load(sys.stdin.read())))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python with PyYAML (scripts/prereqs.sh test)");
+    {
+        use std::io::Write;
+        py.stdin
+            .as_ref()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    let out = py.wait_with_output().expect("PyYAML");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let by_pyyaml: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(by_pyyaml, json, "PyYAML reads -o yaml as -o json");
     let empty: serde_json::Value =
         serde_yaml_ng::from_str(&run(&["tasks", "--cluster", "none", "-o", "yaml"]).await).unwrap();
     assert_eq!(empty, serde_json::json!([]));

@@ -14,6 +14,7 @@ use crate::{Client, Error, RetryNotice, Signing, WatchEvent};
 
 mod args;
 mod table;
+mod yaml;
 
 pub use args::*;
 
@@ -111,7 +112,8 @@ fn to_json<T: serde::Serialize>(v: &T) -> serde_json::Value {
 }
 
 fn to_yaml<T: serde::Serialize>(v: &T) -> Result<String, Error> {
-    serde_yaml_ng::to_string(v).map_err(|e| Error::Decode(format!("writing YAML: {e}")))
+    let v = serde_json::to_value(v).map_err(|e| Error::Decode(format!("writing YAML: {e}")))?;
+    Ok(yaml::to_string(&v))
 }
 
 fn print(out: &mut dyn Write, s: &str) -> Result<(), Error> {

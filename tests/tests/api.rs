@@ -421,7 +421,7 @@ fn every_route_is_documented_and_every_documented_route_exists() {
     let api = OpenApi::load();
     let routed: BTreeSet<(String, String)> = css::api::ROUTES
         .iter()
-        .map(|(m, _, doc)| (m.to_string(), doc.to_string()))
+        .map(|r| (r.method.to_string(), r.doc.to_string()))
         .collect();
     assert_eq!(routed, api.operations());
 }
@@ -430,7 +430,7 @@ fn every_route_is_documented_and_every_documented_route_exists() {
 #[tokio::test]
 async fn every_listed_route_is_routed() {
     let s = TestServer::start(None, &[]).await;
-    for (method, _, doc) in css::api::ROUTES {
+    for css::api::Route { method, doc, .. } in css::api::ROUTES {
         let path = doc
             .replace("{cluster}", "c1")
             .replace("{taskArnOrId}", "t1")

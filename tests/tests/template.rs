@@ -128,7 +128,12 @@ fn every_route_is_routed_by_the_http_api() {
             }
         }
     }
-    for (method, _, doc_path) in css::api::ROUTES {
+    for css::api::Route {
+        method,
+        doc: doc_path,
+        ..
+    } in css::api::ROUTES
+    {
         let covered = routes.iter().any(|(m, p)| {
             m == method
                 && (p == doc_path

@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, MethodRouter};
 use axum::Router;
 
 use crate::config::StoreArgs;
@@ -26,39 +26,70 @@ use params::Params;
 
 pub use error::{json_response, ApiError};
 
-/// Every route: method, router path, and the path as the OpenAPI document names it.
-pub const ROUTES: &[(&str, &str, &str)] = &[
-    ("GET", "/v1/ping", "/v1/ping"),
-    ("GET", "/v1/tasks", "/v1/tasks"),
-    (
-        "GET",
-        "/v1/tasks/{*rest}",
-        "/v1/tasks/{cluster}/{taskArnOrId}",
-    ),
-    ("GET", "/v1/instances", "/v1/instances"),
-    (
-        "GET",
-        "/v1/instances/{*rest}",
-        "/v1/instances/{cluster}/{instanceArnOrId}",
-    ),
-    ("GET", "/v1/stream/tasks", "/v1/stream/tasks"),
-    ("GET", "/v1/stream/instances", "/v1/stream/instances"),
-    ("POST", "/v1/subscriptions", "/v1/subscriptions"),
-    ("GET", "/v1/subscriptions/{id}", "/v1/subscriptions/{id}"),
-    ("DELETE", "/v1/subscriptions/{id}", "/v1/subscriptions/{id}"),
-    (
-        "GET",
-        "/v1/subscriptions/{id}/events",
-        "/v1/subscriptions/{id}/events",
-    ),
-    ("GET", "/v1/status", "/v1/status"),
-    ("GET", "/v1/services", "/v1/services"),
-    (
-        "GET",
-        "/v1/services/{*rest}",
-        "/v1/services/{cluster}/{serviceArnOrName}",
-    ),
-    ("GET", "/v1/stream/services", "/v1/stream/services"),
+/// One route: its method, its path in the router, and the path as the
+/// OpenAPI document names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub doc: &'static str,
+}
+
+const fn route(method: &'static str, path: &'static str, doc: &'static str) -> Route {
+    Route { method, path, doc }
+}
+
+pub const PING: Route = route("GET", "/v1/ping", "/v1/ping");
+pub const STATUS: Route = route("GET", "/v1/status", "/v1/status");
+pub const LIST_TASKS: Route = route("GET", "/v1/tasks", "/v1/tasks");
+pub const DESCRIBE_TASK: Route = route(
+    "GET",
+    "/v1/tasks/{*rest}",
+    "/v1/tasks/{cluster}/{taskArnOrId}",
+);
+pub const LIST_INSTANCES: Route = route("GET", "/v1/instances", "/v1/instances");
+pub const DESCRIBE_INSTANCE: Route = route(
+    "GET",
+    "/v1/instances/{*rest}",
+    "/v1/instances/{cluster}/{instanceArnOrId}",
+);
+pub const LIST_SERVICES: Route = route("GET", "/v1/services", "/v1/services");
+pub const DESCRIBE_SERVICE: Route = route(
+    "GET",
+    "/v1/services/{*rest}",
+    "/v1/services/{cluster}/{serviceArnOrName}",
+);
+pub const STREAM_TASKS: Route = route("GET", "/v1/stream/tasks", "/v1/stream/tasks");
+pub const STREAM_INSTANCES: Route = route("GET", "/v1/stream/instances", "/v1/stream/instances");
+pub const STREAM_SERVICES: Route = route("GET", "/v1/stream/services", "/v1/stream/services");
+pub const CREATE_SUBSCRIPTION: Route = route("POST", "/v1/subscriptions", "/v1/subscriptions");
+pub const GET_SUBSCRIPTION: Route =
+    route("GET", "/v1/subscriptions/{id}", "/v1/subscriptions/{id}");
+pub const DELETE_SUBSCRIPTION: Route =
+    route("DELETE", "/v1/subscriptions/{id}", "/v1/subscriptions/{id}");
+pub const SUBSCRIPTION_EVENTS: Route = route(
+    "GET",
+    "/v1/subscriptions/{id}/events",
+    "/v1/subscriptions/{id}/events",
+);
+
+/// Every route (the template and the OpenAPI document are checked against it).
+pub const ROUTES: &[Route] = &[
+    PING,
+    STATUS,
+    LIST_TASKS,
+    DESCRIBE_TASK,
+    LIST_INSTANCES,
+    DESCRIBE_INSTANCE,
+    LIST_SERVICES,
+    DESCRIBE_SERVICE,
+    STREAM_TASKS,
+    STREAM_INSTANCES,
+    STREAM_SERVICES,
+    CREATE_SUBSCRIPTION,
+    GET_SUBSCRIPTION,
+    DELETE_SUBSCRIPTION,
+    SUBSCRIPTION_EVENTS,
 ];
 
 /// The IAM caller of a request (its ARN), as the Lambda edge found it in
@@ -116,28 +147,63 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route(ROUTES[0].1, get(ping))
-        .route(ROUTES[1].1, get(list_tasks))
-        .route(ROUTES[2].1, get(describe_task))
-        .route(ROUTES[3].1, get(list_instances))
-        .route(ROUTES[4].1, get(describe_instance))
-        .route(ROUTES[5].1, get(watch::stream_tasks))
-        .route(ROUTES[6].1, get(watch::stream_instances))
-        .route(ROUTES[7].1, post(watch::create_subscription))
-        .route(
-            ROUTES[8].1,
-            get(watch::get_subscription).delete(watch::delete_subscription),
-        )
-        .route(ROUTES[10].1, get(watch::subscription_events))
-        .route(ROUTES[11].1, get(status))
-        .route(ROUTES[12].1, get(list_services))
-        .route(ROUTES[13].1, get(describe_service))
-        .route(ROUTES[14].1, get(watch::stream_services))
+    // Each route by name with its own method: routes sharing a path (a
+    // subscription's GET and DELETE) are merged by axum.
+    let routes: [(Route, MethodRouter<AppState>); 15] = [
+        (PING, on(PING, ping)),
+        (STATUS, on(STATUS, status)),
+        (LIST_TASKS, on(LIST_TASKS, list_tasks)),
+        (DESCRIBE_TASK, on(DESCRIBE_TASK, describe_task)),
+        (LIST_INSTANCES, on(LIST_INSTANCES, list_instances)),
+        (DESCRIBE_INSTANCE, on(DESCRIBE_INSTANCE, describe_instance)),
+        (LIST_SERVICES, on(LIST_SERVICES, list_services)),
+        (DESCRIBE_SERVICE, on(DESCRIBE_SERVICE, describe_service)),
+        (STREAM_TASKS, on(STREAM_TASKS, watch::stream_tasks)),
+        (
+            STREAM_INSTANCES,
+            on(STREAM_INSTANCES, watch::stream_instances),
+        ),
+        (STREAM_SERVICES, on(STREAM_SERVICES, watch::stream_services)),
+        (
+            CREATE_SUBSCRIPTION,
+            on(CREATE_SUBSCRIPTION, watch::create_subscription),
+        ),
+        (
+            GET_SUBSCRIPTION,
+            on(GET_SUBSCRIPTION, watch::get_subscription),
+        ),
+        (
+            DELETE_SUBSCRIPTION,
+            on(DELETE_SUBSCRIPTION, watch::delete_subscription),
+        ),
+        (
+            SUBSCRIPTION_EVENTS,
+            on(SUBSCRIPTION_EVENTS, watch::subscription_events),
+        ),
+    ];
+    let mut router = Router::new();
+    for (r, handler) in routes {
+        router = router.route(r.path, handler);
+    }
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(measure))
         .with_state(state)
+}
+
+/// `handler` for `r`'s method alone.
+fn on<H, T>(r: Route, handler: H) -> MethodRouter<AppState>
+where
+    H: axum::handler::Handler<T, AppState>,
+    T: 'static,
+{
+    let filter = match r.method {
+        "POST" => MethodFilter::POST,
+        "DELETE" => MethodFilter::DELETE,
+        _ => MethodFilter::GET,
+    };
+    axum::routing::on(filter, handler)
 }
 
 /// Counts every request by route and status class, times it, and writes one

@@ -288,8 +288,6 @@ async fn reconciler(
             _ = stop.wait_for(|s| *s) => return,
             s = run.run() => s,
         };
-        css::metrics::reconcile(&summary);
-        css::status::record_reconcile(store.as_ref(), &summary).await;
-        css::metrics::log_reconcile(&summary);
+        summary.record(store.as_ref()).await;
     }
 }

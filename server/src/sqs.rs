@@ -87,8 +87,7 @@ pub async fn poll(
             .collect();
         let started = std::time::Instant::now();
         let outcome = apply(store.as_ref(), describer, &batch).await;
-        css::metrics::ingest(&outcome, started.elapsed());
-        css::status::record_ingest(store.as_ref(), &outcome.stats).await;
+        outcome.record(store.as_ref(), started.elapsed()).await;
         let mut failed = vec![false; msgs.len()];
         for (i, f) in &outcome.failures {
             failed[*i] = true;

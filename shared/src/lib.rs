@@ -2,8 +2,9 @@
 //! of ECS tasks and container instances. Every Lambda (`functions/*`) and
 //! server mode (`server/`) is a thin main over this crate.
 //!
-//! The map, edges on top, arrows pointing down (a module imports only
-//! modules below it):
+//! The map, edges on top, arrows pointing down: a module imports only
+//! modules of its own tier or below (tiers are split by `|`), and no import
+//! loops (`cargo test -p css-tests --test layers` checks both):
 //!
 //! ```text
 //! lambda      the Lambda edge: SQS event -> ingest, scheduled event -> reconcile,
@@ -16,19 +17,20 @@
 //!   |
 //! query       list (filters, 5 MB pages, snapshot page tokens) and describe
 //! watch       long polls over store watches; subscription cursor rules
-//! ingest      messages -> events -> one guarded write per entity
-//! reconcile   the ECS API's lists and describes -> guarded upserts and deletes
+//! ingest      messages -> events -> one guarded write per entity; records a batch
+//! reconcile   the ECS API's lists and describes -> guarded upserts and deletes;
+//!             records a run
 //! compaction  (time, revision) checkpoints, history compacted past retention
-//! status      what GET /v1/status answers; the last reconcile run and ingest batch
 //!   |
+//! status      what GET /v1/status answers; the last reconcile run and ingest batch
 //! filter      the list filters as a value; matching a stored record
 //! limits      answer sizes (5 MB) and counts
-//! metrics     every metric's name and meaning; EMF (Lambda) export
 //! ecs         EcsSource: the ECS calls (aws.rs over the AWS SDK)
 //! cursor      CursorStore: subscriptions (dynamodb.rs, embedded.rs), owners, quota
 //! store       StateStore: record (format), keys (layout), etcd/, embedded/,
 //!             shared_watch (one etcd watch per kind shared by long polls)
 //!   |
+//! metrics     every metric's name and meaning; recorders of plain figures; EMF export
 //! events      EventBridge envelope -> a classified, validated change
 //! model       Kind, Arn, ClusterId, EntityKey, Entity (ECS JSON kept verbatim)
 //! ```

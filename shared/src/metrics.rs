@@ -4,15 +4,16 @@
 //! invocation (`install_emf`, `flush`: no PutMetricData on the hot path);
 //! server mode as Prometheus text at `GET /metrics`. Without an exporter
 //! installed, recording costs next to nothing.
+//!
+//! A leaf: recorders take plain figures. What a domain run did is turned
+//! into figures by that domain (`ingest::BatchOutcome::record`,
+//! `reconcile::Summary::record`), once per batch or run.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics::Unit;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
-
-use crate::ingest::IngestStats;
-use crate::reconcile::Summary;
 
 // Ingest.
 pub const INGEST_RECORDS: &str = "ingest_records";
@@ -123,96 +124,63 @@ pub fn describe() {
     );
 }
 
-/// One JSON log line whose fields are the batch's figures (Logs Insights
-/// can filter and aggregate them).
-pub fn log_ingest(stats: &IngestStats) {
-    tracing::info!(
-        received = stats.received,
-        inserted = stats.inserted,
-        updated = stats.updated,
-        unchanged = stats.unchanged,
-        ignored = stats.ignored,
-        malformed = stats.malformed,
-        store_failures = stats.store_failures,
-        foreign = stats.foreign,
-        deleted = stats.deleted,
-        describe_calls = stats.describe_calls,
-        describe_failures = stats.describe_failures,
-        lag_max_ms = stats.lag_max_ms,
-        lag_p50_ms = stats.lag_p50_ms,
-        "batch applied"
-    );
+/// One ingest batch's figures.
+#[derive(Debug, Clone, Default)]
+pub struct IngestFigures {
+    /// Records by outcome: every outcome, zeros included.
+    pub records: Vec<(&'static str, u64)>,
+    pub describe_calls: u64,
+    pub lag_max_ms: Option<u64>,
+    pub lag_p50_ms: Option<u64>,
+    pub took: Duration,
 }
 
-/// One JSON log line whose fields are the run's summary.
-pub fn log_reconcile(s: &Summary) {
-    let first_error = s.errors.first().map(ToString::to_string);
-    tracing::info!(
-        clusters = s.clusters,
-        listed = s.total.listed,
-        described = s.total.described,
-        inserted = s.total.inserted,
-        updated = s.total.updated,
-        unchanged = s.total.unchanged,
-        deleted = s.total.deleted,
-        api_calls = s.api_calls,
-        errors = s.errors.len(),
-        first_error,
-        duration_ms = s.duration_ms,
-        compacted_to = s.compaction.as_ref().and_then(|c| c.compacted_to),
-        "reconcile run"
-    );
-}
-
-/// One ingest invocation: its records by outcome, the store errors behind
-/// the failed ones by kind, lag and duration.
-pub fn ingest(outcome: &crate::ingest::BatchOutcome, took: Duration) {
-    let stats = &outcome.stats;
-    for (_, f) in &outcome.failures {
-        if let crate::ingest::Failure::Store(e) = f {
-            store_error(store_error_kind(e));
-        }
-    }
-    let applied = (stats.inserted + stats.updated) as u64;
-    for (outcome, n) in [
-        ("applied", applied),
-        ("stale", stats.unchanged as u64),
-        ("ignored", stats.ignored as u64),
-        ("malformed", stats.malformed as u64),
-        ("failed", stats.store_failures as u64),
-        ("deleted", stats.deleted as u64),
-        ("foreign", stats.foreign as u64),
-        ("describe_failed", stats.describe_failures as u64),
-    ] {
+/// One ingest invocation: its records by outcome, lag and duration.
+pub fn ingest(f: &IngestFigures) {
+    for (outcome, n) in &f.records {
         // Every outcome, zeros included (each is its own EMF document).
-        counter!(INGEST_RECORDS, "outcome" => outcome).increment(n);
+        counter!(INGEST_RECORDS, "outcome" => *outcome).increment(*n);
     }
-    if stats.describe_calls > 0 {
-        counter!(INGEST_DESCRIBE_CALLS).increment(stats.describe_calls as u64);
+    if f.describe_calls > 0 {
+        counter!(INGEST_DESCRIBE_CALLS).increment(f.describe_calls);
     }
-    if let Some(ms) = stats.lag_max_ms {
+    if let Some(ms) = f.lag_max_ms {
         gauge!(INGEST_LAG_MAX).set(ms as f64 / 1000.0);
     }
-    if let Some(ms) = stats.lag_p50_ms {
+    if let Some(ms) = f.lag_p50_ms {
         gauge!(INGEST_LAG_P50).set(ms as f64 / 1000.0);
     }
-    histogram!(INGEST_DURATION).record(took.as_secs_f64());
+    histogram!(INGEST_DURATION).record(f.took.as_secs_f64());
 }
 
-/// One reconcile run: its summary as figures.
-pub fn reconcile(s: &Summary) {
+/// One reconcile run's figures.
+#[derive(Debug, Clone, Default)]
+pub struct ReconcileFigures {
+    pub inserted: u64,
+    pub updated: u64,
+    pub deleted: u64,
+    pub unchanged: u64,
+    pub errors: u64,
+    pub api_calls: u64,
+    pub duration_ms: u64,
+    pub compacted_to: Option<i64>,
+}
+
+/// One reconcile run: drift by change (every change, zeros included),
+/// errors, calls, duration, compaction.
+pub fn reconcile(f: &ReconcileFigures) {
     for (change, n) in [
-        ("inserted", s.total.inserted),
-        ("updated", s.total.updated),
-        ("deleted", s.total.deleted),
+        ("inserted", f.inserted),
+        ("updated", f.updated),
+        ("deleted", f.deleted),
     ] {
-        counter!(RECONCILE_DRIFT, "change" => change).increment(n as u64);
+        counter!(RECONCILE_DRIFT, "change" => change).increment(n);
     }
-    counter!(RECONCILE_UNCHANGED).increment(s.total.unchanged as u64);
-    counter!(RECONCILE_ERRORS).increment(s.errors.len() as u64);
-    counter!(RECONCILE_API_CALLS).increment(s.api_calls);
-    histogram!(RECONCILE_DURATION).record(s.duration_ms as f64 / 1000.0);
-    if let Some(rev) = s.compaction.as_ref().and_then(|c| c.compacted_to) {
+    counter!(RECONCILE_UNCHANGED).increment(f.unchanged);
+    counter!(RECONCILE_ERRORS).increment(f.errors);
+    counter!(RECONCILE_API_CALLS).increment(f.api_calls);
+    histogram!(RECONCILE_DURATION).record(f.duration_ms as f64 / 1000.0);
+    if let Some(rev) = f.compacted_to {
         gauge!(COMPACTED_REVISION).set(rev as f64);
     }
 }
@@ -243,19 +211,6 @@ pub fn watch_expired() {
 
 pub fn subscription(action: &'static str) {
     counter!(SUBSCRIPTIONS, "action" => action).increment(1);
-}
-
-/// The `kind` label of a store error.
-pub fn store_error_kind(e: &crate::store::StoreError) -> &'static str {
-    use crate::store::StoreError as E;
-    match e {
-        E::Unavailable(_) => "unavailable",
-        E::NoSpace(_) => "nospace",
-        E::Contended { .. } => "contended",
-        E::Corrupt { .. } => "corrupt",
-        E::Compacted { .. } => "compacted",
-        E::FutureRevision { .. } => "future_revision",
-    }
 }
 
 /// A filtered list's records: how many the record cache had, how many were read.

@@ -4,14 +4,13 @@
 //! ran them recorded it in the store (so every function and server mode
 //! answer the same).
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use crate::ingest::IngestStats;
-use crate::reconcile::Summary;
 use crate::store::StateStore;
 
 const RECONCILE: &str = "status/reconcile";
@@ -31,28 +30,44 @@ async fn put(store: &dyn StateStore, name: &str, value: Value) {
     }
 }
 
-/// After a reconcile run.
-pub async fn record_reconcile(store: &dyn StateStore, summary: &Summary) {
+/// After a reconcile run: its summary as JSON.
+pub async fn record_reconcile(store: &dyn StateStore, summary: Value) {
     let value = json!({"time": now(), "summary": summary});
     put(store, RECONCILE, value).await;
 }
 
-/// After an ingest batch; at most every `INGEST_RECORD_INTERVAL`.
-pub async fn record_ingest(store: &dyn StateStore, stats: &IngestStats) {
-    static LAST: Mutex<Option<Instant>> = Mutex::new(None);
+/// An ingest batch, as status shows it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IngestBatch {
+    pub received: usize,
+    pub applied: usize,
+    pub lag_max_ms: Option<u64>,
+    pub lag_p50_ms: Option<u64>,
+}
+
+/// After an ingest batch; at most every `INGEST_RECORD_INTERVAL` per store.
+pub async fn record_ingest(store: &dyn StateStore, batch: IngestBatch) {
+    // Per store, not per process: tests (and a server with two stores) run
+    // several in one process. A store is known by its address; one freed
+    // and another at its address inherits at most one interval's wait.
+    static LAST: Mutex<BTreeMap<usize, Instant>> = Mutex::new(BTreeMap::new());
+    let id = store as *const dyn StateStore as *const () as usize;
     {
         let Ok(mut last) = LAST.lock() else { return };
-        if last.is_some_and(|t| t.elapsed() < INGEST_RECORD_INTERVAL) {
+        if last
+            .get(&id)
+            .is_some_and(|t| t.elapsed() < INGEST_RECORD_INTERVAL)
+        {
             return;
         }
-        *last = Some(Instant::now());
+        last.insert(id, Instant::now());
     }
     let value = json!({
         "time": now(),
-        "received": stats.received,
-        "applied": stats.inserted + stats.updated,
-        "lagMaxMs": stats.lag_max_ms,
-        "lagP50Ms": stats.lag_p50_ms,
+        "received": batch.received,
+        "applied": batch.applied,
+        "lagMaxMs": batch.lag_max_ms,
+        "lagP50Ms": batch.lag_p50_ms,
     });
     put(store, INGEST, value).await;
 }
@@ -84,4 +99,30 @@ pub async fn status(store: &dyn StateStore) -> Value {
         "reconcile": recorded(store, RECONCILE).await,
         "ingest": recorded(store, INGEST).await,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::EmbeddedStore;
+
+    #[tokio::test]
+    async fn each_store_records_its_first_batch_however_many_a_process_runs() {
+        let batch = |received| IngestBatch {
+            received,
+            applied: received,
+            lag_max_ms: Some(5),
+            lag_p50_ms: Some(2),
+        };
+        let a = EmbeddedStore::new("/a/");
+        let b = EmbeddedStore::new("/b/");
+        record_ingest(&a, batch(3)).await;
+        // Another store of the same process is not held back by the first.
+        record_ingest(&b, batch(4)).await;
+        assert_eq!(recorded(&a, INGEST).await["received"], 3);
+        assert_eq!(recorded(&b, INGEST).await["received"], 4);
+        // The same store within the interval: the first batch stands.
+        record_ingest(&a, batch(9)).await;
+        assert_eq!(recorded(&a, INGEST).await["received"], 3);
+    }
 }

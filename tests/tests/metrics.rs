@@ -65,7 +65,7 @@ async fn emf_child() {
     // written as zeros, so the alarm's sum has its datapoint.
     let mut summary = css::reconcile::Summary::default();
     summary.total.deleted = 3;
-    css::metrics::reconcile(&summary);
+    summary.record(store.as_ref()).await;
     css::metrics::flush();
 }
 

@@ -323,8 +323,7 @@ async fn apply(store: &dyn StateStore, fleet: &mut Fleet) {
         };
         let started = std::time::Instant::now();
         let outcome = css::ingest::apply(store, Some(describer), &batch).await;
-        css::metrics::ingest(&outcome, started.elapsed());
-        css::status::record_ingest(store, &outcome.stats).await;
+        outcome.record(store, started.elapsed()).await;
         if !outcome.failures.is_empty() {
             tracing::warn!(failures = outcome.failures.len(), "demo events not applied");
         }

@@ -135,7 +135,7 @@ impl IntoResponse for ApiError {
                 | StoreError::NoSpace(_)),
             ) => {
                 tracing::warn!(error = %e, "store unavailable");
-                crate::metrics::store_error(crate::metrics::store_error_kind(e));
+                crate::metrics::store_error(e.kind());
                 let mut resp = json_response(
                     StatusCode::SERVICE_UNAVAILABLE,
                     json!({"code": "ServiceUnavailable", "message": "the state store is unavailable; retry later"})

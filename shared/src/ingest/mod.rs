@@ -91,6 +91,60 @@ pub struct BatchOutcome {
     pub stats: IngestStats,
 }
 
+impl BatchOutcome {
+    /// Records what the batch did, once, wherever it ran (the Lambda edge,
+    /// server mode's SQS poller, the demo): metrics (every outcome, zeros
+    /// included; the store errors behind failed records by kind), the
+    /// status document, and one JSON log line of its figures.
+    pub async fn record(&self, store: &dyn StateStore, took: std::time::Duration) {
+        let s = &self.stats;
+        for (_, f) in &self.failures {
+            if let Failure::Store(e) = f {
+                crate::metrics::store_error(e.kind());
+            }
+        }
+        crate::metrics::ingest(&crate::metrics::IngestFigures {
+            records: vec![
+                ("applied", (s.inserted + s.updated) as u64),
+                ("stale", s.unchanged as u64),
+                ("ignored", s.ignored as u64),
+                ("malformed", s.malformed as u64),
+                ("failed", s.store_failures as u64),
+                ("deleted", s.deleted as u64),
+                ("foreign", s.foreign as u64),
+                ("describe_failed", s.describe_failures as u64),
+            ],
+            describe_calls: s.describe_calls as u64,
+            lag_max_ms: s.lag_max_ms,
+            lag_p50_ms: s.lag_p50_ms,
+            took,
+        });
+        let batch = crate::status::IngestBatch {
+            received: s.received,
+            applied: s.inserted + s.updated,
+            lag_max_ms: s.lag_max_ms,
+            lag_p50_ms: s.lag_p50_ms,
+        };
+        crate::status::record_ingest(store, batch).await;
+        tracing::info!(
+            received = s.received,
+            inserted = s.inserted,
+            updated = s.updated,
+            unchanged = s.unchanged,
+            ignored = s.ignored,
+            malformed = s.malformed,
+            store_failures = s.store_failures,
+            foreign = s.foreign,
+            deleted = s.deleted,
+            describe_calls = s.describe_calls,
+            describe_failures = s.describe_failures,
+            lag_max_ms = s.lag_max_ms,
+            lag_p50_ms = s.lag_p50_ms,
+            "batch applied"
+        );
+    }
+}
+
 /// Applies a batch without describing services (their events are counted
 /// as ignored); never fails as a whole.
 pub async fn apply_batch(store: &dyn StateStore, messages: &[Message]) -> BatchOutcome {

@@ -56,15 +56,13 @@ pub async fn handle_scheduled_event(
     }
     .run()
     .await;
-    crate::metrics::reconcile(&summary);
-    crate::status::record_reconcile(store, &summary).await;
+    summary.record(store).await;
     crate::metrics::flush();
     let json = serde_json::to_value(&summary).unwrap_or_default();
     tracing::debug!(
         event_id = event["id"].as_str().unwrap_or("-"),
         "scheduled event"
     );
-    crate::metrics::log_reconcile(&summary);
     match summary.errors.first() {
         None => Ok(json),
         Some(e) => Err(ReconcileError::RunErrors {

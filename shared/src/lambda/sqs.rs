@@ -40,8 +40,7 @@ pub async fn handle_sqs_with(
         .collect();
     let started = std::time::Instant::now();
     let outcome = apply(store, describer, &messages).await;
-    crate::metrics::ingest(&outcome, started.elapsed());
-    crate::status::record_ingest(store, &outcome.stats).await;
+    outcome.record(store, started.elapsed()).await;
     crate::metrics::flush();
     let mut response = SqsBatchResponse::default();
     for (i, failure) in &outcome.failures {
@@ -61,6 +60,5 @@ pub async fn handle_sqs_with(
             }
         }
     }
-    crate::metrics::log_ingest(&outcome.stats);
     Ok(response)
 }

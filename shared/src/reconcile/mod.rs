@@ -79,6 +79,41 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Records the run, once, wherever it ran (the Lambda, server mode):
+    /// metrics (every drift counter, zeros included), the status document,
+    /// and one JSON log line of its figures.
+    pub async fn record(&self, store: &dyn StateStore) {
+        let t = &self.total;
+        let compacted_to = self.compaction.as_ref().and_then(|c| c.compacted_to);
+        crate::metrics::reconcile(&crate::metrics::ReconcileFigures {
+            inserted: t.inserted as u64,
+            updated: t.updated as u64,
+            deleted: t.deleted as u64,
+            unchanged: t.unchanged as u64,
+            errors: self.errors.len() as u64,
+            api_calls: self.api_calls,
+            duration_ms: self.duration_ms,
+            compacted_to,
+        });
+        crate::status::record_reconcile(store, serde_json::to_value(self).unwrap_or_default())
+            .await;
+        tracing::info!(
+            clusters = self.clusters,
+            listed = t.listed,
+            described = t.described,
+            inserted = t.inserted,
+            updated = t.updated,
+            unchanged = t.unchanged,
+            deleted = t.deleted,
+            api_calls = self.api_calls,
+            errors = self.errors.len(),
+            first_error = self.errors.first().map(ToString::to_string),
+            duration_ms = self.duration_ms,
+            compacted_to,
+            "reconcile run"
+        );
+    }
+
     fn add(&mut self, o: Summary) {
         for (kind, counts) in &o.kinds {
             self.kinds.entry(kind).or_default().add(counts);

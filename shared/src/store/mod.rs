@@ -57,6 +57,20 @@ pub enum StoreError {
     NoSpace(String),
 }
 
+impl StoreError {
+    /// Its kind, as the `kind` label of the `store_errors` metric.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::NoSpace(_) => "nospace",
+            StoreError::Contended { .. } => "contended",
+            StoreError::Corrupt { .. } => "corrupt",
+            StoreError::Compacted { .. } => "compacted",
+            StoreError::FutureRevision { .. } => "future_revision",
+        }
+    }
+}
+
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Requests in flight at once for one batch of writes.

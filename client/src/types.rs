@@ -1,4 +1,4 @@
-//! The API's answers (SPEC §4, §6) as Rust types. Entities keep every field
+//! The API's answers (docs/reference.md#http-api, docs/reference.md#watching) as Rust types. Entities keep every field
 //! ECS sent: the ones a client commonly needs are typed, the rest stay in
 //! `other`.
 
@@ -214,7 +214,7 @@ pub struct Subscription {
     pub expires_at: Option<String>,
 }
 
-/// The list filters of SPEC §4 (instances use `cluster` and `status`;
+/// The list filters of docs/reference.md#http-api (instances use `cluster` and `status`;
 /// services also `launchType`, `schedulingStrategy` and `rolloutState`);
 /// also cssctl's filter flags.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, clap::Args)]

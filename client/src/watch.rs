@@ -1,4 +1,4 @@
-//! The list+watch loop (SPEC §6), as client-go's informers do it: list, then
+//! The list+watch loop (docs/reference.md#watching), as client-go's informers do it: list, then
 //! long-poll from the list's revision; when that revision is gone (410, or a
 //! server restarted on a fresh store answers that `since` is ahead of it),
 //! list again and hand over the new full state as a resync. Transient

@@ -1,5 +1,5 @@
 //! History compaction: (time, revision) checkpoints kept in the store, and
-//! history older than the retention compacted away (SPEC §3, §5).
+//! history older than the retention compacted away (docs/reference.md#state, docs/reference.md#reconciliation).
 //!
 //! Checkpoints live in the store, not in memory, because each Lambda
 //! invocation may run in a fresh instance.

@@ -1,4 +1,4 @@
-//! EventBridge envelopes from the SQS queue, classified and validated (SPEC §2).
+//! EventBridge envelopes from the SQS queue, classified and validated (docs/reference.md#events-in).
 
 use serde::Deserialize;
 use serde_json::value::RawValue;

@@ -1,4 +1,4 @@
-//! The list filters of SPEC §4 as a typed value, and how a stored record is
+//! The list filters of docs/reference.md#http-api as a typed value, and how a stored record is
 //! matched against them. Lists apply them after the store's cluster/status
 //! range read; watches before and after each change.
 

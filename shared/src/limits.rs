@@ -1,4 +1,4 @@
-//! Sizes and counts every answer keeps to (SPEC §4, §6).
+//! Sizes and counts every answer keeps to (docs/reference.md#http-api, docs/reference.md#watching).
 
 use crate::store::{StoreResult, StoredRecord};
 

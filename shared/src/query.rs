@@ -1,4 +1,4 @@
-//! List and describe with filters and snapshot pagination (SPEC §4).
+//! List and describe with filters and snapshot pagination (docs/reference.md#http-api).
 //!
 //! `cluster` and `status` are served by the store's key layout (one range
 //! read over exactly the matching records); the other filters are checked on

@@ -1,4 +1,4 @@
-//! Long-poll watching (SPEC §6): every change after `since` that matches the
+//! Long-poll watching (docs/reference.md#watching): every change after `since` that matches the
 //! filters, whole revisions at a time, answered as soon as there is one; with
 //! nothing to say by the end of `wait`, a bookmark at the store's revision.
 //!

@@ -177,3 +177,60 @@ fn the_map_parser_reads_every_module_and_tier() {
     assert_eq!(tiers["model"], 3);
     assert_eq!(tiers.len(), 18, "{tiers:?}");
 }
+
+/// Every citation of the reference in the code (`docs/reference.md#anchor`)
+/// lands on a heading of it, and nothing cites a document the repository
+/// does not have.
+#[test]
+fn every_citation_of_the_reference_lands_on_a_heading() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let reference =
+        std::fs::read_to_string(root.join("docs/reference.md")).expect("docs/reference.md");
+    // GitHub's anchors: lower case, spaces to dashes, punctuation dropped.
+    let anchors: BTreeSet<String> = (reference.lines())
+        .filter_map(|l| l.strip_prefix("## "))
+        .map(|h| {
+            h.to_lowercase()
+                .chars()
+                .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-')
+                .collect::<String>()
+                .replace(' ', "-")
+        })
+        .collect();
+    let mut sources = Vec::new();
+    for dir in [
+        "shared/src",
+        "client/src",
+        "server/src",
+        "functions",
+        "tests",
+    ] {
+        files(&root.join(dir), &mut sources);
+    }
+    sources.push(root.join("openapi.yaml"));
+    let mut cited = 0;
+    for file in sources {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        assert!(
+            !text.contains(concat!("SPEC ", "§")),
+            "{} cites a SPEC the repository does not have",
+            file.display()
+        );
+        for (at, _) in text.match_indices("docs/reference.md#") {
+            let anchor: String = text[at + "docs/reference.md#".len()..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '-')
+                .collect();
+            if anchor.is_empty() || anchor == "anchor" {
+                continue; // this test's own text
+            }
+            assert!(
+                anchors.contains(&anchor),
+                "{}: #{anchor} is no heading of docs/reference.md ({anchors:?})",
+                file.display()
+            );
+            cited += 1;
+        }
+    }
+    assert!(cited >= 15, "{cited} citations");
+}

@@ -1,4 +1,4 @@
-//! ECS services (SPEC §10): the API over stored services on both stores
+//! ECS services (docs/reference.md#services): the API over stored services on both stores
 //! (every filter value, describe by ARN or name, stream transitions,
 //! subscriptions, the tasks' `service` filter), and the feed on moto: service
 //! events through the real ingest handler, reconcile alone, snapshots

@@ -1,4 +1,4 @@
-//! The one HTTP router (SPEC §4), served by `lambda_http::run` in Lambda and
+//! The one HTTP router (docs/reference.md#http-api), served by `lambda_http::run` in Lambda and
 //! by `axum::serve` in server mode.
 
 use std::sync::Arc;

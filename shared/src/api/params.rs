@@ -1,5 +1,5 @@
 //! Query-string parameters: each known one at most once, unknown ones
-//! refused, and the list filters parsed from them (SPEC §4). Every error
+//! refused, and the list filters parsed from them (docs/reference.md#http-api). Every error
 //! names its parameter.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! Watch routes: long-poll streams and subscriptions (SPEC §6).
+//! Watch routes: long-poll streams and subscriptions (docs/reference.md#watching).
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};

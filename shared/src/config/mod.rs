@@ -1,4 +1,4 @@
-//! One set of settings for every function and server mode (SPEC §7): each is
+//! One set of settings for every function and server mode (docs/reference.md#configuration): each is
 //! an environment variable, and in server mode a flag of the same name.
 
 use std::sync::Arc;

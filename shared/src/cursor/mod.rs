@@ -1,4 +1,4 @@
-//! Subscription cursors (SPEC §6): one trait, a DynamoDB implementation for
+//! Subscription cursors (docs/reference.md#watching): one trait, a DynamoDB implementation for
 //! the Lambdas and an embedded one for server mode.
 
 use std::collections::BTreeMap;

@@ -138,7 +138,7 @@ pub struct Entity {
 
 impl Entity {
     /// Validates an ECS task, container-instance or service JSON object.
-    /// `require_version` is true for task and instance events (SPEC §2); the
+    /// `require_version` is true for task and instance events (docs/reference.md#events-in); the
     /// reconcile path accepts a missing one, and services never have one:
     /// their order comes from `stamp` (read time 0 until `read_at`).
     pub fn from_raw(

@@ -56,7 +56,7 @@ impl Kind {
         }
     }
 
-    /// Valid status values, upper case (SPEC §4).
+    /// Valid status values, upper case (docs/reference.md#http-api).
     pub fn statuses(self) -> &'static [&'static str] {
         match self {
             Kind::Task => TASK_STATUSES,

@@ -1,4 +1,4 @@
-//! Reconciliation (SPEC §5): make the store equal what the ECS API says,
+//! Reconciliation (docs/reference.md#reconciliation): make the store equal what the ECS API says,
 //! without ever losing a newer event that arrives while a run is under way.
 //!
 //! Per cluster: read a keys-only snapshot (keys and mod_revisions) first,

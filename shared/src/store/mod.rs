@@ -119,7 +119,7 @@ impl<'a> Upsert<'a> {
     }
 }
 
-/// The version guard (SPEC §2, §5): does `w` replace the stored record?
+/// The version guard (docs/reference.md#events-in, docs/reference.md#reconciliation): does `w` replace the stored record?
 pub fn should_write(w: &Upsert<'_>, stored: Option<&StoredRecord>) -> StoreResult<bool> {
     let Some(stored) = stored else {
         return Ok(true);

@@ -13,7 +13,9 @@ pub mod sqs;
 
 pub use http::{service, strip_stage};
 pub use scheduled::{function_scope, handle_scheduled_event, ReconcileError};
-pub use sqs::{handle_sqs, handle_sqs_with, IngestError};
+#[cfg(any(test, feature = "testing"))]
+pub use sqs::handle_sqs;
+pub use sqs::{handle_sqs_with, IngestError};
 
 #[cfg(test)]
 mod tests;

@@ -15,7 +15,8 @@ pub enum IngestError {
 }
 
 /// The Lambda handler's logic without describing services (their events
-/// are counted as ignored).
+/// are counted as ignored): for tests and benchmarks.
+#[cfg(any(test, feature = "testing"))]
 pub async fn handle_sqs(
     store: &dyn crate::store::StateStore,
     event: SqsEvent,

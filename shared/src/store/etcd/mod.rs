@@ -52,7 +52,10 @@ pub enum Format {
     Compact,
     /// As records were written before: plain JSON, and every index key a
     /// full copy of its record, read by the list itself. Kept to measure
-    /// against and to test upgrades; `Compact` reads what it wrote.
+    /// against and to test upgrades (feature `testing`); `Compact` reads
+    /// what it wrote.
+    // Only `with_format` (feature `testing`) makes one.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     Legacy,
 }
 
@@ -135,6 +138,7 @@ impl EtcdStore {
     }
 
     /// The same store writing (and listing) in `format`.
+    #[cfg(feature = "testing")]
     pub fn with_format(mut self, format: Format) -> EtcdStore {
         self.format = format;
         self
@@ -170,6 +174,7 @@ impl EtcdStore {
 
     /// A raw client of a live member, for benchmarks that compare against
     /// plain etcd calls.
+    #[cfg(feature = "testing")]
     pub async fn client(&self) -> StoreResult<Client> {
         self.members
             .call(|c| async move { Ok(c) })

@@ -116,3 +116,48 @@ conformance!(
     shared_watch_over_etcd,
     tls_cluster
 );
+
+/// The compaction point a process knows is confirmed, not trusted: another
+/// process (the reconcile function) compacting further is found, from the
+/// known point on.
+#[tokio::test]
+async fn the_compaction_point_follows_another_process_compacting() {
+    let etcd = EtcdServer::start();
+    let reconcile = etcd.store("/ecs-css/v1/").await;
+    let api = etcd.store("/ecs-css/v1/").await;
+    let write = |store: Arc<css::store::EtcdStore>, n: u64| async move {
+        let e = css_tests::fixtures::entity(
+            css::model::Kind::Task,
+            &css_tests::fixtures::task_detail(
+                "c",
+                css_tests::fixtures::ACCOUNT,
+                "t1",
+                "RUNNING",
+                n,
+                true,
+            ),
+        );
+        store
+            .upsert_if_newer(css::store::Upsert::event(&e))
+            .await
+            .expect("write");
+        store.current_revision().await.expect("revision")
+    };
+    let first = write(reconcile.clone(), 1).await;
+    write(reconcile.clone(), 2).await;
+    assert_eq!(api.compacted_revision().await.unwrap(), 0);
+    reconcile.compact(first).await.unwrap();
+    assert_eq!(api.compacted_revision().await.unwrap(), first);
+    assert_eq!(reconcile.compacted_revision().await.unwrap(), first);
+    let mut last = first;
+    for n in 3..40 {
+        last = write(reconcile.clone(), n).await;
+    }
+    reconcile.compact(last - 1).await.unwrap();
+    assert_eq!(
+        api.compacted_revision().await.unwrap(),
+        last - 1,
+        "found past what the api process knew"
+    );
+    assert_eq!(reconcile.compacted_revision().await.unwrap(), last - 1);
+}

@@ -165,6 +165,7 @@ impl EtcdStore {
             members: Arc::new(members),
             ks,
             format: Format::Compact,
+            compacted: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             cache: Arc::new(RecordCache::new(
                 settings
                     .record_cache_mib

@@ -39,6 +39,9 @@ pub struct EtcdStore {
     members: Arc<Members>,
     ks: Keyspace,
     format: Format,
+    /// The compaction point this process last found or made (0: none yet),
+    /// shared by clones: confirmed with two reads instead of searched for.
+    compacted: Arc<std::sync::atomic::AtomicI64>,
     /// Shared by clones, as the connections are.
     cache: Arc<RecordCache>,
 }
@@ -169,6 +172,23 @@ impl EtcdStore {
         match self.format {
             Format::Compact => Vec::new(),
             Format::Legacy => value.to_vec(),
+        }
+    }
+
+    /// Whether the store still has revision `revision` (0 and below: no).
+    async fn readable_at(&self, revision: i64) -> StoreResult<bool> {
+        if revision < 1 {
+            return Ok(false);
+        }
+        let opts = GetOptions::new().with_count_only().with_revision(revision);
+        match self
+            .get_kv(self.ks.meta("revision-probe"), Some(opts))
+            .await
+            .map_err(map_err)
+        {
+            Ok(_) => Ok(true),
+            Err(StoreError::Compacted { .. }) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
@@ -325,28 +345,43 @@ impl StateStore for EtcdStore {
 
     async fn compacted_revision(&self) -> StoreResult<i64> {
         // etcd does not report its compaction point, but a read at a revision
-        // fails exactly when that revision is compacted: binary search it
-        // (about log2(revision) count-only reads). Asked by every
+        // fails exactly when that revision is compacted. Asked by every
         // `GET /v1/status`, by every subscription created with `since`, by
-        // 410 answers (a compacted page or watch) and by compaction.
+        // 410 answers (a compacted page or watch) and by compaction: the
+        // point this process knows is confirmed with two reads (readable at
+        // it, not before it); only when it moved (another process compacted)
+        // or is unknown is it binary searched, from the known point on.
+        use std::sync::atomic::Ordering;
+        let known = self.compacted.load(Ordering::Relaxed);
         let current = self.current_revision().await?;
-        let probe = self.ks.meta("revision-probe");
-        let (mut lo, mut hi) = (1i64, current);
+        let from = if known > 0 {
+            match (
+                self.readable_at(known).await?,
+                self.readable_at(known - 1).await?,
+            ) {
+                (true, false) => return Ok(known),
+                // Moved on since: search above what was known.
+                (false, _) => known + 1,
+                // Readable before it: not this store's history (another store
+                // at the same endpoints): search it all.
+                (true, true) => 1,
+            }
+        } else {
+            1
+        };
+        let (mut lo, mut hi) = (from, current.max(from));
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let opts = GetOptions::new().with_count_only().with_revision(mid);
-            match self
-                .get_kv(probe.as_str(), Some(opts))
-                .await
-                .map_err(map_err)
-            {
-                Ok(_) => hi = mid,
-                Err(StoreError::Compacted { .. }) => lo = mid + 1,
-                Err(e) => return Err(e),
+            if self.readable_at(mid).await? {
+                hi = mid;
+            } else {
+                lo = mid + 1;
             }
         }
         // Revision 1 readable means nothing was compacted.
-        Ok(if lo <= 1 { 0 } else { lo })
+        let found = if lo <= 1 { 0 } else { lo };
+        self.compacted.store(found, Ordering::Relaxed);
+        Ok(found)
     }
 
     async fn alarms(&self) -> StoreResult<Vec<String>> {
@@ -372,7 +407,11 @@ impl StateStore for EtcdStore {
         };
         let res = self.members.call(call).await;
         match res {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                let known = &self.compacted;
+                known.fetch_max(revision, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
             Err(e) => match map_err(e) {
                 // Already compacted at or past `revision`: nothing to do.
                 StoreError::Compacted { .. } => Ok(()),

@@ -249,6 +249,44 @@ mod tests {
         assert_eq!(Filters::all(Kind::Task).fingerprint(), fnv);
     }
 
+    /// The fingerprint's canonical text with every filter set, as it was
+    /// written field by field before the filters became one table: the
+    /// original filters always (`-` when unset), the later ones when set.
+    #[test]
+    fn fingerprints_keep_their_canonical_text_for_every_filter() {
+        let fnv = |text: &str| {
+            text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+            })
+        };
+        let task = Filters {
+            desired_status: Some("STOPPED"),
+            started_by: Some("ecs-svc/1".into()),
+            group: Some("service:web".into()),
+            service: Some("web".into()),
+            ..filters()
+        };
+        assert_eq!(
+            task.fingerprint(),
+            fnv("kind=5:tasks;cluster=34:arn:aws:us-east-1:123456789012:web;status=7:RUNNING;\
+                 desiredStatus=7:STOPPED;startedBy=9:ecs-svc/1;group=11:service:web;launchType=3:EC2;\
+                 containerInstance=34:aws:us-east-1:123456789012:web:abc;service=3:web;")
+        );
+        let service = Filters {
+            cluster: ClusterScope::Named("web".into()),
+            status: Some("ACTIVE"),
+            launch_type: Some("FARGATE".into()),
+            scheduling_strategy: Some("DAEMON"),
+            rollout_state: Some("IN_PROGRESS"),
+            ..Filters::all(Kind::Service)
+        };
+        assert_eq!(
+            service.fingerprint(),
+            fnv("kind=8:services;cluster=8:name:web;status=6:ACTIVE;desiredStatus-;startedBy-;group-;\
+                 launchType=7:FARGATE;containerInstance-;schedulingStrategy=6:DAEMON;rolloutState=11:IN_PROGRESS;")
+        );
+    }
+
     const GOLDEN_TOKEN: &str =
         "eyJyIjo0MiwiayI6Ii9lY3MtY3NzL3YxL3Rhc2tzL3dlYi94IiwiZiI6MTE4NzY3MTU5MzMyNzcyNzI2MzZ9";
 

@@ -7,14 +7,11 @@ use std::time::Duration;
 use super::ApiError;
 use crate::filter::{Filters, ResourceRef};
 use crate::limits::{DEFAULT_LIMIT, MAX_LIMIT};
-use crate::model::{
-    is_cluster_name, is_resource_id, Arn, ClusterId, Kind, ROLLOUT_STATES, SCHEDULING_STRATEGIES,
-};
+use crate::model::Kind;
 use crate::store::ClusterScope;
 
 pub const MAX_WAIT_SECS: u64 = 25;
 pub const DEFAULT_WAIT_SECS: u64 = 20;
-const TASK_DESIRED: &[&str] = &["PENDING", "RUNNING", "STOPPED"];
 
 pub fn bad(name: &str, message: impl Into<String>) -> ApiError {
     ApiError::BadParam {
@@ -106,47 +103,17 @@ pub fn revision(name: &str, v: Option<&str>) -> Result<Option<i64>, ApiError> {
 }
 
 pub fn parse_cluster(name: &str, value: &str) -> Result<ClusterScope, ApiError> {
-    if value.starts_with("arn:") {
-        return ClusterId::from_arn(value)
-            .map(ClusterScope::Exact)
-            .map_err(|e| bad(name, format!("'{name}': {e}")));
-    }
-    if is_cluster_name(value) {
-        return Ok(ClusterScope::Named(value.to_string()));
-    }
-    Err(bad(
-        name,
-        format!("'{name}' must be a cluster name or cluster ARN, got {value:?}"),
-    ))
+    crate::filter::cluster_scope(name, value).map_err(|m| bad(name, m))
 }
 
-/// Filter parameters per kind.
-pub fn filter_params(kind: Kind) -> &'static [&'static str] {
-    match kind {
-        Kind::Task => &[
-            "cluster",
-            "status",
-            "desiredStatus",
-            "startedBy",
-            "group",
-            "launchType",
-            "containerInstance",
-            "service",
-        ],
-        Kind::Instance => &["cluster", "status"],
-        Kind::Service => &[
-            "cluster",
-            "status",
-            "launchType",
-            "schedulingStrategy",
-            "rolloutState",
-        ],
-    }
+/// Filter parameters per kind (`filter::FILTERS` declares them).
+pub fn filter_params(kind: Kind) -> Vec<&'static str> {
+    crate::filter::params_of(kind)
 }
 
 /// The filter parameters of `kind` plus `extra` (limit, since, ...).
 pub fn with_filters(kind: Kind, extra: &[&'static str]) -> Vec<&'static str> {
-    let mut allowed = filter_params(kind).to_vec();
+    let mut allowed = filter_params(kind);
     allowed.extend(extra);
     allowed
 }
@@ -154,118 +121,18 @@ pub fn with_filters(kind: Kind, extra: &[&'static str]) -> Vec<&'static str> {
 /// A task, container instance or service by ARN (either format) or bare id
 /// (a service's id is its name).
 pub fn resource_ref(name: &str, kind: Kind, v: &str) -> Result<ResourceRef, ApiError> {
-    if v.starts_with("arn:") {
-        let arn =
-            Arn::parse_as(v, kind.arn_type()).map_err(|e| bad(name, format!("'{name}': {e}")))?;
-        return Ok(ResourceRef {
-            id: arn.id.clone(),
-            arn: Some(arn),
-        });
-    }
-    let valid = match kind {
-        Kind::Service => is_cluster_name(v),
-        Kind::Task | Kind::Instance => is_resource_id(v),
-    };
-    if valid {
-        return Ok(ResourceRef {
-            id: v.to_string(),
-            arn: None,
-        });
-    }
-    Err(bad(
-        name,
-        format!(
-            "'{name}' must be an ARN or id of a {}, got {v:?}",
-            kind.arn_type()
-        ),
-    ))
+    crate::filter::resource_ref(name, kind, v).map_err(|m| bad(name, m))
 }
 
-/// The list filters from query parameters.
+/// The list filters from query parameters, as `filter::FILTERS` reads them.
 pub fn filters(kind: Kind, p: &Params) -> Result<Filters, ApiError> {
     let mut f = Filters::all(kind);
-    if let Some(c) = p.get("cluster") {
-        f.cluster = parse_cluster("cluster", c)?;
-    }
-    if let Some(s) = p.get("status") {
-        f.status = Some(kind.parse_status(s).ok_or_else(|| {
-            bad(
-                "status",
-                format!("'status' must be one of {}", kind.statuses().join(", ")),
-            )
-        })?);
-    }
-    if kind != Kind::Task {
-        if let Some(v) = p.get("launchType") {
-            f.launch_type = Some(launch_type(v)?);
+    for def in crate::filter::FILTERS.iter().filter(|d| d.takes(kind)) {
+        if let Some(v) = p.get(def.name) {
+            def.parse(&mut f, v).map_err(|m| bad(def.name, m))?;
         }
-        for (name, known, slot) in [
-            (
-                "schedulingStrategy",
-                SCHEDULING_STRATEGIES,
-                &mut f.scheduling_strategy,
-            ),
-            ("rolloutState", ROLLOUT_STATES, &mut f.rollout_state),
-        ] {
-            if let Some(v) = p.get(name) {
-                let found = known.iter().find(|k| k.eq_ignore_ascii_case(v));
-                *slot = Some(found.copied().ok_or_else(|| {
-                    bad(
-                        name,
-                        format!("'{name}' must be one of {}", known.join(", ")),
-                    )
-                })?);
-            }
-        }
-        return Ok(f);
-    }
-    if let Some(s) = p.get("desiredStatus") {
-        f.desired_status = Some(Kind::Task.parse_status(s).ok_or_else(|| {
-            bad(
-                "desiredStatus",
-                format!("'desiredStatus' must be one of {}", TASK_DESIRED.join(", ")),
-            )
-        })?);
-    }
-    for (name, slot) in [("startedBy", &mut f.started_by), ("group", &mut f.group)] {
-        if let Some(v) = p.get(name) {
-            if v.is_empty() || v.len() > 1024 {
-                return Err(bad(name, format!("'{name}' must be 1 to 1024 characters")));
-            }
-            *slot = Some(v.to_string());
-        }
-    }
-    if let Some(v) = p.get("launchType") {
-        f.launch_type = Some(launch_type(v)?);
-    }
-    if let Some(v) = p.get("containerInstance") {
-        f.container_instance = Some(resource_ref("containerInstance", Kind::Instance, v)?);
-    }
-    if let Some(v) = p.get("service") {
-        if !is_cluster_name(v) {
-            return Err(bad(
-                "service",
-                format!("'service' must be a service name, got {v:?}"),
-            ));
-        }
-        f.service = Some(v.to_string());
     }
     Ok(f)
-}
-
-/// ECS's launch types and future ones of the same shape: a letter, then
-/// letters, digits and `_` (EC2, FARGATE, MANAGED_INSTANCES); upper-cased.
-fn launch_type(v: &str) -> Result<String, ApiError> {
-    if v.len() > 64
-        || !v.starts_with(|c: char| c.is_ascii_alphabetic())
-        || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    {
-        return Err(bad(
-            "launchType",
-            "'launchType' must be a launch type such as EC2, FARGATE or EXTERNAL",
-        ));
-    }
-    Ok(v.to_ascii_uppercase())
 }
 
 #[cfg(test)]

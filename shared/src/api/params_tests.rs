@@ -1,7 +1,7 @@
 use super::*;
 
 fn parse(kind: Kind, query: &str) -> Result<Filters, ApiError> {
-    filters(kind, &Params::parse(Some(query), filter_params(kind))?)
+    filters(kind, &Params::parse(Some(query), &filter_params(kind))?)
 }
 
 fn refused(kind: Kind, query: &str) -> String {

@@ -131,7 +131,7 @@ fn subscription_filters(
         .finish();
     params::filters(
         kind,
-        &Params::parse(Some(&query), params::filter_params(kind))?,
+        &Params::parse(Some(&query), &params::filter_params(kind))?,
     )
 }
 

@@ -63,6 +63,9 @@ pub async fn checkpoint_and_compact(
         if t > store.compacted_revision().await? {
             store.compact(t).await?;
             compacted_to = Some(t);
+            // Where every process finds it (GET /v1/status, 410 answers).
+            let meta = Bytes::from(t.to_string());
+            store.put_meta(crate::store::COMPACTED_META, meta).await?;
         }
         // The target stays as the oldest checkpoint; older ones are spent.
         cps.retain(|c| c.revision >= t);

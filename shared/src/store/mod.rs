@@ -73,6 +73,11 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// The meta key where compaction records the revision it compacted to
+/// (`compaction.rs`); a store that cannot ask for its compaction point
+/// (etcd) starts from it, confirmed by reads, instead of searching.
+pub const COMPACTED_META: &str = "compacted";
+
 /// Requests in flight at once for one batch of writes.
 pub const UPSERT_CONCURRENCY: usize = 32;
 

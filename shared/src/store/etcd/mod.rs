@@ -348,11 +348,20 @@ impl StateStore for EtcdStore {
         // fails exactly when that revision is compacted. Asked by every
         // `GET /v1/status`, by every subscription created with `since`, by
         // 410 answers (a compacted page or watch) and by compaction: the
-        // point this process knows is confirmed with two reads (readable at
-        // it, not before it); only when it moved (another process compacted)
-        // or is unknown is it binary searched, from the known point on.
+        // point this process knows, else the one compaction recorded
+        // (`COMPACTED_META`), is confirmed with two reads (readable at it,
+        // not before it); only when it moved since or is unknown is it
+        // binary searched, from the known point on.
         use std::sync::atomic::Ordering;
-        let known = self.compacted.load(Ordering::Relaxed);
+        let mut known = self.compacted.load(Ordering::Relaxed);
+        if known == 0 {
+            // Where compaction recorded it: a hint, confirmed below.
+            let meta = self.get_meta(super::COMPACTED_META).await?;
+            known = (meta.as_deref())
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
+        }
         let current = self.current_revision().await?;
         let from = if known > 0 {
             match (

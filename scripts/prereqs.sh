@@ -66,7 +66,7 @@ lock=scripts/requirements.lock
 stamp="$CSS_VENV/.css-requirements"
 want=$(sha256sum "$lock" | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "installing the Python tools of $lock into $CSS_VENV with pip" >&2
+  echo "installing the Python tools of $lock into $CSS_VENV with pip (a minute or two)" >&2
   log=$(mktemp)
   "$CSS_VENV/bin/python3" -m pip install -q --disable-pip-version-check -r "$lock" >"$log" 2>&1 \
     || die "the Python tools of $lock: pip could not install them into $CSS_VENV (see $log); check access to PyPI and rerun scripts/prereqs.sh $mode"

@@ -32,6 +32,7 @@ impl Cfn {
             sm: sm.clone(),
             ec2: css_certs::placement::Ec2::new(&moto.sdk_config(), http.clone()).expect("EC2"),
             http: http.clone(),
+            deadline: css_certs::resource::DEADLINE,
         };
         Cfn {
             moto,
@@ -40,6 +41,12 @@ impl Cfn {
             clients,
             bucket,
         }
+    }
+
+    /// The same CloudFormation side with other clients (and deadline).
+    pub fn with_clients(mut self, clients: css_certs::Clients) -> Cfn {
+        self.clients = clients;
+        self
     }
 
     /// A secret as the template creates it, before the resource fills it.

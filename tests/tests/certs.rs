@@ -354,3 +354,42 @@ async fn bad_properties_fail_the_resource_with_a_reason() {
         assert!(got.contains(reason), "{got}");
     }
 }
+
+/// A request whose AWS calls hang is answered FAILED at the deadline, while
+/// the function still has time: CloudFormation never waits its hour.
+#[tokio::test]
+async fn a_request_that_cannot_finish_is_answered_failed_at_the_deadline() {
+    let cfn = Cfn::new().await;
+    // An endpoint that accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let endpoint = format!("http://{}", silent.local_addr().expect("addr"));
+    let sdk = cfn
+        .moto
+        .sdk_config()
+        .into_builder()
+        .endpoint_url(&endpoint)
+        .build();
+    let clients = css_certs::Clients {
+        sm: aws_sdk_secretsmanager::Client::new(&sdk),
+        ec2: css_certs::placement::Ec2::new(&sdk, reqwest::Client::new()).expect("EC2"),
+        http: cfn.http.clone(),
+        deadline: std::time::Duration::from_secs(2),
+    };
+    let stuck = cfn.with_clients(clients);
+    let props = json!({"ServiceToken": "x", "SubnetIds": ["subnet-a"]});
+    let started = std::time::Instant::now();
+    let (ok, answer) = stuck
+        .send_as("Create", "Custom::EtcdPlacement", &props, None)
+        .await;
+    assert!(ok, "answered");
+    assert_eq!(answer["Status"], "FAILED", "{answer}");
+    assert!(
+        answer["Reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not finished within 2 s"),
+        "{answer}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    drop(silent);
+}

@@ -13,6 +13,7 @@ async fn main() -> Result<(), Error> {
         sm: aws_sdk_secretsmanager::Client::new(&sdk),
         ec2: css_certs::placement::Ec2::new(&sdk, http.clone())?,
         http,
+        deadline: css_certs::resource::DEADLINE,
     };
     // Any JSON: a request that does not parse is still answered, FAILED.
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {

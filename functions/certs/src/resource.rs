@@ -14,12 +14,19 @@ use serde_json::{json, Map, Value};
 use crate::pki::{Ca, Pem};
 use crate::{placement, CertError};
 
-/// The AWS clients a request may need.
+/// The AWS clients a request may need, and how long it may take.
 pub struct Clients {
     pub sm: aws_sdk_secretsmanager::Client,
     pub ec2: placement::Ec2,
     pub http: reqwest::Client,
+    /// The work's deadline, well inside the function's timeout: what has
+    /// not finished by then is answered FAILED while there is time to answer.
+    pub deadline: Duration,
 }
+
+/// The deadline in the function (its timeout is 60 s): 40 s of work leaves
+/// time for the answer and its retries.
+pub const DEADLINE: Duration = Duration::from_secs(40);
 
 /// Custom::EtcdCertificates' properties (CloudFormation passes strings).
 #[derive(Debug, Deserialize)]
@@ -65,7 +72,15 @@ pub async fn handle(clients: &Clients, request: Value) -> Result<(), CertError> 
     };
     let logical = text("LogicalResourceId").unwrap_or_default();
     let physical = text("PhysicalResourceId").unwrap_or_else(|| format!("{logical}-etcd"));
-    let (status, reason, data) = match decide(clients, &request).await {
+    let outcome = tokio::time::timeout(clients.deadline, decide(clients, &request))
+        .await
+        .unwrap_or_else(|_| {
+            Err(CertError::Request(format!(
+                "not finished within {} s (Secrets Manager or EC2 did not answer)",
+                clients.deadline.as_secs()
+            )))
+        });
+    let (status, reason, data) = match outcome {
         Ok(data) => ("SUCCESS", "done".to_string(), data),
         Err(e) => {
             tracing::error!(error = %e, resource = %logical, "custom resource failed");

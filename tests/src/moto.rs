@@ -181,6 +181,16 @@ impl MotoServer {
 /// The subscription cursor table as template.yaml defines it: partition key
 /// `id`, and the owner index the per-owner quota counts through.
 pub async fn create_cursor_table(client: &aws_sdk_dynamodb::Client, name: &str) {
+    create_cursor_table_with(client, name, true).await
+}
+
+/// The cursor table as the template makes it, or (`owner_index` false) as a
+/// hand-made table or a stack not yet updated has it: the key alone.
+pub async fn create_cursor_table_with(
+    client: &aws_sdk_dynamodb::Client,
+    name: &str,
+    owner_index: bool,
+) {
     use aws_sdk_dynamodb::types::{
         AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
         Projection, ProjectionType, ScalarAttributeType,
@@ -199,28 +209,31 @@ pub async fn create_cursor_table(client: &aws_sdk_dynamodb::Client, name: &str) 
             .build()
             .expect("key schema")
     };
-    client
+    let table = client
         .create_table()
         .table_name(name)
         .attribute_definitions(attr("id", ScalarAttributeType::S))
-        .attribute_definitions(attr("principal", ScalarAttributeType::S))
-        .attribute_definitions(attr("expiresAt", ScalarAttributeType::N))
         .key_schema(key("id", KeyType::Hash))
-        .global_secondary_indexes(
-            GlobalSecondaryIndex::builder()
-                .index_name(css::cursor::dynamodb::OWNER_INDEX)
-                .key_schema(key("principal", KeyType::Hash))
-                .key_schema(key("expiresAt", KeyType::Range))
-                .projection(
-                    Projection::builder()
-                        .projection_type(ProjectionType::KeysOnly)
-                        .build(),
-                )
-                .build()
-                .expect("owner index"),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .expect("create the cursor table in moto");
+        .billing_mode(BillingMode::PayPerRequest);
+    let table = if owner_index {
+        table
+            .attribute_definitions(attr("principal", ScalarAttributeType::S))
+            .attribute_definitions(attr("expiresAt", ScalarAttributeType::N))
+            .global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(css::cursor::dynamodb::OWNER_INDEX)
+                    .key_schema(key("principal", KeyType::Hash))
+                    .key_schema(key("expiresAt", KeyType::Range))
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::KeysOnly)
+                            .build(),
+                    )
+                    .build()
+                    .expect("owner index"),
+            )
+    } else {
+        table
+    };
+    table.send().await.expect("create the cursor table in moto");
 }

@@ -115,27 +115,7 @@ async fn dynamodb_cursor_store_against_moto() {
     // A table without the owner index (made by hand, or by a stack not yet
     // updated): creating says what is wrong and how to fix it.
     let no_index = "css-cursors-no-index";
-    client
-        .create_table()
-        .table_name(no_index)
-        .attribute_definitions(
-            aws_sdk_dynamodb::types::AttributeDefinition::builder()
-                .attribute_name("id")
-                .attribute_type(aws_sdk_dynamodb::types::ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            aws_sdk_dynamodb::types::KeySchemaElement::builder()
-                .attribute_name("id")
-                .key_type(aws_sdk_dynamodb::types::KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
+    css_tests::moto::create_cursor_table_with(&client, no_index, false).await;
     let bare = DynamoCursorStore::new(client.clone(), no_index);
     let err = bare
         .create(&sub("0123456789abcdef0123456789abcdef", 1, 5000), 100, 1000)

@@ -117,6 +117,26 @@ conformance!(
     tls_cluster
 );
 
+/// Writes version `n` of one task; answers the store's revision after it.
+async fn write_version(store: &dyn StateStore, n: u64) -> i64 {
+    let e = css_tests::fixtures::entity(
+        css::model::Kind::Task,
+        &css_tests::fixtures::task_detail(
+            "c",
+            css_tests::fixtures::ACCOUNT,
+            "t1",
+            "RUNNING",
+            n,
+            true,
+        ),
+    );
+    store
+        .upsert_if_newer(css::store::Upsert::event(&e))
+        .await
+        .expect("write");
+    store.current_revision().await.expect("revision")
+}
+
 /// The compaction point a process knows is confirmed, not trusted: another
 /// process (the reconcile function) compacting further is found, from the
 /// known point on.
@@ -125,33 +145,15 @@ async fn the_compaction_point_follows_another_process_compacting() {
     let etcd = EtcdServer::start();
     let reconcile = etcd.store("/ecs-css/v1/").await;
     let api = etcd.store("/ecs-css/v1/").await;
-    let write = |store: Arc<css::store::EtcdStore>, n: u64| async move {
-        let e = css_tests::fixtures::entity(
-            css::model::Kind::Task,
-            &css_tests::fixtures::task_detail(
-                "c",
-                css_tests::fixtures::ACCOUNT,
-                "t1",
-                "RUNNING",
-                n,
-                true,
-            ),
-        );
-        store
-            .upsert_if_newer(css::store::Upsert::event(&e))
-            .await
-            .expect("write");
-        store.current_revision().await.expect("revision")
-    };
-    let first = write(reconcile.clone(), 1).await;
-    write(reconcile.clone(), 2).await;
+    let first = write_version(reconcile.as_ref(), 1).await;
+    write_version(reconcile.as_ref(), 2).await;
     assert_eq!(api.compacted_revision().await.unwrap(), 0);
     reconcile.compact(first).await.unwrap();
     assert_eq!(api.compacted_revision().await.unwrap(), first);
     assert_eq!(reconcile.compacted_revision().await.unwrap(), first);
     let mut last = first;
     for n in 3..40 {
-        last = write(reconcile.clone(), n).await;
+        last = write_version(reconcile.as_ref(), n).await;
     }
     reconcile.compact(last - 1).await.unwrap();
     assert_eq!(
@@ -185,21 +187,7 @@ async fn a_new_process_confirms_the_recorded_compaction_point_in_a_few_reads() {
     let etcd = EtcdServer::start();
     let reconcile = etcd.store("/ecs-css/v1/").await;
     for n in 1..=300 {
-        let e = css_tests::fixtures::entity(
-            css::model::Kind::Task,
-            &css_tests::fixtures::task_detail(
-                "c",
-                css_tests::fixtures::ACCOUNT,
-                "t1",
-                "RUNNING",
-                n,
-                true,
-            ),
-        );
-        reconcile
-            .upsert_if_newer(css::store::Upsert::event(&e))
-            .await
-            .expect("write");
+        write_version(reconcile.as_ref(), n).await;
     }
     let report = css::compaction::checkpoint_and_compact(
         reconcile.as_ref(),

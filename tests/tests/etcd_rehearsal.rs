@@ -36,10 +36,8 @@ const TASKS: usize = 100;
 struct Rehearsal {
     cfn: Cfn,
     dir: tempfile::TempDir,
-    boot: Boot,
     members: Vec<Member>,
     generation: usize,
-    client_port: u16,
 }
 
 impl Rehearsal {
@@ -214,17 +212,15 @@ async fn the_stacks_etcd_is_created_replaced_one_member_at_a_time_operated_and_m
     let mut r = Rehearsal {
         cfn,
         dir,
-        boot: boot.clone(),
         members: Vec::new(),
         generation: 0,
-        client_port,
     };
 
     // Creation: each member's group waits for the one before.
     eprintln!("== create: m0, m1, m2 in turn");
     for (i, ip) in IPS.iter().enumerate() {
         let m = r.member(i, ip, &format!("m{i}-volume"));
-        let (ok, log, took) = r.boot(&m, &r.boot);
+        let (ok, log, took) = r.boot(&m, &boot);
         assert!(ok, "m{i} did not boot:\n{log}");
         eprintln!("{log}");
         assert!(log.contains(&format!("member m{i}: SUCCESS")), "{log}");
@@ -503,6 +499,4 @@ async fn the_stacks_etcd_is_created_replaced_one_member_at_a_time_operated_and_m
     // The store kept every record through all of it.
     let after = stored_versions(store.as_ref()).await;
     assert_eq!(after.len(), TASKS);
-    let _ = r.client_port;
-    let _ = r.boot;
 }

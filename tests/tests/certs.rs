@@ -10,10 +10,6 @@ use css_tests::pki::TestPki;
 use css_tests::EtcdServer;
 use serde_json::{json, Value};
 
-async fn properties(cfn: &Cfn, ips: &[&str]) -> Value {
-    cfn.certificate_properties(ips).await
-}
-
 fn arn(props: &Value, field: &str, i: Option<usize>) -> String {
     let v = match i {
         Some(i) => &props[field][i],
@@ -25,7 +21,9 @@ fn arn(props: &Value, field: &str, i: Option<usize>) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issues_into_the_templates_secrets_and_etcd_runs_on_them() {
     let cfn = Cfn::new().await;
-    let props = properties(&cfn, &["127.0.0.1", "10.0.1.11", "10.0.2.12"]).await;
+    let props = cfn
+        .certificate_properties(&["127.0.0.1", "10.0.1.11", "10.0.2.12"])
+        .await;
     let (ok, answer) = cfn.send("Create", &props).await;
     assert!(ok, "{answer}");
     assert_eq!(answer["Status"], "SUCCESS", "{answer}");
@@ -91,7 +89,9 @@ async fn issues_into_the_templates_secrets_and_etcd_runs_on_them() {
 #[tokio::test]
 async fn a_members_ip_changes_only_when_replace_member_names_it() {
     let cfn = Cfn::new().await;
-    let props = properties(&cfn, &["10.0.0.10", "10.0.1.11", "10.0.2.12"]).await;
+    let props = cfn
+        .certificate_properties(&["10.0.0.10", "10.0.1.11", "10.0.2.12"])
+        .await;
     let (_, answer) = cfn.send("Create", &props).await;
     assert_eq!(answer["Status"], "SUCCESS", "{answer}");
     let secrets: Vec<String> = (0..3)
@@ -164,7 +164,9 @@ async fn a_members_ip_changes_only_when_replace_member_names_it() {
 #[tokio::test]
 async fn the_cluster_grows_by_an_update_and_never_shrinks() {
     let cfn = Cfn::new().await;
-    let three = properties(&cfn, &["10.0.0.10", "10.0.1.11", "10.0.2.12"]).await;
+    let three = cfn
+        .certificate_properties(&["10.0.0.10", "10.0.1.11", "10.0.2.12"])
+        .await;
     let mut one = three.clone();
     one["MemberIps"] = json!(["10.0.0.10"]);
     one["MemberSecretArns"] = json!([three["MemberSecretArns"][0]]);
@@ -276,7 +278,7 @@ async fn placement_answers_each_members_zone_and_refuses_a_shared_one() {
 #[tokio::test]
 async fn every_request_is_answered_even_one_that_does_not_parse() {
     let cfn = Cfn::new().await;
-    let props = properties(&cfn, &["10.0.0.10"]).await;
+    let props = cfn.certificate_properties(&["10.0.0.10"]).await;
     for (kind, resource, props, why) in [
         (
             "Replace",

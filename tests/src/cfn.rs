@@ -9,8 +9,11 @@ use crate::moto::MotoServer;
 
 pub struct Cfn {
     pub moto: MotoServer,
+    /// CloudFormation's own view of moto (reading the secrets and answers),
+    /// which stays when a test swaps the handler's `clients`.
     pub sm: aws_sdk_secretsmanager::Client,
     pub http: reqwest::Client,
+    /// What the handler under test is given.
     pub clients: css_certs::Clients,
     bucket: String,
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use clap::Parser;
 use css::api::{self, AppState, Identity};
 use css::config::StoreArgs;
-use css::reconcile::{EcsSource, Reconciler, RunScope};
+use css::reconcile::{EcsSource, Reconciler, RunScope, Settings};
 use css::setup::{self, CursorChoice, EcsChoice, Overrides, SetupError, StoreChoice, Wants};
 use css::store::StateStore;
 use tokio::sync::watch;
@@ -132,7 +132,9 @@ impl Server {
             .ecs
             .as_ref()
             .and_then(|e| Some((e.source.clone(), e.scope()?)));
-        let reconcile = ecs.clone().filter(|_| cfg.reconcile);
+        let reconcile = (parts.ecs.as_ref())
+            .and_then(|e| Some((e.reconcile.clone(), e.scope()?)))
+            .filter(|_| cfg.reconcile);
 
         let (stop, stopped) = watch::channel(false);
         let metrics = prometheus();
@@ -158,7 +160,7 @@ impl Server {
                 store.clone(),
                 source,
                 scope,
-                cfg.store.history_retention,
+                (cfg.store.history_retention, cfg.store.reconcile_settings()),
                 cfg.reconcile_interval,
                 stopped.clone(),
             )));
@@ -262,11 +264,13 @@ async fn compactor(
     }
 }
 
+/// Reconcile passes, one at a time: each run goes to its pass's end (no
+/// deadline here; a pass a previous process left half-done is finished).
 async fn reconciler(
     store: Arc<dyn StateStore>,
     source: Arc<dyn EcsSource>,
     scope: RunScope,
-    retention: Duration,
+    (retention, settings): (Duration, Settings),
     every: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -283,6 +287,7 @@ async fn reconciler(
             source: source.as_ref(),
             scope: scope.clone(),
             retention,
+            settings,
         };
         let summary = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,

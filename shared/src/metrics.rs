@@ -9,6 +9,7 @@
 //! into figures by that domain (`ingest::BatchOutcome::record`,
 //! `reconcile::Summary::record`), once per batch or run.
 
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -27,6 +28,11 @@ pub const RECONCILE_UNCHANGED: &str = "reconcile_unchanged";
 pub const RECONCILE_ERRORS: &str = "reconcile_errors";
 pub const RECONCILE_API_CALLS: &str = "reconcile_api_calls";
 pub const RECONCILE_DURATION: &str = "reconcile_run_seconds";
+pub const RECONCILE_CALLS: &str = "reconcile_calls";
+pub const RECONCILE_THROTTLES: &str = "reconcile_throttles";
+pub const RECONCILE_PASS_CLUSTERS_DONE: &str = "reconcile_pass_clusters_done";
+pub const RECONCILE_PASS_CLUSTERS: &str = "reconcile_pass_clusters";
+pub const RECONCILE_PASSES: &str = "reconcile_passes_completed";
 pub const COMPACTED_REVISION: &str = "store_compacted_revision";
 // API and watch.
 pub const HTTP_REQUESTS: &str = "http_requests";
@@ -80,6 +86,31 @@ pub fn describe() {
         "ECS API requests sent by reconcile runs"
     );
     describe_histogram!(RECONCILE_DURATION, Unit::Seconds, "reconcile run duration");
+    describe_counter!(
+        RECONCILE_CALLS,
+        Unit::Count,
+        "ECS calls of reconcile runs through the call budget, by operation (ListTasks, DescribeTasks, ...)"
+    );
+    describe_counter!(
+        RECONCILE_THROTTLES,
+        Unit::Count,
+        "ECS calls of reconcile runs refused with a ThrottlingException (each halves the run's rate)"
+    );
+    describe_gauge!(
+        RECONCILE_PASS_CLUSTERS_DONE,
+        Unit::Count,
+        "clusters the reconcile pass under way has done"
+    );
+    describe_gauge!(
+        RECONCILE_PASS_CLUSTERS,
+        Unit::Count,
+        "clusters the reconcile pass under way goes through"
+    );
+    describe_counter!(
+        RECONCILE_PASSES,
+        Unit::Count,
+        "reconcile passes completed (a pass may take several runs)"
+    );
     describe_gauge!(
         COMPACTED_REVISION,
         Unit::Count,
@@ -162,6 +193,12 @@ pub struct ReconcileFigures {
     pub unchanged: u64,
     pub errors: u64,
     pub api_calls: u64,
+    /// Calls through the budget, by ECS operation.
+    pub calls: BTreeMap<String, u64>,
+    pub throttles: u64,
+    pub clusters_done: u64,
+    pub clusters: u64,
+    pub pass_complete: bool,
     pub duration_ms: u64,
     pub compacted_to: Option<i64>,
 }
@@ -179,6 +216,13 @@ pub fn reconcile(f: &ReconcileFigures) {
     counter!(RECONCILE_UNCHANGED).increment(f.unchanged);
     counter!(RECONCILE_ERRORS).increment(f.errors);
     counter!(RECONCILE_API_CALLS).increment(f.api_calls);
+    for (operation, n) in &f.calls {
+        counter!(RECONCILE_CALLS, "operation" => operation.clone()).increment(*n);
+    }
+    counter!(RECONCILE_THROTTLES).increment(f.throttles);
+    gauge!(RECONCILE_PASS_CLUSTERS_DONE).set(f.clusters_done as f64);
+    gauge!(RECONCILE_PASS_CLUSTERS).set(f.clusters as f64);
+    counter!(RECONCILE_PASSES).increment(u64::from(f.pass_complete));
     histogram!(RECONCILE_DURATION).record(f.duration_ms as f64 / 1000.0);
     if let Some(rev) = f.compacted_to {
         gauge!(COMPACTED_REVISION).set(rev as f64);

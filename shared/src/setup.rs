@@ -70,7 +70,10 @@ pub struct Overrides {
 /// The ECS API and the account and region it is read for.
 #[derive(Clone)]
 pub struct Ecs {
+    /// With the SDK's retries (the ingest's describes).
     pub source: Arc<dyn EcsSource>,
+    /// One attempt per request: reconcile retries through its call budget.
+    pub reconcile: Arc<dyn EcsSource>,
     pub region: String,
     /// Known with `EcsChoice::InAccount` (or an override).
     pub account: Option<String>,
@@ -159,6 +162,7 @@ pub async fn build(
     let ecs = match (wants.ecs, overrides.ecs) {
         (EcsChoice::None, _) => None,
         (_, Some((source, scope))) => Some(Ecs {
+            reconcile: source.clone(),
             source,
             region: scope.region,
             account: Some(scope.account),
@@ -172,6 +176,7 @@ pub async fn build(
             };
             Some(Ecs {
                 source: Arc::new(AwsEcs::new(sdk)),
+                reconcile: Arc::new(AwsEcs::single_attempt(sdk)),
                 region,
                 account,
             })

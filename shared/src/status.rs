@@ -15,6 +15,7 @@ use crate::store::StateStore;
 
 const RECONCILE: &str = "status/reconcile";
 const INGEST: &str = "status/ingest";
+const PASS: &str = "status/reconcile-pass";
 /// Ingest records its last batch at most this often per process (each
 /// record is a store write).
 pub const INGEST_RECORD_INTERVAL: Duration = Duration::from_secs(10);
@@ -34,6 +35,11 @@ async fn put(store: &dyn StateStore, name: &str, value: Value) {
 pub async fn record_reconcile(store: &dyn StateStore, summary: Value) {
     let value = json!({"time": now(), "summary": summary});
     put(store, RECONCILE, value).await;
+}
+
+/// After the run that completed a reconcile pass: the pass's figures.
+pub async fn record_pass(store: &dyn StateStore, pass: Value) {
+    put(store, PASS, pass).await;
 }
 
 /// An ingest batch, as status shows it.
@@ -97,6 +103,7 @@ pub async fn status(store: &dyn StateStore) -> Value {
             "compactedRevision": compacted.map(|c| c.to_string()),
         },
         "reconcile": recorded(store, RECONCILE).await,
+        "lastCompletedPass": recorded(store, PASS).await,
         "ingest": recorded(store, INGEST).await,
     })
 }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
-use crate::ecs::{EcsSource, ServicesAnswer, SourceError};
+use crate::ecs::{page_of, EcsSource, Page, ServicesAnswer, SourceError, LIST_PAGE};
 use crate::model::{Entity, Kind};
 use crate::store::{EmbeddedStore, Source, StateStore, StoredRecord, Upsert};
 
@@ -164,10 +164,7 @@ impl Ecs {
     fn call(&self, operation: &'static str) -> Result<(), SourceError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         match self.failing.contains(&operation) {
-            true => Err(SourceError {
-                operation,
-                message: "injected".into(),
-            }),
+            true => Err(SourceError::new(operation, "injected")),
             false => Ok(()),
         }
     }
@@ -194,14 +191,19 @@ fn described(items: Vec<Value>, field: &str, asked: &[String]) -> Vec<Box<RawVal
 
 #[async_trait]
 impl EcsSource for Ecs {
-    async fn list_clusters(&self) -> Result<Vec<String>, SourceError> {
+    async fn list_clusters(&self, next: Option<&str>) -> Result<Page, SourceError> {
         self.call("ListClusters")?;
-        Ok(self.clusters.keys().cloned().collect())
+        Ok(page_of(self.clusters.keys().cloned().collect(), next, LIST_PAGE))
     }
 
-    async fn list_container_instances(&self, cluster: &str) -> Result<Vec<String>, SourceError> {
+    async fn list_container_instances(
+        &self,
+        cluster: &str,
+        next: Option<&str>,
+    ) -> Result<Page, SourceError> {
         self.call("ListContainerInstances")?;
-        Ok(arns(&self.of(cluster).1, "containerInstanceArn"))
+        let all = arns(&self.of(cluster).1, "containerInstanceArn");
+        Ok(page_of(all, next, LIST_PAGE))
     }
 
     async fn describe_container_instances(
@@ -213,7 +215,12 @@ impl EcsSource for Ecs {
         Ok(described(self.of(cluster).1, "containerInstanceArn", asked))
     }
 
-    async fn list_tasks(&self, cluster: &str, desired: &str) -> Result<Vec<String>, SourceError> {
+    async fn list_tasks(
+        &self,
+        cluster: &str,
+        desired: &str,
+        next: Option<&str>,
+    ) -> Result<Page, SourceError> {
         self.call("ListTasks")?;
         let late = self.mid_run.lock().ok().and_then(|mut m| m.take());
         if let Some((store, detail)) = late {
@@ -222,7 +229,7 @@ impl EcsSource for Ecs {
         let (tasks, _) = self.of(cluster);
         let wanted = |t: &&Value| t["desiredStatus"] == desired;
         let tasks: Vec<Value> = tasks.iter().filter(wanted).cloned().collect();
-        Ok(arns(&tasks, "taskArn"))
+        Ok(page_of(arns(&tasks, "taskArn"), next, LIST_PAGE))
     }
 
     async fn describe_tasks(
@@ -234,9 +241,10 @@ impl EcsSource for Ecs {
         Ok(described(self.of(cluster).0, "taskArn", asked))
     }
 
-    async fn list_services(&self, cluster: &str) -> Result<Vec<String>, SourceError> {
+    async fn list_services(&self, cluster: &str, next: Option<&str>) -> Result<Page, SourceError> {
         self.call("ListServices")?;
-        Ok(arns(&self.services_of(cluster), "serviceArn"))
+        let all = arns(&self.services_of(cluster), "serviceArn");
+        Ok(page_of(all, next, LIST_PAGE))
     }
 
     async fn describe_services(

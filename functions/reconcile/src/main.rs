@@ -2,7 +2,7 @@
 #![forbid(unsafe_code)]
 
 use css::config::ConfigError;
-use css::lambda::handle_scheduled_event;
+use css::lambda::{handle_scheduled_event, run_deadline, ReconcileSetup};
 use css::setup::{EcsChoice, Wants};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
@@ -15,18 +15,24 @@ async fn main() -> Result<(), Error> {
     })
     .await?;
     let ecs = parts.ecs.ok_or(ConfigError::Missing("the ECS API"))?;
-    let (store, retention) = (parts.store, args.history_retention);
+    let store = parts.store;
+    let setup = ReconcileSetup {
+        retention: args.history_retention,
+        settings: args.reconcile_settings(),
+    };
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let (store, ecs) = (store.clone(), &ecs);
         async move {
             let arn = event.context.invoked_function_arn.clone();
+            let deadline = run_deadline(event.context.deadline);
             handle_scheduled_event(
                 store.as_ref(),
-                ecs.source.as_ref(),
+                ecs.reconcile.as_ref(),
                 &event.payload,
                 &arn,
                 &ecs.region,
-                retention,
+                setup,
+                Some(deadline),
             )
             .await
             .map_err(Error::from)

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use css::ecs::{service_name, EcsSource, ServicesAnswer, SourceError};
+use css::ecs::{page_of, service_name, EcsSource, Page, ServicesAnswer, SourceError, LIST_PAGE};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
@@ -225,16 +225,20 @@ impl DemoEcs {
 
 /// The fleet's tasks and instances are fed by events only.
 fn only_services(operation: &'static str) -> SourceError {
-    let message = "the demo fleet answers ListServices and DescribeServices only".into();
-    SourceError { operation, message }
+    let message = "the demo fleet answers ListServices and DescribeServices only";
+    SourceError::new(operation, message)
 }
 
 #[async_trait]
 impl EcsSource for DemoEcs {
-    async fn list_clusters(&self) -> Result<Vec<String>, SourceError> {
+    async fn list_clusters(&self, _: Option<&str>) -> Result<Page, SourceError> {
         Err(only_services("ListClusters"))
     }
-    async fn list_container_instances(&self, _: &str) -> Result<Vec<String>, SourceError> {
+    async fn list_container_instances(
+        &self,
+        _: &str,
+        _: Option<&str>,
+    ) -> Result<Page, SourceError> {
         Err(only_services("ListContainerInstances"))
     }
     async fn describe_container_instances(
@@ -244,7 +248,7 @@ impl EcsSource for DemoEcs {
     ) -> Result<Vec<Box<RawValue>>, SourceError> {
         Err(only_services("DescribeContainerInstances"))
     }
-    async fn list_tasks(&self, _: &str, _: &str) -> Result<Vec<String>, SourceError> {
+    async fn list_tasks(&self, _: &str, _: &str, _: Option<&str>) -> Result<Page, SourceError> {
         Err(only_services("ListTasks"))
     }
     async fn describe_tasks(
@@ -254,12 +258,12 @@ impl EcsSource for DemoEcs {
     ) -> Result<Vec<Box<RawValue>>, SourceError> {
         Err(only_services("DescribeTasks"))
     }
-    async fn list_services(&self, cluster: &str) -> Result<Vec<String>, SourceError> {
+    async fn list_services(&self, cluster: &str, next: Option<&str>) -> Result<Page, SourceError> {
         let services = self.cluster(cluster);
-        Ok(services
-            .values()
+        let arns = (services.values())
             .filter_map(|s| s["serviceArn"].as_str().map(String::from))
-            .collect())
+            .collect();
+        Ok(page_of(arns, next, LIST_PAGE))
     }
     async fn describe_services(
         &self,
@@ -272,10 +276,7 @@ impl EcsSource for DemoEcs {
         for n in names {
             match services.get(service_name(n)) {
                 Some(s) => {
-                    found.push(serde_json::value::to_raw_value(s).map_err(|e| SourceError {
-                        operation: "DescribeServices",
-                        message: e.to_string(),
-                    })?)
+                    found.push(serde_json::value::to_raw_value(s).map_err(|e| SourceError::new("DescribeServices", e.to_string()))?)
                 }
                 None => missing.push(service_name(n).to_string()),
             }

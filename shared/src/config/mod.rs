@@ -39,6 +39,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 90s, 15m, 1h)"))
 }
 
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && (0.1..=1000.0).contains(&r) => Ok(r),
+        _ => Err(format!("{s:?} is not a rate from 0.1 to 1000 (calls per second)")),
+    }
+}
+
 /// A value that `Debug` (and so every log of the settings) never prints.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -136,6 +143,14 @@ pub struct StoreArgs {
     /// How much store history to keep for watches and paginated lists.
     #[arg(long, env = "CSS_HISTORY_RETENTION", default_value = "1h", value_parser = parse_duration, value_name = "CSS_HISTORY_RETENTION")]
     pub history_retention: Duration,
+    /// ECS calls per second a reconcile run may make (one bucket for all of
+    /// its calls; a ThrottlingException halves the rate for the run).
+    #[arg(long, env = "CSS_RECONCILE_CALLS_PER_SECOND", default_value_t = 5.0, value_parser = parse_rate, value_name = "CSS_RECONCILE_CALLS_PER_SECOND")]
+    pub reconcile_calls_per_second: f64,
+    /// Every entity reconcile keeps is re-described at least this often
+    /// (a rolling slice per pass); 0s: every entity every pass.
+    #[arg(long, env = "CSS_RECONCILE_VERIFY_HORIZON", default_value = "1h", value_parser = parse_duration, value_name = "CSS_RECONCILE_VERIFY_HORIZON")]
+    pub reconcile_verify_horizon: Duration,
     /// CloudWatch namespace of the Lambdas' metrics (EMF).
     #[arg(
         long,
@@ -187,6 +202,20 @@ fn given(v: &Option<String>) -> Option<&str> {
 }
 
 impl StoreArgs {
+    /// How a reconcile run spends its ECS calls.
+    pub fn reconcile_settings(&self) -> crate::reconcile::Settings {
+        let rate = self.reconcile_calls_per_second;
+        crate::reconcile::Settings {
+            budget: crate::reconcile::BudgetSettings {
+                calls_per_second: rate,
+                // A small burst: a second's worth, at least one call.
+                burst: rate.max(1.0),
+            },
+            verify_horizon: self.reconcile_verify_horizon,
+            now: std::time::SystemTime::now,
+        }
+    }
+
     /// The Lambdas' settings: the environment alone, empty values dropped.
     pub fn from_env() -> Result<StoreArgs, String> {
         from_env::<StoreArgs>().map(StoreArgs::normalized)

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use aws_sdk_ecs::config::retry::RetryConfig;
 use aws_sdk_ecs::types::DesiredStatus;
 use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::interceptors::context::{
     AfterDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
 };
@@ -22,7 +23,9 @@ use aws_smithy_types::config_bag::ConfigBag;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::{service_name, EcsSource, ServicesAnswer, SourceError};
+use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
+
+use super::{service_name, EcsSource, Page, Retry, ServicesAnswer, SourceError, LIST_PAGE};
 
 /// Counts every request attempt (retries included).
 #[derive(Debug, Clone, Default)]
@@ -103,9 +106,38 @@ pub struct AwsEcs {
 }
 
 fn err(operation: &'static str, e: impl std::error::Error) -> SourceError {
-    SourceError {
+    SourceError::new(
         operation,
-        message: aws_sdk_ecs::error::DisplayErrorContext(e).to_string(),
+        aws_sdk_ecs::error::DisplayErrorContext(e).to_string(),
+    )
+}
+
+/// ECS's error codes for a refused rate.
+const THROTTLING: [&str; 3] = [
+    "ThrottlingException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+];
+
+/// An SDK error, classified: throttled, transient (network, timeout, 5xx)
+/// or refused.
+fn sdk_err<E>(operation: &'static str, e: SdkError<E, HttpResponse>) -> SourceError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let retry = match &e {
+        SdkError::ServiceError(s) if THROTTLING.contains(&s.err().code().unwrap_or("")) => {
+            Retry::Throttled
+        }
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            Retry::Transient
+        }
+        SdkError::ServiceError(s) if s.raw().status().is_server_error() => Retry::Transient,
+        _ => Retry::No,
+    };
+    SourceError {
+        retry,
+        ..err(operation, e)
     }
 }
 
@@ -161,17 +193,16 @@ fn entities(
 
 /// Sends a Describe* call (`send` adds the body-capturing interceptor it is
 /// given) and returns the entities under `field` of its raw answer.
-async fn describe<T, E, R, F, Fut>(
+async fn describe<T, E, F, Fut>(
     operation: &'static str,
     field: &str,
     cluster: &str,
     send: F,
 ) -> Result<Vec<Box<RawValue>>, SourceError>
 where
-    E: std::error::Error + 'static,
-    R: std::fmt::Debug,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
     F: FnOnce(CaptureBody) -> Fut,
-    Fut: std::future::Future<Output = Result<T, aws_sdk_ecs::error::SdkError<E, R>>>,
+    Fut: std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>>,
 {
     let capture = CaptureBody::default();
     let res = send(capture.clone()).await;
@@ -182,31 +213,47 @@ where
 /// The raw body of a successful answer. An answer the SDK's typed model
 /// cannot read (a field ECS or an emulator types differently) is still
 /// used: only the raw JSON is stored, so the model's view does not matter.
-fn raw_answer<T, E: std::error::Error + 'static, R: std::fmt::Debug>(
-    res: Result<T, aws_sdk_ecs::error::SdkError<E, R>>,
+fn raw_answer<T, E: ProvideErrorMetadata + std::error::Error + 'static>(
+    res: Result<T, SdkError<E, HttpResponse>>,
     capture: &CaptureBody,
     operation: &'static str,
 ) -> Result<Vec<u8>, SourceError> {
     match res {
-        Ok(_) => capture.take().ok_or_else(|| SourceError {
-            operation,
-            message: "no response body".into(),
+        Ok(_) => capture
+            .take()
+            .ok_or_else(|| SourceError::new(operation, "no response body")),
+        Err(SdkError::ResponseError(e)) => capture.take().ok_or_else(|| SourceError {
+            retry: Retry::Transient,
+            ..SourceError::new(operation, format!("unreadable response: {e:?}"))
         }),
-        Err(aws_sdk_ecs::error::SdkError::ResponseError(e)) => {
-            capture.take().ok_or_else(|| SourceError {
-                operation,
-                message: format!("unreadable response: {e:?}"),
-            })
-        }
-        Err(e) => Err(err(operation, e)),
+        Err(e) => Err(sdk_err(operation, e)),
+    }
+}
+
+/// A page from an SDK answer; an empty token means no next page.
+fn page(arns: Option<Vec<String>>, next: Option<String>) -> Page {
+    Page {
+        arns: arns.unwrap_or_default(),
+        next: next.filter(|t| !t.is_empty()),
     }
 }
 
 impl AwsEcs {
+    /// With the SDK's adaptive retries (the ingest's describes).
     pub fn new(sdk: &aws_config::SdkConfig) -> AwsEcs {
+        Self::with_retries(sdk, RetryConfig::adaptive().with_max_attempts(5))
+    }
+
+    /// One attempt per call: reconcile retries through its own call budget,
+    /// so that every request ECS sees was paid for (`reconcile::budget`).
+    pub fn single_attempt(sdk: &aws_config::SdkConfig) -> AwsEcs {
+        Self::with_retries(sdk, RetryConfig::disabled())
+    }
+
+    fn with_retries(sdk: &aws_config::SdkConfig, retry: RetryConfig) -> AwsEcs {
         let calls = Arc::new(AtomicU64::new(0));
         let conf = aws_sdk_ecs::config::Builder::from(sdk)
-            .retry_config(RetryConfig::adaptive().with_max_attempts(5))
+            .retry_config(retry)
             .interceptor(CountAttempts(calls.clone()))
             .build();
         AwsEcs {
@@ -218,21 +265,24 @@ impl AwsEcs {
 
 #[async_trait]
 impl EcsSource for AwsEcs {
-    async fn list_clusters(&self) -> Result<Vec<String>, SourceError> {
-        let pages = self.client.list_clusters().into_paginator().items();
-        pages
-            .send()
-            .collect::<Result<_, _>>()
-            .await
-            .map_err(|e| err("ListClusters", e))
+    async fn list_clusters(&self, next: Option<&str>) -> Result<Page, SourceError> {
+        let call = self.client.list_clusters().max_results(LIST_PAGE as i32);
+        let out = call.set_next_token(next.map(String::from)).send().await;
+        let out = out.map_err(|e| sdk_err("ListClusters", e))?;
+        Ok(page(out.cluster_arns, out.next_token))
     }
 
-    async fn list_container_instances(&self, cluster: &str) -> Result<Vec<String>, SourceError> {
-        let pages = self.client.list_container_instances().cluster(cluster);
-        (pages.into_paginator().items().send())
-            .collect::<Result<_, _>>()
-            .await
-            .map_err(|e| err("ListContainerInstances", e))
+    async fn list_container_instances(
+        &self,
+        cluster: &str,
+        next: Option<&str>,
+    ) -> Result<Page, SourceError> {
+        let call = (self.client.list_container_instances().cluster(cluster))
+            .max_results(LIST_PAGE as i32)
+            .set_next_token(next.map(String::from));
+        let out = call.send().await;
+        let out = out.map_err(|e| sdk_err("ListContainerInstances", e))?;
+        Ok(page(out.container_instance_arns, out.next_token))
     }
 
     async fn describe_container_instances(
@@ -252,13 +302,18 @@ impl EcsSource for AwsEcs {
         .await
     }
 
-    async fn list_tasks(&self, cluster: &str, desired: &str) -> Result<Vec<String>, SourceError> {
-        let pages = (self.client.list_tasks().cluster(cluster))
-            .desired_status(DesiredStatus::from(desired));
-        (pages.into_paginator().items().send())
-            .collect::<Result<_, _>>()
-            .await
-            .map_err(|e| err("ListTasks", e))
+    async fn list_tasks(
+        &self,
+        cluster: &str,
+        desired: &str,
+        next: Option<&str>,
+    ) -> Result<Page, SourceError> {
+        let call = (self.client.list_tasks().cluster(cluster))
+            .desired_status(DesiredStatus::from(desired))
+            .max_results(LIST_PAGE as i32)
+            .set_next_token(next.map(String::from));
+        let out = call.send().await.map_err(|e| sdk_err("ListTasks", e))?;
+        Ok(page(out.task_arns, out.next_token))
     }
 
     async fn describe_tasks(
@@ -277,12 +332,12 @@ impl EcsSource for AwsEcs {
         .await
     }
 
-    async fn list_services(&self, cluster: &str) -> Result<Vec<String>, SourceError> {
-        let pages = self.client.list_services().cluster(cluster);
-        let arns: Vec<String> = (pages.into_paginator().items().send())
-            .collect::<Result<_, _>>()
-            .await
-            .map_err(|e| err("ListServices", e))?;
+    async fn list_services(&self, cluster: &str, next: Option<&str>) -> Result<Page, SourceError> {
+        let call = (self.client.list_services().cluster(cluster))
+            .max_results(LIST_PAGE as i32)
+            .set_next_token(next.map(String::from));
+        let out = call.send().await.map_err(|e| sdk_err("ListServices", e))?;
+        let mut page = page(out.service_arns, out.next_token);
         // Only this cluster's (a long-format ARN names its cluster; some
         // emulators match cluster names as substrings).
         let name = cluster.rsplit('/').next().unwrap_or(cluster);
@@ -290,7 +345,8 @@ impl EcsSource for AwsEcs {
             Some(3) => a.split('/').nth(1) == Some(name),
             _ => true,
         };
-        Ok(arns.into_iter().filter(ours).collect())
+        page.arns.retain(ours);
+        Ok(page)
     }
 
     async fn describe_services(
@@ -339,10 +395,8 @@ pub async fn caller_account(sdk: &aws_config::SdkConfig) -> Result<String, Sourc
         .send()
         .await
         .map_err(|e| err("GetCallerIdentity", e))?;
-    id.account.ok_or_else(|| SourceError {
-        operation: "GetCallerIdentity",
-        message: "no account in the answer".into(),
-    })
+    id.account
+        .ok_or_else(|| SourceError::new("GetCallerIdentity", "no account in the answer"))
 }
 
 #[cfg(test)]

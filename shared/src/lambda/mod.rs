@@ -12,7 +12,9 @@ pub mod scheduled;
 pub mod sqs;
 
 pub use http::{service, strip_stage};
-pub use scheduled::{function_scope, handle_scheduled_event, ReconcileError};
+pub use scheduled::{
+    function_scope, handle_scheduled_event, run_deadline, ReconcileError, ReconcileSetup,
+};
 #[cfg(any(test, feature = "testing"))]
 pub use sqs::handle_sqs;
 pub use sqs::{handle_sqs_with, IngestError};

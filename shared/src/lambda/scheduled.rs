@@ -1,9 +1,9 @@
 //! The reconcile function's edge: a scheduled event in, one run for the
 //! account of the invoked function's ARN, the summary out (and logged).
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::reconcile::{EcsSource, Reconciler, RunScope, SourceError};
+use crate::reconcile::{EcsSource, Reconciler, RunScope, Settings, SourceError, DEADLINE_MARGIN};
 use crate::store::StateStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,9 +27,9 @@ pub fn function_scope(invoked_function_arn: &str, region: &str) -> Result<RunSco
         .split(':')
         .nth(4)
         .filter(|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()))
-        .ok_or_else(|| SourceError {
-            operation: "Invoke",
-            message: format!("no account in the function ARN {invoked_function_arn:?}"),
+        .ok_or_else(|| {
+            let message = format!("no account in the function ARN {invoked_function_arn:?}");
+            SourceError::new("Invoke", message)
         })?;
     Ok(RunScope {
         account: account.to_string(),
@@ -37,24 +37,44 @@ pub fn function_scope(invoked_function_arn: &str, region: &str) -> Result<RunSco
     })
 }
 
+/// What the scheduled function was configured with.
+#[derive(Debug, Clone, Copy)]
+pub struct ReconcileSetup {
+    pub retention: Duration,
+    pub settings: Settings,
+}
+
+/// When a run invoked with `deadline_ms` (Lambda's deadline, milliseconds
+/// since the epoch) stops its pass: `DEADLINE_MARGIN` before it.
+pub fn run_deadline(deadline_ms: u64) -> tokio::time::Instant {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+    tokio::time::Instant::now() + left.saturating_sub(DEADLINE_MARGIN)
+}
+
 /// The scheduled function's handler: one run for the account of the invoked
-/// function's ARN; answers (and logs) the summary as JSON, or fails after the
-/// run when it met errors.
+/// function's ARN, going on with the pass under way until `deadline`;
+/// answers (and logs) the summary as JSON, or fails after the run when it
+/// met errors.
 pub async fn handle_scheduled_event(
     store: &dyn StateStore,
     source: &dyn EcsSource,
     event: &serde_json::Value,
     invoked_function_arn: &str,
     region: &str,
-    retention: Duration,
+    setup: ReconcileSetup,
+    deadline: Option<tokio::time::Instant>,
 ) -> Result<serde_json::Value, ReconcileError> {
     let summary = Reconciler {
         store,
         source,
         scope: function_scope(invoked_function_arn, region)?,
-        retention,
+        retention: setup.retention,
+        settings: setup.settings,
     }
-    .run()
+    .run_until(deadline)
     .await;
     summary.record(store).await;
     crate::metrics::flush();

@@ -3,8 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use super::pass::PassState;
+use super::CallFigures;
 use crate::compaction::CompactionReport;
 use crate::model::Kind;
 use crate::store::StateStore;
@@ -18,11 +20,14 @@ pub struct RunError {
 }
 
 /// What a run did to one kind of entity.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct KindCounts {
     pub listed: usize,
+    /// Described in all: what the store lacked, and the verified slice.
     pub described: usize,
+    /// Described to verify records both ECS and the store hold.
+    pub verified: usize,
     pub inserted: usize,
     pub updated: usize,
     pub unchanged: usize,
@@ -30,13 +35,57 @@ pub struct KindCounts {
 }
 
 impl KindCounts {
-    fn add(&mut self, o: &KindCounts) {
+    pub(super) fn add(&mut self, o: &KindCounts) {
         self.listed += o.listed;
         self.described += o.described;
+        self.verified += o.verified;
         self.inserted += o.inserted;
         self.updated += o.updated;
         self.unchanged += o.unchanged;
         self.deleted += o.deleted;
+    }
+}
+
+/// Where a pass stands (`GET /v1/status`, the run's result).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PassProgress {
+    /// When the pass started (names it).
+    pub started: String,
+    /// Runs (invocations) it has taken, this one included.
+    pub invocations: u32,
+    /// Clusters done, of all the pass lists.
+    pub clusters_done: usize,
+    pub clusters: usize,
+    /// This run finished the pass.
+    pub complete: bool,
+}
+
+impl PassProgress {
+    pub(super) fn of(state: &PassState, complete: bool) -> PassProgress {
+        PassProgress {
+            started: state.started.clone(),
+            invocations: state.invocations,
+            clusters_done: state.next_cluster.min(state.clusters.len()),
+            clusters: state.clusters.len(),
+            complete,
+        }
+    }
+
+    /// A completed pass as status keeps it: its figures over every run.
+    pub(super) fn completed(&self, state: &PassState) -> serde_json::Value {
+        let mut total = KindCounts::default();
+        state.kinds.values().for_each(|c| total.add(c));
+        serde_json::json!({
+            "started": state.started,
+            "finished": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "invocations": state.invocations,
+            "clusters": state.clusters.len(),
+            "total": total,
+            "kinds": state.kinds,
+            "calls": state.calls,
+            "errors": state.errors,
+        })
     }
 }
 
@@ -50,6 +99,10 @@ pub struct Summary {
     #[serde(flatten)]
     pub total: KindCounts,
     pub api_calls: u64,
+    /// The calls through the budget, by operation, and the throttles.
+    pub calls: CallFigures,
+    /// Where the pass stands after this run.
+    pub pass: PassProgress,
     pub errors: Vec<RunError>,
     pub duration_ms: u64,
     pub compaction: Option<CompactionReport>,
@@ -71,6 +124,11 @@ impl Summary {
             unchanged: t.unchanged as u64,
             errors: self.errors.len() as u64,
             api_calls: self.api_calls,
+            calls: self.calls.by_operation.clone(),
+            throttles: self.calls.throttles,
+            clusters_done: self.pass.clusters_done as u64,
+            clusters: self.pass.clusters as u64,
+            pass_complete: self.pass.complete,
             duration_ms: self.duration_ms,
             compacted_to,
         });
@@ -85,20 +143,16 @@ impl Summary {
             unchanged = t.unchanged,
             deleted = t.deleted,
             api_calls = self.api_calls,
+            throttles = self.calls.throttles,
+            pass_started = %self.pass.started,
+            clusters_done = self.pass.clusters_done,
+            pass_complete = self.pass.complete,
             errors = self.errors.len(),
             first_error = self.errors.first().map(ToString::to_string),
             duration_ms = self.duration_ms,
             compacted_to,
             "reconcile run"
         );
-    }
-
-    pub(super) fn add(&mut self, o: Summary) {
-        for (kind, counts) in &o.kinds {
-            self.kinds.entry(kind).or_default().add(counts);
-        }
-        self.errors.extend(o.errors);
-        self.total();
     }
 
     /// Counts `f` for `kind`; totals follow.

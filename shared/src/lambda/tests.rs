@@ -92,6 +92,13 @@ async fn a_failed_record_without_a_message_id_fails_the_whole_batch() {
     ));
 }
 
+fn setup() -> crate::lambda::ReconcileSetup {
+    crate::lambda::ReconcileSetup {
+        retention: std::time::Duration::from_secs(3600),
+        settings: crate::reconcile::Settings::default(),
+    }
+}
+
 #[tokio::test]
 async fn a_scheduled_run_covers_the_account_of_its_function_arn() {
     let s = embedded();
@@ -101,8 +108,7 @@ async fn a_scheduled_run_covers_the_account_of_its_function_arn() {
     let run = |arn: &'static str| {
         let (s, ecs, event) = (s.clone(), &ecs, event.clone());
         async move {
-            let retention = std::time::Duration::from_secs(3600);
-            handle_scheduled_event(s.as_ref(), ecs, &event, arn, "eu-west-1", retention).await
+            handle_scheduled_event(s.as_ref(), ecs, &event, arn, "eu-west-1", setup(), None).await
         }
     };
     let summary = run(arn).await.unwrap_or_else(|e| panic!("{e}"));
@@ -126,8 +132,7 @@ async fn a_run_with_errors_fails_the_invocation_after_writing_what_it_could() {
     ecs.failing = vec!["DescribeContainerInstances"];
     let arn = "arn:aws:lambda:eu-west-1:111122223333:function:css-reconcile";
     let event = json!({"id": "e1"});
-    let retention = std::time::Duration::from_secs(3600);
-    let out = handle_scheduled_event(s.as_ref(), &ecs, &event, arn, "eu-west-1", retention).await;
+    let out = handle_scheduled_event(s.as_ref(), &ecs, &event, arn, "eu-west-1", setup(), None).await;
     match out {
         Err(ReconcileError::RunErrors {
             count,

@@ -292,7 +292,7 @@ mod tests {
         for _ in 0..10 {
             b.succeeded();
         }
-        assert_eq!(b.rate, 6.0);
+        assert!((b.rate - 6.0).abs() < 1e-9, "{}", b.rate);
         for _ in 0..10 {
             b.succeeded();
         }

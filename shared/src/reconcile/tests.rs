@@ -1,16 +1,43 @@
 //! Reconcile decisions over the embedded store, with an in-test ECS: what a
 //! run inserts, updates, leaves and deletes, and what it must never touch.
 
-use std::time::Duration;
+use std::cell::Cell;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use super::{Reconciler, RunScope, Summary};
+use super::{BudgetSettings, Reconciler, RunScope, Settings, Summary};
 use crate::model::Kind;
 use crate::store::StateStore;
 use crate::testing::{cluster_arn, embedded, entity, instance, seed, task, Ecs, ACCOUNT, REGION};
 
-async fn run(store: &dyn StateStore, ecs: &Ecs) -> Summary {
+const HOUR: Duration = Duration::from_secs(3600);
+
+thread_local! {
+    /// The verification marks' clock of this test (each test has a thread).
+    static CLOCK_MS: Cell<u64> = const { Cell::new(1_000_000) };
+}
+
+fn test_now() -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(CLOCK_MS.with(Cell::get))
+}
+
+fn advance(d: Duration) {
+    CLOCK_MS.with(|c| c.set(c.get() + d.as_millis() as u64));
+}
+
+fn settings(horizon: Duration) -> Settings {
+    Settings {
+        budget: BudgetSettings {
+            calls_per_second: 1000.0,
+            burst: 1000.0,
+        },
+        verify_horizon: horizon,
+        now: test_now,
+    }
+}
+
+fn reconciler<'a>(store: &'a dyn StateStore, ecs: &'a Ecs, horizon: Duration) -> Reconciler<'a> {
     Reconciler {
         store,
         source: ecs,
@@ -18,10 +45,15 @@ async fn run(store: &dyn StateStore, ecs: &Ecs) -> Summary {
             account: ACCOUNT.into(),
             region: REGION.into(),
         },
-        retention: Duration::from_secs(3600),
+        retention: HOUR,
+        settings: settings(horizon),
     }
-    .run()
-    .await
+}
+
+/// A pass that describes everything (a zero horizon): what every pass
+/// converges to, whatever it slices.
+async fn run(store: &dyn StateStore, ecs: &Ecs) -> Summary {
+    reconciler(store, ecs, Duration::ZERO).run().await
 }
 
 /// The stored ECS version of a task, if the task is stored.
@@ -278,4 +310,161 @@ async fn a_failed_service_listing_deletes_no_service() {
         .await
         .unwrap()
         .is_some());
+}
+
+fn tasks(cluster: &str, n: usize, version: u64) -> Vec<Value> {
+    (0..n)
+        .map(|i| task(cluster, &format!("t{i:03}"), "RUNNING", version))
+        .collect()
+}
+
+/// Every stored task as (id, version).
+async fn stored(store: &dyn StateStore) -> Vec<(String, u64)> {
+    let req = crate::store::ListRequest {
+        kind: Kind::Task,
+        cluster: crate::store::ClusterScope::All,
+        status: None,
+        start_after: None,
+        limit: 100_000,
+        revision: None,
+    };
+    let page = store.list(&req).await.unwrap_or_else(|e| panic!("{e}"));
+    let meta = |r: &crate::store::StoredRecord| r.meta().map(|m| m.ecs_version).unwrap_or(0);
+    page.records.iter().map(|r| (r.key.id.clone(), meta(r))).collect()
+}
+
+#[tokio::test]
+async fn a_converged_pass_lists_and_verifies_only_its_slice() {
+    let s = embedded();
+    let ecs = Ecs::default().with("web", tasks("web", 240, 1), vec![]);
+    let first = reconciler(s.as_ref(), &ecs, HOUR).run().await;
+    assert_eq!((first.total.inserted, first.total.verified), (240, 0));
+    // Five minutes later: a twelfth of the hour's verification, 20 tasks
+    // (one DescribeTasks), and no write.
+    advance(Duration::from_secs(300));
+    let before = revisions(s.as_ref()).await;
+    let second = reconciler(s.as_ref(), &ecs, HOUR).run().await;
+    assert!(second.errors.is_empty(), "{:?}", second.errors);
+    let t = second.kinds["tasks"];
+    assert_eq!((t.listed, t.described, t.verified), (240, 20, 20));
+    assert_eq!((t.inserted, t.updated, t.unchanged), (0, 0, 20));
+    assert_eq!(second.calls.by_operation["DescribeTasks"], 1);
+    assert_eq!(second.calls.by_operation["ListTasks"], 4, "3 RUNNING pages + 1 STOPPED");
+    assert_eq!(before, revisions(s.as_ref()).await, "a verified record was rewritten");
+}
+
+/// Every stored task's mod_revision.
+async fn revisions(store: &dyn StateStore) -> Vec<(String, i64)> {
+    let req = crate::store::ListRequest {
+        kind: Kind::Task,
+        cluster: crate::store::ClusterScope::All,
+        status: None,
+        start_after: None,
+        limit: 100_000,
+        revision: None,
+    };
+    let page = store.list(&req).await.unwrap_or_else(|e| panic!("{e}"));
+    page.records.iter().map(|r| (r.key.id.clone(), r.mod_revision)).collect()
+}
+
+#[tokio::test]
+async fn a_stale_record_is_corrected_within_the_horizon() {
+    let s = embedded();
+    let old = Ecs::default().with("web", tasks("web", 120, 1), vec![]);
+    reconciler(s.as_ref(), &old, HOUR).run().await;
+    // ECS moves one task on; its event is lost.
+    let mut now = tasks("web", 120, 1);
+    now[77] = task("web", "t077", "STOPPED", 2);
+    let ecs = Ecs::default().with("web", now, vec![]);
+    let mut passes = 0;
+    while passes < 12 {
+        advance(Duration::from_secs(300));
+        reconciler(s.as_ref(), &ecs, HOUR).run().await;
+        passes += 1;
+        if stored(s.as_ref()).await.contains(&("t077".into(), 2)) {
+            break;
+        }
+    }
+    assert!(
+        stored(s.as_ref()).await.contains(&("t077".into(), 2)),
+        "not corrected in an hour of passes"
+    );
+    assert!(passes > 1, "found at once: the slice was not a slice");
+}
+
+#[tokio::test]
+async fn a_cluster_that_looks_wrong_is_described_whole() {
+    let s = embedded();
+    let old = Ecs::default().with("web", tasks("web", 100, 1), vec![]);
+    reconciler(s.as_ref(), &old, HOUR).run().await;
+    // 20 of 100 tasks gone from the store (more than a tenth): every one
+    // of the other 80 is described again in the same pass.
+    let mut now = tasks("web", 100, 2);
+    now.truncate(100);
+    for t in &tasks("web", 100, 1)[..20] {
+        let key = entity(Kind::Task, t).key;
+        let rec = s.get(&key, None).await.unwrap_or_else(|e| panic!("{e}"));
+        let rev = rec.map_or(0, |r| r.mod_revision);
+        s.delete_if_unchanged(&key, rev).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    let ecs = Ecs::default().with("web", now, vec![]);
+    advance(Duration::from_secs(60));
+    let sum = reconciler(s.as_ref(), &ecs, HOUR).run().await;
+    let t = sum.kinds["tasks"];
+    assert_eq!((t.inserted, t.verified, t.updated), (20, 80, 80));
+    assert!(stored(s.as_ref()).await.iter().all(|(_, v)| *v == 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pass_paused_at_its_deadline_resumes_and_converges_like_one_run() {
+    // 3 clusters of 250 tasks and 20 extra records; a budget of 5 calls a
+    // second and a deadline a second after each run starts (simulated time).
+    let fleet = |ecs: Ecs| {
+        ["a", "b", "c"]
+            .iter()
+            .fold(ecs, |e, c| e.with(c, tasks(c, 250, 3), vec![]))
+    };
+    let ecs = fleet(Ecs::default());
+    let extra: Vec<Value> = tasks("b", 270, 1)[250..].to_vec();
+    let slow = Settings {
+        budget: BudgetSettings {
+            calls_per_second: 5.0,
+            burst: 5.0,
+        },
+        ..settings(HOUR)
+    };
+    let paused = embedded();
+    seed(paused.as_ref(), Kind::Task, &extra).await;
+    let mut runs = Vec::new();
+    loop {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        let r = Reconciler {
+            settings: slow,
+            ..reconciler(paused.as_ref(), &ecs, HOUR)
+        };
+        let sum = r.run_until(Some(deadline)).await;
+        assert!(sum.errors.is_empty(), "{:?}", sum.errors);
+        let done = sum.pass.complete;
+        runs.push(sum);
+        if done || runs.len() > 50 {
+            break;
+        }
+    }
+    assert!(runs.len() >= 3, "{} runs: the deadline never paused it", runs.len());
+    let last = runs.last().map(|r| r.pass.clone()).unwrap_or_default();
+    assert!(last.complete && last.invocations as usize == runs.len());
+    // Every run kept to the budget: calls <= burst + rate * its time.
+    for r in &runs {
+        let allowed = 5.0 + 5.0 * (r.duration_ms as f64 / 1000.0);
+        assert!(r.calls.total() as f64 <= allowed + 1.0, "{:?}", r.calls);
+    }
+    let whole = embedded();
+    seed(whole.as_ref(), Kind::Task, &extra).await;
+    let one = reconciler(whole.as_ref(), &ecs, HOUR).run().await;
+    assert!(one.pass.complete && one.pass.invocations == 1);
+    let (a, b) = (stored(paused.as_ref()).await, stored(whole.as_ref()).await);
+    assert_eq!(a.len(), 750);
+    assert_eq!(a, b);
+    let deleted: usize = runs.iter().map(|r| r.total.deleted).sum();
+    assert_eq!(deleted, 20);
 }

@@ -41,6 +41,7 @@ pub async fn run(etcd: &EtcdServer, runs: usize) {
                 source: &source,
                 scope: scope.clone(),
                 retention: Duration::from_secs(3600),
+                settings: css_tests::fixtures::describe_all(),
             }
             .run()
             .await;

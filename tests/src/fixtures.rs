@@ -156,8 +156,24 @@ pub fn store_args(endpoints: Vec<String>) -> css::config::StoreArgs {
         cursor_table: None,
         subscriptions_per_owner: 100,
         history_retention: std::time::Duration::from_secs(3600),
+        reconcile_calls_per_second: 5.0,
+        reconcile_verify_horizon: std::time::Duration::from_secs(3600),
         metrics_namespace: "ClusterStateService".into(),
         log_level: None,
+    }
+}
+
+/// Reconcile settings of tests about what a pass decides rather than what
+/// it spends: every entity described every pass (a zero horizon) and a
+/// budget that never makes a local ECS wait.
+pub fn describe_all() -> css::reconcile::Settings {
+    css::reconcile::Settings {
+        budget: css::reconcile::BudgetSettings {
+            calls_per_second: 1000.0,
+            burst: 1000.0,
+        },
+        verify_horizon: std::time::Duration::ZERO,
+        now: std::time::SystemTime::now,
     }
 }
 

@@ -123,6 +123,7 @@ async fn ingest_list_watch_and_reconcile_over_mutual_tls() {
             region: "us-east-1".into(),
         },
         retention: Duration::from_secs(3600),
+        settings: css_tests::fixtures::describe_all(),
     }
     .run()
     .await;

@@ -10,6 +10,7 @@ use css::compaction::checkpoint_and_compact;
 use css::ingest::apply_batch;
 use css::model::{ClusterId, EntityKey, Kind};
 use css::reconcile::aws::AwsEcs;
+use css::ecs::Page;
 use css::reconcile::{EcsSource, Reconciler, RunScope, ServicesAnswer, SourceError, Summary};
 use css::store::{ClusterScope, EmbeddedStore, ListRequest, StateStore, StoreError};
 use css_tests::fixtures::{messages, task_event};
@@ -92,7 +93,7 @@ struct Hooked {
 impl Hooked {
     fn new(moto: &MotoServer) -> Hooked {
         Hooked {
-            inner: AwsEcs::new(&moto.sdk_config()),
+            inner: AwsEcs::single_attempt(&moto.sdk_config()),
             fail_list_tasks: None,
             during_list_tasks: Mutex::new(None),
             describe_tasks_calls: AtomicUsize::new(0),
@@ -102,11 +103,15 @@ impl Hooked {
 
 #[async_trait]
 impl EcsSource for Hooked {
-    async fn list_clusters(&self) -> Result<Vec<String>, SourceError> {
-        self.inner.list_clusters().await
+    async fn list_clusters(&self, next: Option<&str>) -> Result<Page, SourceError> {
+        self.inner.list_clusters(next).await
     }
-    async fn list_container_instances(&self, cluster: &str) -> Result<Vec<String>, SourceError> {
-        self.inner.list_container_instances(cluster).await
+    async fn list_container_instances(
+        &self,
+        cluster: &str,
+        next: Option<&str>,
+    ) -> Result<Page, SourceError> {
+        self.inner.list_container_instances(cluster, next).await
     }
     async fn describe_container_instances(
         &self,
@@ -115,16 +120,19 @@ impl EcsSource for Hooked {
     ) -> Result<Vec<Box<RawValue>>, SourceError> {
         self.inner.describe_container_instances(cluster, arns).await
     }
-    async fn list_tasks(&self, cluster: &str, desired: &str) -> Result<Vec<String>, SourceError> {
+    async fn list_tasks(
+        &self,
+        cluster: &str,
+        desired: &str,
+        next: Option<&str>,
+    ) -> Result<Page, SourceError> {
         if self
             .fail_list_tasks
             .as_deref()
             .is_some_and(|c| cluster.ends_with(&format!("/{c}")))
         {
-            return Err(SourceError {
-                operation: "ListTasks",
-                message: "ThrottlingException: Rate exceeded (injected)".into(),
-            });
+            let message = "AccessDeniedException: not authorized (injected)";
+            return Err(SourceError::new("ListTasks", message));
         }
         let hook = {
             let mut slot = self.during_list_tasks.lock().unwrap();
@@ -136,7 +144,7 @@ impl EcsSource for Hooked {
         if let Some(f) = hook {
             f.await;
         }
-        self.inner.list_tasks(cluster, desired).await
+        self.inner.list_tasks(cluster, desired, next).await
     }
     async fn describe_tasks(
         &self,
@@ -146,8 +154,8 @@ impl EcsSource for Hooked {
         self.describe_tasks_calls.fetch_add(1, Ordering::Relaxed);
         self.inner.describe_tasks(cluster, arns).await
     }
-    async fn list_services(&self, cluster: &str) -> Result<Vec<String>, SourceError> {
-        self.inner.list_services(cluster).await
+    async fn list_services(&self, cluster: &str, next: Option<&str>) -> Result<Page, SourceError> {
+        self.inner.list_services(cluster, next).await
     }
     async fn describe_services(
         &self,
@@ -167,6 +175,7 @@ async fn run(store: &dyn StateStore, source: &dyn EcsSource) -> Summary {
         source,
         scope: scope(),
         retention: Duration::from_secs(3600),
+        settings: css_tests::fixtures::describe_all(),
     }
     .run()
     .await;
@@ -529,6 +538,13 @@ async fn server_mode_reconciles_on_its_interval() {
     s.server.shutdown().await.unwrap();
 }
 
+fn setup() -> css::lambda::ReconcileSetup {
+    css::lambda::ReconcileSetup {
+        retention: Duration::from_secs(3600),
+        settings: css::reconcile::Settings::default(),
+    }
+}
+
 /// events/scheduled-reconcile.json through the scheduled function's handler.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_event_through_the_handler() {
@@ -546,7 +562,8 @@ async fn scheduled_event_through_the_handler() {
         &event,
         "arn:aws:lambda:us-east-1:123456789012:function:css-reconcile",
         REGION,
-        Duration::from_secs(3600),
+        setup(),
+        None,
     )
     .await
     .unwrap();
@@ -572,7 +589,8 @@ async fn scheduled_event_through_the_handler() {
         &event,
         "not-an-arn",
         REGION,
-        Duration::from_secs(60)
+        setup(),
+        None,
     )
     .await
     .is_err());

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use css::ecs::aws::AwsEcs;
-use css::ecs::{EcsSource, RunScope, ServicesAnswer, SourceError};
+use css::ecs::{EcsSource, Page, RunScope, ServicesAnswer, SourceError};
 use css::ingest::{apply_batch, Describer};
 use css::model::Kind;
 use css::reconcile::Reconciler;
@@ -645,6 +645,7 @@ async fn reconcile_alone_converges_on_services() {
         source: &source,
         scope: moto_scope(),
         retention: Duration::from_secs(3600),
+        settings: css_tests::fixtures::describe_all(),
     };
     let first = run().run().await;
     assert_eq!(first.errors, vec![], "{first:?}");
@@ -710,11 +711,11 @@ struct Faulty {
 
 #[async_trait]
 impl EcsSource for Faulty {
-    async fn list_clusters(&self) -> Result<Vec<String>, SourceError> {
-        self.inner.list_clusters().await
+    async fn list_clusters(&self, t: Option<&str>) -> Result<Page, SourceError> {
+        self.inner.list_clusters(t).await
     }
-    async fn list_container_instances(&self, c: &str) -> Result<Vec<String>, SourceError> {
-        self.inner.list_container_instances(c).await
+    async fn list_container_instances(&self, c: &str, t: Option<&str>) -> Result<Page, SourceError> {
+        self.inner.list_container_instances(c, t).await
     }
     async fn describe_container_instances(
         &self,
@@ -723,8 +724,8 @@ impl EcsSource for Faulty {
     ) -> Result<Vec<Box<RawValue>>, SourceError> {
         self.inner.describe_container_instances(c, a).await
     }
-    async fn list_tasks(&self, c: &str, d: &str) -> Result<Vec<String>, SourceError> {
-        self.inner.list_tasks(c, d).await
+    async fn list_tasks(&self, c: &str, d: &str, t: Option<&str>) -> Result<Page, SourceError> {
+        self.inner.list_tasks(c, d, t).await
     }
     async fn describe_tasks(
         &self,
@@ -733,8 +734,8 @@ impl EcsSource for Faulty {
     ) -> Result<Vec<Box<RawValue>>, SourceError> {
         self.inner.describe_tasks(c, a).await
     }
-    async fn list_services(&self, c: &str) -> Result<Vec<String>, SourceError> {
-        self.inner.list_services(c).await
+    async fn list_services(&self, c: &str, t: Option<&str>) -> Result<Page, SourceError> {
+        self.inner.list_services(c, t).await
     }
     async fn describe_services(
         &self,
@@ -743,10 +744,8 @@ impl EcsSource for Faulty {
     ) -> Result<ServicesAnswer, SourceError> {
         if self.throttle.load(Ordering::SeqCst) > 0 {
             self.throttle.fetch_sub(1, Ordering::SeqCst);
-            return Err(SourceError {
-                operation: "DescribeServices",
-                message: "ThrottlingException: Rate exceeded (after the SDK's retries)".into(),
-            });
+            let message = "ThrottlingException: Rate exceeded (after the SDK's retries)";
+            return Err(SourceError::throttled("DescribeServices", message));
         }
         let answer = self.inner.describe_services(c, n).await;
         let hold = self.hold.lock().unwrap().take();

@@ -58,7 +58,7 @@ async fn status_reports_the_store_and_the_last_runs() {
         css::lambda::handle_sqs(store.as_ref(), sqs_event(&[body]))
             .await
             .expect("ingest");
-        let ecs = css::reconcile::aws::AwsEcs::new(&moto.sdk_config());
+        let ecs = css::reconcile::aws::AwsEcs::single_attempt(&moto.sdk_config());
         let event = json!({});
         let arn = "arn:aws:lambda:us-east-1:123456789012:function:css-reconcile";
         let run = css::lambda::handle_scheduled_event(
@@ -67,7 +67,11 @@ async fn status_reports_the_store_and_the_last_runs() {
             &event,
             arn,
             "us-east-1",
-            Duration::from_secs(3600),
+            css::lambda::ReconcileSetup {
+                retention: Duration::from_secs(3600),
+                settings: css::reconcile::Settings::default(),
+            },
+            None,
         );
         run.await.expect("reconcile");
 
@@ -84,6 +88,14 @@ async fn status_reports_the_store_and_the_last_runs() {
         assert!(after["reconcile"]["time"]
             .as_str()
             .is_some_and(|t| t.ends_with('Z')));
+        // The pass: done in this run, and the last completed one.
+        let pass = &after["reconcile"]["summary"]["pass"];
+        assert_eq!((pass["complete"].clone(), pass["clustersDone"].clone()), (json!(true), json!(1)), "{after}");
+        let last = &after["lastCompletedPass"];
+        assert_eq!((last["clusters"].clone(), last["invocations"].clone()), (json!(1), json!(1)), "{after}");
+        assert_eq!(last["total"]["inserted"], 2, "{after}");
+        assert_eq!(last["calls"]["byOperation"]["ListTasks"], 2, "{after}");
+        assert_eq!(last["calls"]["throttles"], 0, "{after}");
     }
 }
 

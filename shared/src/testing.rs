@@ -193,7 +193,11 @@ fn described(items: Vec<Value>, field: &str, asked: &[String]) -> Vec<Box<RawVal
 impl EcsSource for Ecs {
     async fn list_clusters(&self, next: Option<&str>) -> Result<Page, SourceError> {
         self.call("ListClusters")?;
-        Ok(page_of(self.clusters.keys().cloned().collect(), next, LIST_PAGE))
+        Ok(page_of(
+            self.clusters.keys().cloned().collect(),
+            next,
+            LIST_PAGE,
+        ))
     }
 
     async fn list_container_instances(

@@ -14,6 +14,7 @@ pub mod moto;
 pub mod openapi;
 pub mod pki;
 pub mod server;
+pub mod throttle;
 
 /// Runs each `async fn name(&TestServer, &OpenApi)` scenario of the calling
 /// module against server mode twice: on the embedded store (module

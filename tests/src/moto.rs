@@ -128,18 +128,7 @@ impl Drop for MotoServer {
 impl MotoServer {
     /// An SDK config pointed at this moto server (us-east-1, dummy keys).
     pub fn sdk_config(&self) -> aws_config::SdkConfig {
-        use aws_sdk_sqs::config::{
-            BehaviorVersion, Credentials, Region, SharedCredentialsProvider,
-        };
-        aws_config::SdkConfig::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .endpoint_url(self.endpoint())
-            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-                "testing", "testing", None, None, "moto",
-            )))
-            .http_client(css::config::aws_http_client())
-            .build()
+        sdk_config_at(&self.endpoint())
     }
 
     /// An ECS client of this server with the task definition `web`
@@ -236,4 +225,19 @@ pub async fn create_cursor_table_with(
         table
     };
     table.send().await.expect("create the cursor table in moto");
+}
+
+/// An SDK config pointed at `endpoint` (moto, or a proxy in front of it):
+/// us-east-1, dummy keys.
+pub fn sdk_config_at(endpoint: &str) -> aws_config::SdkConfig {
+    use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region, SharedCredentialsProvider};
+    aws_config::SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            "testing", "testing", None, None, "moto",
+        )))
+        .http_client(css::config::aws_http_client())
+        .build()
 }

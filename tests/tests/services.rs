@@ -714,7 +714,11 @@ impl EcsSource for Faulty {
     async fn list_clusters(&self, t: Option<&str>) -> Result<Page, SourceError> {
         self.inner.list_clusters(t).await
     }
-    async fn list_container_instances(&self, c: &str, t: Option<&str>) -> Result<Page, SourceError> {
+    async fn list_container_instances(
+        &self,
+        c: &str,
+        t: Option<&str>,
+    ) -> Result<Page, SourceError> {
         self.inner.list_container_instances(c, t).await
     }
     async fn describe_container_instances(

@@ -90,9 +90,17 @@ async fn status_reports_the_store_and_the_last_runs() {
             .is_some_and(|t| t.ends_with('Z')));
         // The pass: done in this run, and the last completed one.
         let pass = &after["reconcile"]["summary"]["pass"];
-        assert_eq!((pass["complete"].clone(), pass["clustersDone"].clone()), (json!(true), json!(1)), "{after}");
+        assert_eq!(
+            (pass["complete"].clone(), pass["clustersDone"].clone()),
+            (json!(true), json!(1)),
+            "{after}"
+        );
         let last = &after["lastCompletedPass"];
-        assert_eq!((last["clusters"].clone(), last["invocations"].clone()), (json!(1), json!(1)), "{after}");
+        assert_eq!(
+            (last["clusters"].clone(), last["invocations"].clone()),
+            (json!(1), json!(1)),
+            "{after}"
+        );
         assert_eq!(last["total"]["inserted"], 2, "{after}");
         assert_eq!(last["calls"]["byOperation"]["ListTasks"], 2, "{after}");
         assert_eq!(last["calls"]["throttles"], 0, "{after}");

@@ -275,9 +275,10 @@ impl EcsSource for DemoEcs {
         let (mut found, mut missing) = (Vec::new(), Vec::new());
         for n in names {
             match services.get(service_name(n)) {
-                Some(s) => {
-                    found.push(serde_json::value::to_raw_value(s).map_err(|e| SourceError::new("DescribeServices", e.to_string()))?)
-                }
+                Some(s) => found.push(
+                    serde_json::value::to_raw_value(s)
+                        .map_err(|e| SourceError::new("DescribeServices", e.to_string()))?,
+                ),
                 None => missing.push(service_name(n).to_string()),
             }
         }

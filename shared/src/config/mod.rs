@@ -42,7 +42,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn parse_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(r) if r.is_finite() && (0.1..=1000.0).contains(&r) => Ok(r),
-        _ => Err(format!("{s:?} is not a rate from 0.1 to 1000 (calls per second)")),
+        _ => Err(format!(
+            "{s:?} is not a rate from 0.1 to 1000 (calls per second)"
+        )),
     }
 }
 

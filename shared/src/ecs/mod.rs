@@ -99,8 +99,7 @@ pub trait EcsSource: Send + Sync {
         arns: &[String],
     ) -> Result<Vec<Box<RawValue>>, SourceError>;
     /// Service ARNs of a cluster.
-    async fn list_services(&self, cluster: &str, next: Option<&str>)
-        -> Result<Page, SourceError>;
+    async fn list_services(&self, cluster: &str, next: Option<&str>) -> Result<Page, SourceError>;
     /// At most `DESCRIBE_SERVICES_BATCH` names or ARNs of one cluster.
     async fn describe_services(
         &self,

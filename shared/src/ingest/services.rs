@@ -106,7 +106,10 @@ pub(super) async fn apply(
             }
         };
         let failed = |message: String| {
-            Err(Failure::Describe(SourceError::new("DescribeServices", message)))
+            Err(Failure::Describe(SourceError::new(
+                "DescribeServices",
+                message,
+            )))
         };
         for raw in answer.services {
             match Entity::from_raw(Kind::Service, raw, false) {

@@ -132,7 +132,8 @@ async fn a_run_with_errors_fails_the_invocation_after_writing_what_it_could() {
     ecs.failing = vec!["DescribeContainerInstances"];
     let arn = "arn:aws:lambda:eu-west-1:111122223333:function:css-reconcile";
     let event = json!({"id": "e1"});
-    let out = handle_scheduled_event(s.as_ref(), &ecs, &event, arn, "eu-west-1", setup(), None).await;
+    let out =
+        handle_scheduled_event(s.as_ref(), &ecs, &event, arn, "eu-west-1", setup(), None).await;
     match out {
         Err(ReconcileError::RunErrors {
             count,

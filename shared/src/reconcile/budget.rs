@@ -137,7 +137,11 @@ impl<'a> Budgeted<'a> {
     }
 
     pub fn figures(&self) -> CallFigures {
-        let mut f = self.figures.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut f = self
+            .figures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         f.rate = self.bucket.lock().unwrap_or_else(|e| e.into_inner()).rate;
         f
     }
@@ -219,8 +223,10 @@ impl EcsSource for Budgeted<'_> {
         desired: &str,
         next: Option<&str>,
     ) -> Result<Page, SourceError> {
-        self.call("ListTasks", || self.inner.list_tasks(cluster, desired, next))
-            .await
+        self.call("ListTasks", || {
+            self.inner.list_tasks(cluster, desired, next)
+        })
+        .await
     }
 
     async fn describe_tasks(

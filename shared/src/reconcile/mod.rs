@@ -204,7 +204,11 @@ impl Run<'_, '_> {
             if self.out_of_time() {
                 return false;
             }
-            match self.budget.list_clusters(state.clusters_token.as_deref()).await {
+            match self
+                .budget
+                .list_clusters(state.clusters_token.as_deref())
+                .await
+            {
                 Ok(page) => {
                     state.clusters.extend(page.arns);
                     state.clusters_listed = page.next.is_none();
@@ -308,11 +312,12 @@ impl Run<'_, '_> {
         // The snapshot comes before the listing; a paused step reads its own
         // again (or, compacted away, starts over with a new one).
         let resumed = match paused {
-            Some(st) => match snapshot(self.r.store, kind, scope.clone(), Some(st.snapshot)).await
-            {
-                Ok((keys, _)) => Some((st, keys)),
-                Err(_) => None,
-            },
+            Some(st) => {
+                match snapshot(self.r.store, kind, scope.clone(), Some(st.snapshot)).await {
+                    Ok((keys, _)) => Some((st, keys)),
+                    Err(_) => None,
+                }
+            }
             None => None,
         };
         let (mut st, keys) = match resumed {
@@ -335,8 +340,9 @@ impl Run<'_, '_> {
                 }
             }
         };
-        let in_store: HashMap<String, i64> =
-            (keys.into_iter()).map(|k| (k.key.id, k.mod_revision)).collect();
+        let in_store: HashMap<String, i64> = (keys.into_iter())
+            .map(|k| (k.key.id, k.mod_revision))
+            .collect();
         let mut listed: HashMap<String, String> = HashMap::new();
         for a in std::mem::take(&mut carry.listed) {
             if let Ok(p) = Arn::parse(&a) {
@@ -398,13 +404,18 @@ impl Run<'_, '_> {
             let arns: Vec<String> = st.pending.drain(..n).collect();
             self.describe(kind, arn, &arns, st.snapshot, false).await;
         }
-        let missing = listed.keys().filter(|id| !in_store.contains_key(*id)).count();
+        let missing = listed
+            .keys()
+            .filter(|id| !in_store.contains_key(*id))
+            .count();
         let extra: Vec<(&String, &i64)> = (in_store.iter())
             .filter(|(id, _)| !listed.contains_key(*id))
             .collect();
         let disagree = missing + extra.len();
         if complete {
-            let found = extra.iter().map(|(id, rev)| (cs.step, id.to_string(), **rev));
+            let found = extra
+                .iter()
+                .map(|(id, rev)| (cs.step, id.to_string(), **rev));
             carry.deletes.extend(found);
         }
         let mut both: Vec<&str> = (listed.keys())
@@ -412,7 +423,8 @@ impl Run<'_, '_> {
             .map(String::as_str)
             .collect();
         both.sort_unstable();
-        let whole_at = WHOLE_MIN.max((WHOLE_SHARE * listed.len().max(in_store.len()) as f64) as usize);
+        let whole_at =
+            WHOLE_MIN.max((WHOLE_SHARE * listed.len().max(in_store.len()) as f64) as usize);
         self.verify(kind, arn, &both, &listed, st.snapshot, disagree > whole_at)
             .await;
         Ok(())
@@ -434,7 +446,12 @@ impl Run<'_, '_> {
         let mut mark = self.marks.0.get(&key).cloned();
         let len = match whole {
             true => ids.len(),
-            false => verify::slice_len(ids.len(), mark.as_ref(), now, self.r.settings.verify_horizon),
+            false => verify::slice_len(
+                ids.len(),
+                mark.as_ref(),
+                now,
+                self.r.settings.verify_horizon,
+            ),
         };
         let after = mark.as_ref().map_or("", |m| m.after.as_str());
         let slice = verify::slice(ids, after, len);
@@ -481,9 +498,13 @@ impl Run<'_, '_> {
     ) {
         let src = &self.budget;
         let described = match kind {
-            Kind::Task => src.describe_tasks(cluster_arn, batch).await.map(|r| (r, None)),
-            Kind::Instance => (src.describe_container_instances(cluster_arn, batch).await)
+            Kind::Task => src
+                .describe_tasks(cluster_arn, batch)
+                .await
                 .map(|r| (r, None)),
+            Kind::Instance => {
+                (src.describe_container_instances(cluster_arn, batch).await).map(|r| (r, None))
+            }
             // A service gone between list and describe (MISSING) is not
             // stored; the next pass deletes its record.
             Kind::Service => (src.describe_services(cluster_arn, batch).await)

@@ -330,7 +330,10 @@ async fn stored(store: &dyn StateStore) -> Vec<(String, u64)> {
     };
     let page = store.list(&req).await.unwrap_or_else(|e| panic!("{e}"));
     let meta = |r: &crate::store::StoredRecord| r.meta().map(|m| m.ecs_version).unwrap_or(0);
-    page.records.iter().map(|r| (r.key.id.clone(), meta(r))).collect()
+    page.records
+        .iter()
+        .map(|r| (r.key.id.clone(), meta(r)))
+        .collect()
 }
 
 #[tokio::test]
@@ -349,8 +352,15 @@ async fn a_converged_pass_lists_and_verifies_only_its_slice() {
     assert_eq!((t.listed, t.described, t.verified), (240, 20, 20));
     assert_eq!((t.inserted, t.updated, t.unchanged), (0, 0, 20));
     assert_eq!(second.calls.by_operation["DescribeTasks"], 1);
-    assert_eq!(second.calls.by_operation["ListTasks"], 4, "3 RUNNING pages + 1 STOPPED");
-    assert_eq!(before, revisions(s.as_ref()).await, "a verified record was rewritten");
+    assert_eq!(
+        second.calls.by_operation["ListTasks"], 4,
+        "3 RUNNING pages + 1 STOPPED"
+    );
+    assert_eq!(
+        before,
+        revisions(s.as_ref()).await,
+        "a verified record was rewritten"
+    );
 }
 
 /// Every stored task's mod_revision.
@@ -364,7 +374,10 @@ async fn revisions(store: &dyn StateStore) -> Vec<(String, i64)> {
         revision: None,
     };
     let page = store.list(&req).await.unwrap_or_else(|e| panic!("{e}"));
-    page.records.iter().map(|r| (r.key.id.clone(), r.mod_revision)).collect()
+    page.records
+        .iter()
+        .map(|r| (r.key.id.clone(), r.mod_revision))
+        .collect()
 }
 
 #[tokio::test]
@@ -405,7 +418,9 @@ async fn a_cluster_that_looks_wrong_is_described_whole() {
         let key = entity(Kind::Task, t).key;
         let rec = s.get(&key, None).await.unwrap_or_else(|e| panic!("{e}"));
         let rev = rec.map_or(0, |r| r.mod_revision);
-        s.delete_if_unchanged(&key, rev).await.unwrap_or_else(|e| panic!("{e}"));
+        s.delete_if_unchanged(&key, rev)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
     }
     let ecs = Ecs::default().with("web", now, vec![]);
     advance(Duration::from_secs(60));
@@ -450,7 +465,11 @@ async fn a_pass_paused_at_its_deadline_resumes_and_converges_like_one_run() {
             break;
         }
     }
-    assert!(runs.len() >= 3, "{} runs: the deadline never paused it", runs.len());
+    assert!(
+        runs.len() >= 3,
+        "{} runs: the deadline never paused it",
+        runs.len()
+    );
     let last = runs.last().map(|r| r.pass.clone()).unwrap_or_default();
     assert!(last.complete && last.invocations as usize == runs.len());
     // Every run kept to the budget: calls <= burst + rate * its time.

@@ -54,10 +54,8 @@ impl Marks {
     /// Drops the marks of clusters that no longer exist.
     pub fn retain_clusters(&mut self, clusters: &[String]) {
         let live: std::collections::HashSet<&str> = clusters.iter().map(String::as_str).collect();
-        self.0.retain(|k, _| {
-            k.split_once(' ')
-                .is_some_and(|(_, arn)| live.contains(arn))
-        });
+        self.0
+            .retain(|k, _| k.split_once(' ').is_some_and(|(_, arn)| live.contains(arn)));
     }
 }
 
@@ -116,7 +114,10 @@ mod tests {
         // Seven minutes: 8 such passes fit in an hour, so an eighth.
         assert_eq!(slice_len(1000, Some(&mark(now - 420_000)), now, HOUR), 125);
         // More than a horizon since: everything, never more.
-        assert_eq!(slice_len(1000, Some(&mark(now - 7_200_000)), now, HOUR), 1000);
+        assert_eq!(
+            slice_len(1000, Some(&mark(now - 7_200_000)), now, HOUR),
+            1000
+        );
         // A clock that went back: nothing this time.
         assert_eq!(slice_len(1000, Some(&mark(now + 5)), now, HOUR), 0);
         assert_eq!(slice_len(1000, Some(&mark(now)), now, HOUR), 0);
@@ -158,7 +159,11 @@ mod tests {
             }
             mark.at_ms = now;
             let oldest = last_seen.iter().min().copied().unwrap_or(0);
-            assert!(now - oldest < 3_600_000, "pass {pass}: waited {}", now - oldest);
+            assert!(
+                now - oldest < 3_600_000,
+                "pass {pass}: waited {}",
+                now - oldest
+            );
         }
     }
 }

@@ -945,3 +945,53 @@ fn every_metric_math_input_is_filled() {
     }
     assert!(expressions >= 1, "the drift alarm is a metric-math alarm");
 }
+
+/// The reconcile budget's parameters: every value the template admits is
+/// one the function's settings parser takes (bounds and default), and the
+/// function's timeout leaves its pass time beyond the deadline margin.
+#[test]
+fn reconcile_budget_parameters_fit_the_function() {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        store: css::config::StoreArgs,
+    }
+    let t = template();
+    let rate = &t["Parameters"]["ReconcileCallsPerSecond"];
+    for key in ["MinValue", "Default", "MaxValue"] {
+        let v = rate[key].as_f64().unwrap_or_else(|| panic!("{key}"));
+        let cli = Cli::try_parse_from(["css", "--reconcile-calls-per-second", &v.to_string()])
+            .unwrap_or_else(|e| panic!("{key} {v}: {e}"));
+        assert_eq!(cli.store.reconcile_calls_per_second, v);
+    }
+    for refused in ["0", "-1", "1001", "fast"] {
+        assert!(Cli::try_parse_from(["css", "--reconcile-calls-per-second", refused]).is_err());
+    }
+    let horizon = &t["Parameters"]["ReconcileVerifyHorizon"];
+    let pattern = horizon["AllowedPattern"].as_str().expect("pattern");
+    assert_eq!(pattern, "^[0-9]+(s|m|h)$");
+    let matches = |v: &str| {
+        let (n, unit) = v.split_at(v.len().saturating_sub(1));
+        !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && ["s", "m", "h"].contains(&unit)
+    };
+    let default = horizon["Default"].as_str().expect("default");
+    for v in [default, "0s", "90s", "15m", "1h", "24h"] {
+        assert!(matches(v), "{v}");
+        let cli = Cli::try_parse_from(["css", "--reconcile-verify-horizon", v])
+            .unwrap_or_else(|e| panic!("{v}: {e}"));
+        if v == "0s" {
+            assert!(cli.store.reconcile_verify_horizon.is_zero());
+        }
+    }
+    let vars = &t["Resources"]["ReconcileFunction"]["Properties"]["Environment"]["Variables"];
+    assert!(text(&vars["CSS_RECONCILE_CALLS_PER_SECOND"]).contains("ReconcileCallsPerSecond"));
+    assert!(text(&vars["CSS_RECONCILE_VERIFY_HORIZON"]).contains("ReconcileVerifyHorizon"));
+    let timeout = t["Resources"]["ReconcileFunction"]["Properties"]["Timeout"]
+        .as_u64()
+        .expect("timeout");
+    assert!(
+        std::time::Duration::from_secs(timeout) >= css::reconcile::DEADLINE_MARGIN * 5,
+        "a {timeout} s function spends most of it past its pass's deadline"
+    );
+}

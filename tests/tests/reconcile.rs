@@ -602,6 +602,26 @@ async fn scheduled_event_through_the_handler() {
     ] {
         assert!(out.get(k).is_some(), "summary has {k}");
     }
+    // README's summary has the fields the handler answers, at every level.
+    let readme = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+    )
+    .unwrap();
+    let after = readme
+        .split("Each run answers and logs one JSON summary")
+        .nth(1)
+        .expect("README's reconcile summary");
+    let block = after.split("```json").nth(1).unwrap().split("```").next().unwrap();
+    let example: Value = serde_json::from_str(block).expect("README's summary is JSON");
+    let keys = |v: &Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    for path in ["", "/calls", "/pass", "/compaction", "/kinds/tasks", "/kinds/instances"] {
+        let (a, b) = (example.pointer(path).unwrap(), out.pointer(path).unwrap());
+        assert_eq!(keys(a), keys(b), "README's summary at {path:?}");
+    }
     assert!(css::lambda::handle_scheduled_event(
         store.as_ref(),
         &source,

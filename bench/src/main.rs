@@ -5,10 +5,12 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
-/// css-server's allocator, so that memory-child holds what server mode holds.
+/// css-server's allocator (so that memory-child holds what server mode
+/// holds), counting the heap in use for `passes`.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc::Counting = alloc::Counting;
 
+mod alloc;
 mod cluster;
 mod cssctl;
 mod ingest;
@@ -17,6 +19,7 @@ mod list;
 mod list_costs;
 mod memory;
 mod metrics;
+mod passes;
 mod reconcile;
 mod records;
 mod services;
@@ -58,6 +61,19 @@ enum What {
     List,
     /// One reconcile run over a moto fleet: API calls and wall time.
     Reconcile,
+    /// Reconcile passes on a simulated ECS at scale (simulated time): calls
+    /// per pass, time at the budget, invocations, peak memory, drift fixed.
+    Passes {
+        /// Task counts, in 100 clusters each.
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+        tasks: Vec<usize>,
+        /// The call budget (ReconcileCallsPerSecond).
+        #[arg(long, default_value_t = 5.0)]
+        rate: f64,
+        /// Calls per second the account's own tooling takes from ECS's bucket.
+        #[arg(long, default_value_t = 0.0)]
+        background: f64,
+    },
     /// Latency from a write to the long poll carrying it, 1 and 100 watchers.
     Watch,
     /// The store on 3 members with mutual TLS vs 1 plaintext member: ingest,
@@ -134,6 +150,15 @@ async fn main() {
         What::Metrics => return metrics::run(cli.runs).await,
         What::TrainDict { out } => return records::train(&out),
         What::Store { tasks, quota_mb } => return store::run(tasks, quota_mb, cli.runs).await,
+        What::Passes {
+            tasks,
+            rate,
+            background,
+        } => {
+            // Its own runtime (paused time), on a thread of its own.
+            let run = std::thread::spawn(move || passes::run(&tasks, rate, background));
+            return run.join().expect("the passes benchmark");
+        }
         _ => {}
     }
     let etcd = css_tests::EtcdServer::start();
@@ -154,7 +179,8 @@ async fn main() {
         | What::Metrics
         | What::MetricsChild { .. }
         | What::TrainDict { .. }
-        | What::Store { .. } => {}
+        | What::Store { .. }
+        | What::Passes { .. } => {}
         What::All => {
             ingest::run(&etcd, 10_000, cli.runs.max(1)).await;
             println!();
@@ -165,6 +191,10 @@ async fn main() {
             list::run(&etcd, cli.runs).await;
             println!();
             reconcile::run(&etcd, cli.runs).await;
+            println!();
+            let sizes = [10_000, 100_000, 1_000_000];
+            let passes = std::thread::spawn(move || passes::run(&sizes, 5.0, 0.0));
+            passes.join().expect("the passes benchmark");
             println!();
             watch::run(&etcd, cli.runs).await;
             println!();

@@ -611,14 +611,27 @@ async fn scheduled_event_through_the_handler() {
         .split("Each run answers and logs one JSON summary")
         .nth(1)
         .expect("README's reconcile summary");
-    let block = after.split("```json").nth(1).unwrap().split("```").next().unwrap();
+    let block = after
+        .split("```json")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
     let example: Value = serde_json::from_str(block).expect("README's summary is JSON");
     let keys = |v: &Value| -> Vec<String> {
         let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
         k.sort();
         k
     };
-    for path in ["", "/calls", "/pass", "/compaction", "/kinds/tasks", "/kinds/instances"] {
+    for path in [
+        "",
+        "/calls",
+        "/pass",
+        "/compaction",
+        "/kinds/tasks",
+        "/kinds/instances",
+    ] {
         let (a, b) = (example.pointer(path).unwrap(), out.pointer(path).unwrap());
         assert_eq!(keys(a), keys(b), "README's summary at {path:?}");
     }

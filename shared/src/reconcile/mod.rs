@@ -308,6 +308,20 @@ impl Run<'_, '_> {
         carry: &mut Carry,
     ) -> Result<(), StepState> {
         let kind = STEPS[cs.step];
+        let paused = match paused {
+            // Paused in its slice: only the rest of the slice is left.
+            Some(mut st) if st.verifying.is_some() => {
+                let rest = st.verifying.take().unwrap_or_default();
+                let snapshot = st.snapshot;
+                return (self.verify_batches(kind, arn, rest, snapshot).await).map_err(|rest| {
+                    StepState {
+                        verifying: Some(rest),
+                        ..st
+                    }
+                });
+            }
+            other => other,
+        };
         let scope = ClusterScope::Exact(cluster.clone());
         // The snapshot comes before the listing; a paused step reads its own
         // again (or, compacted away, starts over with a new one).
@@ -425,52 +439,62 @@ impl Run<'_, '_> {
         both.sort_unstable();
         let whole_at =
             WHOLE_MIN.max((WHOLE_SHARE * listed.len().max(in_store.len()) as f64) as usize);
-        self.verify(kind, arn, &both, &listed, st.snapshot, disagree > whole_at)
-            .await;
-        Ok(())
+        let slice = self.slice(kind, arn, &both, &listed, disagree > whole_at);
+        match self.verify_batches(kind, arn, slice, st.snapshot).await {
+            Ok(()) => Ok(()),
+            Err(rest) => Err(StepState {
+                listed_all: true,
+                verifying: Some(rest),
+                ..st
+            }),
+        }
     }
 
-    /// Re-describes this pass's slice of the records ECS and the store both
-    /// hold (all of them when the cluster looks wrong).
-    async fn verify(
+    /// This pass's slice of the records ECS and the store both hold (all
+    /// of them when the cluster looks wrong), as ARNs; the mark moves past
+    /// it now (a paused slice is finished by the next run).
+    fn slice(
         &mut self,
         kind: Kind,
         arn: &str,
         ids: &[&str],
         arns: &HashMap<String, String>,
-        snapshot_rev: i64,
         whole: bool,
-    ) {
+    ) -> Vec<String> {
         let key = Marks::key(kind.plural(), arn);
         let now = verify::millis((self.r.settings.now)());
-        let mut mark = self.marks.0.get(&key).cloned();
+        let mark = self.marks.0.get(&key);
+        let horizon = self.r.settings.verify_horizon;
         let len = match whole {
             true => ids.len(),
-            false => verify::slice_len(
-                ids.len(),
-                mark.as_ref(),
-                now,
-                self.r.settings.verify_horizon,
-            ),
+            false => verify::slice_len(ids.len(), mark, now, horizon),
         };
-        let after = mark.as_ref().map_or("", |m| m.after.as_str());
+        let after = mark.map_or("", |m| m.after.as_str());
         let slice = verify::slice(ids, after, len);
-        let mark = mark.get_or_insert_with(Mark::default);
-        for chunk in slice.chunks(describe_batch(kind)) {
+        let after = slice.last().map_or(after, |l| l).to_string();
+        self.marks.0.insert(key, Mark { after, at_ms: now });
+        (slice.iter())
+            .filter_map(|id| arns.get(*id).cloned())
+            .collect()
+    }
+
+    /// Re-describes `arns` a batch at a time; `Err`: those left at the deadline.
+    async fn verify_batches(
+        &mut self,
+        kind: Kind,
+        arn: &str,
+        mut arns: Vec<String>,
+        snapshot_rev: i64,
+    ) -> Result<(), Vec<String>> {
+        while !arns.is_empty() {
             if self.out_of_time() {
-                break;
+                return Err(arns);
             }
-            let batch: Vec<String> = (chunk.iter())
-                .filter_map(|id| arns.get(*id).cloned())
-                .collect();
+            let n = describe_batch(kind).min(arns.len());
+            let batch: Vec<String> = arns.drain(..n).collect();
             self.describe(kind, arn, &batch, snapshot_rev, true).await;
-            if let Some(last) = chunk.last() {
-                mark.after = last.to_string();
-            }
         }
-        mark.at_ms = now;
-        let mark = mark.clone();
-        self.marks.0.insert(key, mark);
+        Ok(())
     }
 
     async fn list(

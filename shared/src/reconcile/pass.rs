@@ -70,6 +70,9 @@ pub struct StepState {
     pub snapshot: i64,
     /// ARNs listed that the store lacked, not described yet.
     pub pending: Vec<String>,
+    /// The step paused in its verification slice: the ARNs still to
+    /// describe (its listing, describes and deletes are done).
+    pub verifying: Option<Vec<String>>,
 }
 
 /// What a cluster's steps carry to its end; large, so kept in chunks.

@@ -487,3 +487,41 @@ async fn a_pass_paused_at_its_deadline_resumes_and_converges_like_one_run() {
     let deleted: usize = runs.iter().map(|r| r.total.deleted).sum();
     assert_eq!(deleted, 20);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_slice_cut_by_the_deadline_is_finished_by_the_next_run() {
+    // 600 tasks all in the store; the whole of them verified (a zero
+    // horizon) at 5 calls a second, a run a second long: the slice is cut
+    // and each task is still described exactly once in the pass.
+    let s = embedded();
+    seed(s.as_ref(), Kind::Task, &tasks("web", 600, 1)).await;
+    // One moved on in ECS, its event lost.
+    let mut moved = tasks("web", 600, 1);
+    moved[599] = task("web", "t599", "STOPPED", 2);
+    let ecs_now = Ecs::default().with("web", moved, vec![]);
+    let slow = Settings {
+        budget: BudgetSettings {
+            calls_per_second: 5.0,
+            burst: 1.0,
+        },
+        ..settings(Duration::ZERO)
+    };
+    let (mut verified, mut runs) = (0, 0);
+    loop {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(1100);
+        let r = Reconciler {
+            settings: slow,
+            ..reconciler(s.as_ref(), &ecs_now, Duration::ZERO)
+        };
+        let sum = r.run_until(Some(deadline)).await;
+        assert!(sum.errors.is_empty(), "{:?}", sum.errors);
+        verified += sum.kinds.get("tasks").map_or(0, |k| k.verified);
+        runs += 1;
+        if sum.pass.complete || runs > 20 {
+            break;
+        }
+    }
+    assert!(runs >= 3, "{runs} runs: never cut");
+    assert_eq!(verified, 600, "each task once in the pass");
+    assert!(stored(s.as_ref()).await.contains(&("t599".into(), 2)));
+}

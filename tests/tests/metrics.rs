@@ -65,6 +65,16 @@ async fn emf_child() {
     // written as zeros, so the alarm's sum has its datapoint.
     let mut summary = css::reconcile::Summary::default();
     summary.total.deleted = 3;
+    // Its calls through the budget, and the pass it completed.
+    summary.calls.by_operation = [
+        ("ListClusters".to_string(), 1),
+        ("ListTasks".to_string(), 4),
+    ]
+    .into();
+    summary.calls.throttles = 2;
+    summary.pass.clusters = 7;
+    summary.pass.clusters_done = 7;
+    summary.pass.complete = true;
     summary.record(store.as_ref()).await;
     css::metrics::flush();
 }
@@ -238,6 +248,19 @@ fn emf_lines_from_the_handlers() {
             "{change}"
         );
     }
+    // Calls by operation, throttles, the pass's progress.
+    assert_eq!(
+        value("reconcile_calls", Some(("operation", "ListTasks"))),
+        4.0
+    );
+    assert_eq!(
+        value("reconcile_calls", Some(("operation", "ListClusters"))),
+        1.0
+    );
+    assert_eq!(value("reconcile_throttles", None), 2.0);
+    assert_eq!(value("reconcile_pass_clusters", None), 7.0);
+    assert_eq!(value("reconcile_pass_clusters_done", None), 7.0);
+    assert_eq!(value("reconcile_passes_completed", None), 1.0);
     // css-api and css-watch: requests by route and status class, latency.
     assert_eq!(value("http_requests", Some(("status", "2xx"))), 2.0);
     assert_eq!(value("http_requests", Some(("status", "4xx"))), 1.0);

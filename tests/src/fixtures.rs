@@ -281,3 +281,48 @@ pub async fn all_tasks(
         }
     }
 }
+
+/// Every record of every kind in `store`, read page by page.
+pub async fn all_records(store: &dyn css::store::StateStore) -> Vec<css::store::StoredRecord> {
+    let mut out = Vec::new();
+    for kind in Kind::ALL {
+        let mut req = css::store::ListRequest {
+            kind,
+            cluster: css::store::ClusterScope::All,
+            status: None,
+            start_after: None,
+            limit: 1000,
+            revision: None,
+        };
+        loop {
+            let page = store.list(&req).await.expect("list");
+            req.revision = Some(page.revision);
+            req.start_after = page.records.last().map(|r| r.store_key.clone());
+            out.extend(page.records);
+            if !page.more {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// `GET /v1/status` through the router, checked against openapi.yaml.
+pub async fn status(store: std::sync::Arc<dyn css::store::StateStore>) -> Value {
+    use tower::ServiceExt;
+    let app = css::api::router(css::api::AppState::local(
+        store,
+        std::sync::Arc::new(css::cursor::EmbeddedCursorStore::new()),
+    ));
+    let req = axum::http::Request::get("/v1/status")
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let resp = app.oneshot(req).await.expect("answer");
+    assert_eq!(resp.status(), 200);
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    let v: Value = serde_json::from_slice(&body).expect("JSON");
+    crate::openapi::OpenApi::load().check("Status", &v);
+    v
+}

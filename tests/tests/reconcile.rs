@@ -272,21 +272,12 @@ async fn converges_from_empty_and_then_stays_put() {
 
 /// Every record of every kind, with its mod_revision.
 async fn record_revisions(store: &dyn StateStore) -> Vec<(EntityKey, i64)> {
-    let mut out = Vec::new();
-    for kind in Kind::ALL {
-        let req = ListRequest {
-            kind,
-            cluster: ClusterScope::All,
-            status: None,
-            start_after: None,
-            limit: 10_000,
-            revision: None,
-        };
-        let page = store.list(&req).await.unwrap();
-        out.extend(page.records.into_iter().map(|r| (r.key, r.mod_revision)));
-    }
-    assert!(!out.is_empty());
-    out
+    let records = css_tests::fixtures::all_records(store).await;
+    assert!(!records.is_empty());
+    records
+        .into_iter()
+        .map(|r| (r.key, r.mod_revision))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,22 +4,18 @@
 //! slows a pass down without failing it.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::Request;
 use css::ecs::aws::AwsEcs;
 use css::lambda::{handle_scheduled_event, ReconcileSetup};
 use css::model::Kind;
 use css::reconcile::{BudgetSettings, Reconciler, RunScope, Settings, Summary};
-use css::store::{ClusterScope, ListRequest, StateStore};
+use css::store::StateStore;
 use css_tests::fixtures::task_detail;
 use css_tests::moto::{sdk_config_at, MotoServer};
 use css_tests::throttle::ThrottlingProxy;
 use css_tests::EtcdServer;
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
 const ACCOUNT: &str = "123456789012";
 const REGION: &str = "us-east-1";
@@ -37,22 +33,11 @@ fn settings(calls_per_second: f64) -> Settings {
 
 /// Every record of every kind: (kind, id, the record's JSON).
 async fn contents(store: &dyn StateStore) -> Vec<(Kind, String, String)> {
-    let mut out = Vec::new();
-    for kind in Kind::ALL {
-        let req = ListRequest {
-            kind,
-            cluster: ClusterScope::All,
-            status: None,
-            start_after: None,
-            limit: 10_000,
-            revision: None,
-        };
-        let page = store.list(&req).await.expect("list");
-        for r in page.records {
-            let raw = r.meta().expect("record").entity.get().to_string();
-            out.push((kind, r.key.id, raw));
-        }
-    }
+    let records = css_tests::fixtures::all_records(store).await;
+    let raw = |r: &css::store::StoredRecord| r.meta().expect("record").entity.get().to_string();
+    let mut out: Vec<_> = (records.iter())
+        .map(|r| (r.key.kind, r.key.id.clone(), raw(r)))
+        .collect();
     out.sort();
     out
 }
@@ -69,21 +54,6 @@ async fn seed_extra(store: &dyn StateStore) {
         .collect();
     let out = css::ingest::apply_batch(store, &css_tests::fixtures::messages(&bodies)).await;
     assert!(out.failures.is_empty(), "{:?}", out.failures);
-}
-
-async fn status(store: Arc<dyn StateStore>) -> Value {
-    let app = css::api::router(css::api::AppState::local(
-        store,
-        Arc::new(css::cursor::EmbeddedCursorStore::new()),
-    ));
-    let req = Request::get("/v1/status")
-        .body(Body::empty())
-        .expect("request");
-    let resp = app.oneshot(req).await.expect("answer");
-    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
-        .await
-        .expect("body");
-    serde_json::from_slice(&body).expect("JSON")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,7 +100,7 @@ async fn a_pass_cut_by_deadlines_resumes_and_ends_like_one_uninterrupted_pass() 
         let complete = out["pass"]["complete"] == true;
         if runs.is_empty() {
             // Status shows the pass under way, the last completed none yet.
-            let st = status(cut.clone()).await;
+            let st = css_tests::fixtures::status(cut.clone()).await;
             let pass = &st["reconcile"]["summary"]["pass"];
             assert_eq!(pass["complete"], false, "{st}");
             assert_eq!(pass["clusters"], 3, "{st}");
@@ -174,7 +144,7 @@ async fn a_pass_cut_by_deadlines_resumes_and_ends_like_one_uninterrupted_pass() 
     let (a, b) = (contents(cut.as_ref()).await, contents(whole.as_ref()).await);
     assert_eq!(a.len(), 4 + 360, "instances + tasks, no ghost left");
     assert!(a == b, "the cut pass and the whole one differ");
-    let st = status(cut.clone()).await;
+    let st = css_tests::fixtures::status(cut.clone()).await;
     let done = &st["lastCompletedPass"];
     assert_eq!(done["invocations"], runs.len(), "{st}");
     assert_eq!(done["total"]["inserted"], 364, "{st}");

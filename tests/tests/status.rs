@@ -6,32 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::Request;
 use css::store::{EmbeddedStore, StateStore};
 use css_tests::fixtures::{sqs_event, task_detail, task_event, ACCOUNT};
 use css_tests::moto::MotoServer;
 use css_tests::EtcdServer;
 use serde_json::{json, Value};
-use tower::ServiceExt;
-
-async fn get_status(store: Arc<dyn StateStore>) -> Value {
-    let app = css::api::router(css::api::AppState::local(
-        store,
-        Arc::new(css::cursor::EmbeddedCursorStore::new()),
-    ));
-    let req = Request::get("/v1/status")
-        .body(Body::empty())
-        .expect("request");
-    let resp = app.oneshot(req).await.expect("answer");
-    assert_eq!(resp.status(), 200);
-    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
-        .await
-        .expect("body");
-    let v: Value = serde_json::from_slice(&body).expect("JSON");
-    css_tests::openapi::OpenApi::load().check("Status", &v);
-    v
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_reports_the_store_and_the_last_runs() {
@@ -43,7 +22,7 @@ async fn status_reports_the_store_and_the_last_runs() {
         etcd.store("/ecs-css/v1/").await,
     ];
     for (n, store) in stores.into_iter().enumerate() {
-        let before = get_status(store.clone()).await;
+        let before = css_tests::fixtures::status(store.clone()).await;
         assert_eq!(before["store"]["reachable"], true);
         assert_eq!(
             (before["reconcile"].clone(), before["ingest"].clone()),
@@ -75,7 +54,7 @@ async fn status_reports_the_store_and_the_last_runs() {
         );
         run.await.expect("reconcile");
 
-        let after = get_status(store.clone()).await;
+        let after = css_tests::fixtures::status(store.clone()).await;
         let revision: i64 = after["store"]["revision"]
             .as_str()
             .and_then(|r| r.parse().ok())
@@ -112,7 +91,7 @@ async fn status_says_when_the_store_is_unreachable() {
     let mut etcd = EtcdServer::start();
     let store = etcd.store("/ecs-css/v1/").await;
     etcd.stop();
-    let v = get_status(store).await;
+    let v = css_tests::fixtures::status(store).await;
     assert_eq!(v["store"]["reachable"], false, "{v}");
     assert!(v["store"]["error"].as_str().is_some_and(|e| !e.is_empty()));
 }

@@ -318,8 +318,8 @@ fn tasks(cluster: &str, n: usize, version: u64) -> Vec<Value> {
         .collect()
 }
 
-/// Every stored task as (id, version).
-async fn stored(store: &dyn StateStore) -> Vec<(String, u64)> {
+/// Every stored task record.
+async fn task_records(store: &dyn StateStore) -> Vec<crate::store::StoredRecord> {
     let req = crate::store::ListRequest {
         kind: Kind::Task,
         cluster: crate::store::ClusterScope::All,
@@ -328,9 +328,18 @@ async fn stored(store: &dyn StateStore) -> Vec<(String, u64)> {
         limit: 100_000,
         revision: None,
     };
-    let page = store.list(&req).await.unwrap_or_else(|e| panic!("{e}"));
+    store
+        .list(&req)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .records
+}
+
+/// Every stored task as (id, version).
+async fn stored(store: &dyn StateStore) -> Vec<(String, u64)> {
     let meta = |r: &crate::store::StoredRecord| r.meta().map(|m| m.ecs_version).unwrap_or(0);
-    page.records
+    let records = task_records(store).await;
+    records
         .iter()
         .map(|r| (r.key.id.clone(), meta(r)))
         .collect()
@@ -365,16 +374,8 @@ async fn a_converged_pass_lists_and_verifies_only_its_slice() {
 
 /// Every stored task's mod_revision.
 async fn revisions(store: &dyn StateStore) -> Vec<(String, i64)> {
-    let req = crate::store::ListRequest {
-        kind: Kind::Task,
-        cluster: crate::store::ClusterScope::All,
-        status: None,
-        start_after: None,
-        limit: 100_000,
-        revision: None,
-    };
-    let page = store.list(&req).await.unwrap_or_else(|e| panic!("{e}"));
-    page.records
+    let records = task_records(store).await;
+    records
         .iter()
         .map(|r| (r.key.id.clone(), r.mod_revision))
         .collect()

@@ -541,14 +541,16 @@ pub async fn size(tasks: usize, rate: f64, background: f64) {
         }
         rows.push(row);
     }
-    let worst = |kind: usize| {
-        (fixed.iter().enumerate())
-            .filter(|(i, _)| i % 3 == kind)
-            .map(|(_, f)| *f)
-            .fold(Some((0, Duration::ZERO)), |acc, f| match (acc, f) {
-                (Some(a), Some(b)) => Some(if b.1 > a.1 { b } else { a }),
-                _ => None,
-            })
+    // The latest correction of each kind of drift (None: one never was).
+    let worst = |kind: usize| -> Option<(usize, Duration)> {
+        let mut latest = (0, Duration::ZERO);
+        for f in fixed.iter().skip(kind).step_by(3) {
+            let f = (*f)?;
+            if f.1 >= latest.1 {
+                latest = f;
+            }
+        }
+        Some(latest)
     };
 
     println!(
@@ -582,6 +584,9 @@ pub async fn size(tasks: usize, rate: f64, background: f64) {
     }
     println!();
     let steady = &rows[2];
+    if steady.throttles > 0 {
+        println!("(The formula counts calls ECS answered; this pass also retried {} refused ones, and its slices follow its own pace.)", steady.throttles);
+    }
     println!(
         "Steady pass, by the formula (slices sized for a pass every {} min): List* {list} + Describe* {describe} = {}; measured {} + {} = {}.",
         period.as_secs() / 60,

@@ -526,3 +526,42 @@ async fn a_slice_cut_by_the_deadline_is_finished_by_the_next_run() {
     assert_eq!(verified, 600, "each task once in the pass");
     assert!(stored(s.as_ref()).await.contains(&("t599".into(), 2)));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_run_that_dies_mid_pass_is_continued_safely_by_the_next() {
+    // A run dropped at arbitrary points (a crash: nothing saved at the
+    // moment it died) and then runs to the pass's end: the same store as
+    // one uninterrupted pass, every extra record deleted exactly once.
+    let fleet = ["a", "b", "c"]
+        .iter()
+        .fold(Ecs::default(), |e, c| e.with(c, tasks(c, 250, 3), vec![]));
+    let extra: Vec<Value> = tasks("b", 270, 1)[250..].to_vec();
+    let slow = Settings {
+        budget: BudgetSettings {
+            calls_per_second: 5.0,
+            burst: 1.0,
+        },
+        ..settings(HOUR)
+    };
+    let crashed = embedded();
+    seed(crashed.as_ref(), Kind::Task, &extra).await;
+    let r = || Reconciler {
+        settings: slow,
+        ..reconciler(crashed.as_ref(), &fleet, HOUR)
+    };
+    for died_after in [1700, 2300, 900] {
+        let dying = r();
+        let cut = tokio::time::timeout(Duration::from_millis(died_after), dying.run()).await;
+        assert!(cut.is_err(), "the run finished before it was cut");
+    }
+    let last = r().run().await;
+    assert!(last.errors.is_empty(), "{:?}", last.errors);
+    // It went on with the pass the dead runs saved (a run counts once a
+    // checkpoint of it was saved), not a new one.
+    assert!(last.pass.complete && last.pass.invocations >= 2, "{:?}", last.pass);
+    let whole = embedded();
+    seed(whole.as_ref(), Kind::Task, &extra).await;
+    reconciler(whole.as_ref(), &fleet, HOUR).run().await;
+    assert_eq!(stored(crashed.as_ref()).await, stored(whole.as_ref()).await);
+    assert_eq!(stored(crashed.as_ref()).await.len(), 750);
+}

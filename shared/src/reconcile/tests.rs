@@ -558,7 +558,11 @@ async fn a_run_that_dies_mid_pass_is_continued_safely_by_the_next() {
     assert!(last.errors.is_empty(), "{:?}", last.errors);
     // It went on with the pass the dead runs saved (a run counts once a
     // checkpoint of it was saved), not a new one.
-    assert!(last.pass.complete && last.pass.invocations >= 2, "{:?}", last.pass);
+    assert!(
+        last.pass.complete && last.pass.invocations >= 2,
+        "{:?}",
+        last.pass
+    );
     let whole = embedded();
     seed(whole.as_ref(), Kind::Task, &extra).await;
     reconciler(whole.as_ref(), &fleet, HOUR).run().await;

@@ -120,27 +120,47 @@ impl PassState {
     }
 }
 
+/// Writes `bytes` as meta keys `<prefix>0`, `<prefix>1`, ... of at most
+/// `CHUNK` bytes each; answers how many.
+pub(super) async fn put_chunks(
+    store: &dyn StateStore,
+    prefix: &str,
+    bytes: &[u8],
+) -> Result<usize, StoreError> {
+    let chunks: Vec<&[u8]> = bytes.chunks(CHUNK).collect();
+    for (i, c) in chunks.iter().enumerate() {
+        let name = format!("{prefix}{i}");
+        store.put_meta(&name, Bytes::copy_from_slice(c)).await?;
+    }
+    Ok(chunks.len())
+}
+
+/// The bytes `put_chunks` wrote in `chunks` chunks.
+pub(super) async fn get_chunks(
+    store: &dyn StateStore,
+    prefix: &str,
+    chunks: usize,
+) -> Result<Vec<u8>, StoreError> {
+    let mut bytes = Vec::new();
+    for i in 0..chunks {
+        let chunk = store.get_meta(&format!("{prefix}{i}")).await?;
+        bytes.extend_from_slice(&chunk.unwrap_or_default());
+    }
+    Ok(bytes)
+}
+
 impl Carry {
     /// Saves the carry; the number of chunks goes in `ClusterState`.
     pub async fn save(&self, store: &dyn StateStore) -> Result<usize, PassStateError> {
         let bytes = serde_json::to_vec(self)?;
-        let chunks: Vec<&[u8]> = bytes.chunks(CHUNK).collect();
-        for (i, c) in chunks.iter().enumerate() {
-            let name = format!("{CARRY}{i}");
-            store.put_meta(&name, Bytes::copy_from_slice(c)).await?;
-        }
-        Ok(chunks.len())
+        Ok(put_chunks(store, CARRY, &bytes).await?)
     }
 
     pub async fn load(store: &dyn StateStore, chunks: usize) -> Result<Carry, PassStateError> {
         if chunks == 0 {
             return Ok(Carry::default());
         }
-        let mut bytes = Vec::new();
-        for i in 0..chunks {
-            let chunk = store.get_meta(&format!("{CARRY}{i}")).await?;
-            bytes.extend_from_slice(&chunk.unwrap_or_default());
-        }
+        let bytes = get_chunks(store, CARRY, chunks).await?;
         Ok(serde_json::from_slice(&bytes)?)
     }
 }

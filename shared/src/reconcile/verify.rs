@@ -14,9 +14,13 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::pass::{get_chunks, put_chunks};
 use crate::store::StateStore;
 
+/// The number of chunks; the marks themselves in `reconcile/verified/<i>`
+/// (10,000 clusters' marks are more than etcd takes in one request).
 const MARKS: &str = "reconcile/verified";
+const MARK_CHUNKS: &str = "reconcile/verified/";
 
 /// Where the last slice of one (cluster, kind) stopped, and when.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -36,17 +40,28 @@ impl Marks {
         format!("{kind} {cluster_arn}")
     }
 
+    /// Unreadable or missing marks cost one full describe, nothing else.
     pub async fn load(store: &dyn StateStore) -> Marks {
-        match store.get_meta(MARKS).await {
-            Ok(Some(b)) => serde_json::from_slice(&b).unwrap_or_default(),
-            // Unreadable marks cost one full describe, nothing else.
-            _ => Marks::default(),
+        let chunks = match store.get_meta(MARKS).await {
+            Ok(Some(b)) => std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok()),
+            _ => None,
+        };
+        let Some(chunks) = chunks else {
+            return Marks::default();
+        };
+        match get_chunks(store, MARK_CHUNKS, chunks).await {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+            Err(_) => Marks::default(),
         }
     }
 
     pub async fn save(&self, store: &dyn StateStore) {
         let bytes = serde_json::to_vec(self).unwrap_or_default();
-        if let Err(e) = store.put_meta(MARKS, Bytes::from(bytes)).await {
+        let saved = match put_chunks(store, MARK_CHUNKS, &bytes).await {
+            Ok(n) => store.put_meta(MARKS, Bytes::from(n.to_string())).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = saved {
             tracing::warn!(error = %e, "verification marks not saved");
         }
     }
@@ -97,6 +112,37 @@ mod tests {
     use super::*;
 
     const HOUR: Duration = Duration::from_secs(3600);
+
+    #[tokio::test]
+    async fn marks_of_ten_thousand_clusters_are_saved_in_chunks() {
+        let store = crate::store::EmbeddedStore::new("/m/");
+        let mut marks = Marks::default();
+        for c in 0..10_000 {
+            let arn = format!("arn:aws:ecs:eu-west-1:123456789012:cluster/fleet-{c:05}");
+            for kind in ["tasks", "instances", "services"] {
+                let mark = Mark {
+                    after: format!("{c:032x}"),
+                    at_ms: c,
+                };
+                marks.0.insert(Marks::key(kind, &arn), mark);
+            }
+        }
+        marks.save(&store).await;
+        let chunks = store
+            .get_meta(MARKS)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let chunks: usize = std::str::from_utf8(&chunks)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        // 30,000 marks of about 130 bytes: several chunks of 512 KiB.
+        assert!(chunks > 1, "{chunks} chunks");
+        let loaded = Marks::load(&store).await;
+        assert_eq!(loaded.0, marks.0);
+    }
 
     #[test]
     fn the_slice_follows_the_time_since_the_last_one() {

@@ -45,6 +45,9 @@ pub struct EtcdStore {
     compacted: Arc<std::sync::atomic::AtomicI64>,
     /// Shared by clones, as the connections are.
     cache: Arc<RecordCache>,
+    /// The store identity this process last read: the cache is flushed
+    /// when it changes.
+    identity: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// How records and index keys are written.
@@ -302,6 +305,29 @@ impl StateStore for EtcdStore {
         };
         self.members.call(call).await.map_err(map_err)?;
         Ok(())
+    }
+
+    async fn create_meta(&self, name: &str, value: Bytes) -> StoreResult<bool> {
+        let key = self.ks.meta(name);
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.as_str(), value.to_vec(), None)]);
+        let resp = self.txn(txn).await.map_err(map_err)?;
+        Ok(resp.succeeded())
+    }
+
+    async fn identity(&self) -> StoreResult<String> {
+        let id = crate::store::read_or_create_identity(self).await?;
+        // Another store under the same endpoints (rebuilt, restored): its
+        // (key, mod_revision) pairs mean other records.
+        let mut last = self.identity.lock().unwrap_or_else(|e| e.into_inner());
+        if last.as_deref() != Some(id.as_str()) {
+            if last.is_some() {
+                self.cache.clear();
+            }
+            *last = Some(id.clone());
+        }
+        Ok(id)
     }
 
     async fn watch(&self, kind: Kind, from_revision: i64) -> StoreResult<WatchStream> {

@@ -153,7 +153,10 @@ async fn every_cursor_of_a_rebuilt_store_is_410_and_a_relist_equals_the_new_stor
         v
     };
     assert_eq!(arns(&new.body), held);
-    assert!(held.iter().any(|(a, _)| a.contains("/bravo/")), "ECS's new cluster");
+    assert!(
+        held.iter().any(|(a, _)| a.contains("/bravo/")),
+        "ECS's new cluster"
+    );
     // Watching the new store from the relist works.
     let rev = new.body["revision"].as_str().expect("rev");
     let ok = s

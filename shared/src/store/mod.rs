@@ -288,12 +288,21 @@ pub trait StateStore: Send + Sync {
     async fn compacted_revision(&self) -> StoreResult<i64>;
     /// Drops history older than `revision`.
     async fn compact(&self, revision: i64) -> StoreResult<()>;
+    /// A snapshot of the whole backend as it writes one (etcd's maintenance
+    /// snapshot: its database file), streamed in chunks; None for stores
+    /// that have none (the embedded store lives and dies with its process).
+    async fn snapshot(&self) -> StoreResult<Option<SnapshotStream>> {
+        Ok(None)
+    }
     /// The store's raised alarms (etcd: `NOSPACE`, `CORRUPT`); none for
     /// stores without alarms.
     async fn alarms(&self) -> StoreResult<Vec<String>> {
         Ok(Vec::new())
     }
 }
+
+/// A backend snapshot, chunk by chunk.
+pub type SnapshotStream = futures::stream::BoxStream<'static, StoreResult<Bytes>>;
 
 /// Meta key of the store's identity.
 pub const IDENTITY: &str = "identity";

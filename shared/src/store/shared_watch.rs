@@ -308,6 +308,9 @@ impl StateStore for SharedWatchStore {
     async fn identity(&self) -> StoreResult<String> {
         self.inner.identity().await
     }
+    async fn snapshot(&self) -> StoreResult<Option<super::SnapshotStream>> {
+        self.inner.snapshot().await
+    }
     async fn watch(&self, kind: Kind, from_revision: i64) -> StoreResult<WatchStream> {
         let hub = self.hub(kind);
         hub.ensure_running().await?;

@@ -357,6 +357,24 @@ impl StateStore for EtcdStore {
         self.compaction_point().await
     }
 
+    async fn snapshot(&self) -> StoreResult<Option<crate::store::SnapshotStream>> {
+        let call = |c: Client| async move {
+            // etcd sends the file in chunks of 32 KiB.
+            let mut m = c.maintenance_client();
+            m.snapshot().await
+        };
+        let stream = self.members.call(call).await.map_err(map_err)?;
+        let chunks = futures::stream::unfold(Some(stream), |state| async move {
+            let mut stream = state?;
+            match stream.message().await {
+                Ok(Some(msg)) => Some((Ok(Bytes::copy_from_slice(msg.blob())), Some(stream))),
+                Ok(None) => None,
+                Err(e) => Some((Err(map_err(e)), None)),
+            }
+        });
+        Ok(Some(Box::pin(chunks)))
+    }
+
     async fn alarms(&self) -> StoreResult<Vec<String>> {
         let call = |c: Client| async move {
             let mut m = c.maintenance_client();

@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::store::{StateStore, StoreError};
 
 const LAST: &str = "backup/last";
-/// S3 parts: at least 5 MiB each but the last.
-const PART: usize = 8 << 20;
+/// S3 parts: at least 5 MiB each but the last (S3's minimum).
+pub const PART: usize = 8 << 20;
+pub const MIN_PART: usize = 5 << 20;
 
 /// Where backups go and how often.
 #[derive(Clone)]
@@ -25,6 +26,8 @@ pub struct Backups {
     pub s3: aws_sdk_s3::Client,
     pub bucket: String,
     pub interval: Duration,
+    /// Bytes per uploaded part (`PART`; at least `MIN_PART`).
+    pub part_size: usize,
 }
 
 /// The last good backup, as recorded in the store.
@@ -140,7 +143,7 @@ impl Backups {
                 total += c.len() as u64;
                 buf.extend_from_slice(&c);
             }
-            if buf.len() < PART && !done {
+            if buf.len() < self.part_size.max(MIN_PART) && !done {
                 continue;
             }
             if done && upload.is_none() {

@@ -233,6 +233,7 @@ impl StoreArgs {
             s3: aws_sdk_s3::Client::new(sdk),
             bucket,
             interval: self.backup_interval,
+            part_size: crate::backup::PART,
         })
     }
 

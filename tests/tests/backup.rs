@@ -12,7 +12,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use css::backup::Backups;
 use css::ingest::apply_batch;
-use css::store::StateStore;
 use css_tests::etcd::free_port;
 use css_tests::fixtures::{messages, task_detail, task_event, ACCOUNT};
 use css_tests::moto::{aws_cli, MotoServer};

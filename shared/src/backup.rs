@@ -222,11 +222,28 @@ impl Backups {
     }
 }
 
-/// Records the backup figures as metrics (every run: the age keeps rising
-/// while backups fail, so the alarm sees it).
-pub async fn record_age(store: &dyn StateStore, interval: Duration, now: SystemTime) {
-    match age(store, now).await {
-        Ok(age) => crate::metrics::backup_age(age, interval),
-        Err(e) => tracing::warn!(error = %e, "backup age not read"),
+impl Backups {
+    /// What a scheduled run does: a backup when due, logged and counted,
+    /// then the last good one's age as metrics (every run: the age keeps
+    /// rising while backups fail, so the alarm sees it).
+    pub async fn tick(&self, store: &dyn StateStore) -> Result<(), BackupError> {
+        let now = SystemTime::now();
+        let taken = self.run_if_due(store, now).await;
+        match &taken {
+            Ok(Some(r)) => {
+                crate::metrics::backup(Some(r.bytes));
+                tracing::info!(key = %r.key, bytes = r.bytes, revision = r.revision, "store backed up");
+            }
+            Ok(None) => {}
+            Err(e) => {
+                crate::metrics::backup(None);
+                tracing::warn!(error = %e, "backup failed");
+            }
+        }
+        match age(store, now).await {
+            Ok(age) => crate::metrics::backup_age(age, self.interval),
+            Err(e) => tracing::warn!(error = %e, "backup age not read"),
+        }
+        taken.map(|_| ())
     }
 }

@@ -252,3 +252,60 @@ async fn a_backup_restored_by_readmes_steps_serves_its_records_under_a_new_ident
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
     let _: Value = ok.body;
 }
+
+/// Server mode with CSS_BACKUP_BUCKET backs its etcd up from its background
+/// loop; status shows the last good backup, /metrics its age.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_mode_backs_its_store_up_and_says_so() {
+    use clap::Parser;
+    let moto = MotoServer::start();
+    moto.aws(&["s3api", "create-bucket", "--bucket", "server-backups"]);
+    let etcd = EtcdServer::start();
+    let cfg = css_server::ServerConfig::try_parse_from([
+        "css-server",
+        "--bind",
+        "127.0.0.1:0",
+        "--etcd-endpoints",
+        &etcd.endpoint(),
+        "--backup-bucket",
+        "server-backups",
+        "--backup-interval",
+        "1h",
+    ])
+    .expect("flags");
+    let aws = css_server::AwsOverrides {
+        sdk: Some(moto.sdk_config()),
+        ..Default::default()
+    };
+    let s = TestServer::start_with(cfg, aws).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let st = s.get("/v1/status").await;
+        if st.body["lastBackup"].is_object() {
+            break st.body;
+        }
+        assert!(Instant::now() < deadline, "no backup recorded: {}", st.body);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    OpenApi::load().check("Status", &status);
+    let key = status["lastBackup"]["key"].as_str().expect("key");
+    let ping = s.get("/v1/ping").await;
+    assert!(key.starts_with(&format!(
+        "etcd/{}/",
+        ping.body["store"].as_str().unwrap_or("?")
+    )));
+    let listed = moto.aws(&["s3api", "list-objects-v2", "--bucket", "server-backups"]);
+    let keys: Vec<&str> = (listed["Contents"].as_array().into_iter().flatten())
+        .filter_map(|o| o["Key"].as_str())
+        .collect();
+    assert_eq!(keys, [key]);
+    let metrics = s
+        .http
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .expect("metrics");
+    let text = metrics.text().await.expect("text");
+    assert!(text.contains("backup_age_seconds"), "{text}");
+    assert!(text.contains("backup_bytes"), "{text}");
+}

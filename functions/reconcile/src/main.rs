@@ -33,7 +33,7 @@ async fn main() -> Result<(), Error> {
                 &event.payload,
                 &arn,
                 &ecs.region,
-                &setup,
+                setup,
                 Some(deadline),
             )
             .await

@@ -105,26 +105,12 @@ pub async fn handle_scheduled_event(
     }
 }
 
-/// Takes a backup when due and records the last good one's age; the
-/// failure, if any, as a run error (the invocation then fails: its alarm).
+/// Takes a backup when due (and records the last good one's age); a
+/// failure as a run error (the invocation then fails: its alarm).
 async fn backup(store: &dyn StateStore, b: &Backups) -> Option<RunError> {
-    let now = SystemTime::now();
-    let failed = match b.run_if_due(store, now).await {
-        Ok(Some(r)) => {
-            crate::metrics::backup(Some(r.bytes));
-            tracing::info!(key = %r.key, bytes = r.bytes, revision = r.revision, "store backed up");
-            None
-        }
-        Ok(None) => None,
-        Err(e) => {
-            crate::metrics::backup(None);
-            Some(RunError {
-                cluster: "*".into(),
-                operation: "Backup".into(),
-                message: e.to_string(),
-            })
-        }
-    };
-    crate::backup::record_age(store, b.interval, now).await;
-    failed
+    b.tick(store).await.err().map(|e| RunError {
+        cluster: "*".into(),
+        operation: "Backup".into(),
+        message: e.to_string(),
+    })
 }

@@ -277,16 +277,27 @@ impl Client {
         &self,
         filters: &Filters,
     ) -> Result<(Vec<Item<T>>, i64), Error> {
+        let (items, rev, _) = self.list_all_of_store(filters).await?;
+        Ok((items, rev))
+    }
+
+    /// All of a list, its revision and the identity of the store it was
+    /// read from (what a watch from that revision must name).
+    pub async fn list_all_of_store<T: Entity>(
+        &self,
+        filters: &Filters,
+    ) -> Result<(Vec<Item<T>>, i64, Option<String>), Error> {
         use futures::TryStreamExt;
         let mut items = Vec::new();
-        let mut rev = 0;
+        let (mut rev, mut store) = (0, None);
         let pages = self.pages::<T>(filters.clone(), Some(1000));
         futures::pin_mut!(pages);
         while let Some(p) = pages.try_next().await? {
             rev = revision(&p.revision)?;
+            store = p.store;
             items.extend(p.items);
         }
-        Ok((items, rev))
+        Ok((items, rev, store))
     }
 
     /// One entity: `cluster` as a name or ARN, `id` as an ARN or bare id.
@@ -301,15 +312,21 @@ impl Client {
     }
 
     /// One long poll of `/v1/stream/...`.
+    /// `store`: the identity of the store `since` counts in (a list's or
+    /// an earlier answer's); the server answers 410 if it is another now.
     pub async fn poll<T: Entity>(
         &self,
         filters: &Filters,
         since: Option<i64>,
+        store: Option<&str>,
         wait: Duration,
     ) -> Result<Batch<T>, Error> {
         let mut q = filters.pairs();
         if let Some(s) = since {
             q.push(("since", s.to_string()));
+        }
+        if let Some(s) = store {
+            q.push(("store", s.to_string()));
         }
         q.push(("wait", wait.as_secs().min(25).to_string()));
         self.get_json(&format!("/v1/stream/{}", T::RESOURCE.as_str()), &q)

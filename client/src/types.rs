@@ -175,6 +175,9 @@ pub struct Page<T> {
     pub revision: String,
     #[serde(default)]
     pub next_token: Option<String>,
+    /// The store's identity (absent from servers older than identities).
+    #[serde(default)]
+    pub store: Option<String>,
 }
 
 /// One long-poll answer.
@@ -184,6 +187,8 @@ pub struct Batch<T> {
     pub revision: String,
     #[serde(default)]
     pub more: bool,
+    #[serde(default)]
+    pub store: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

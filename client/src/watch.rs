@@ -1,7 +1,7 @@
 //! The list+watch loop (docs/reference.md#watching), as client-go's informers do it: list, then
-//! long-poll from the list's revision; when that revision is gone (410, or a
-//! server restarted on a fresh store answers that `since` is ahead of it),
-//! list again and hand over the new full state as a resync. Transient
+//! long-poll from the list's revision, naming the store it counts in; when
+//! that revision is gone (410: compacted, or the store was rebuilt or
+//! restored since), list again and hand over the new full state as a resync. Transient
 //! failures are retried from the same revision, so nothing is skipped or
 //! repeated.
 
@@ -36,8 +36,9 @@ pub enum WatchEvent<T> {
 pub enum ResyncCause {
     /// 410: the server compacted the history after the watch's revision.
     Expired,
-    /// The watch's revision is ahead of the server's store: the store was
-    /// replaced (server mode restarted on its embedded store).
+    /// The watch's revision counts in another store than the server's now:
+    /// the store was rebuilt or restored (or server mode restarted on its
+    /// embedded store).
     StoreReplaced,
 }
 
@@ -46,7 +47,7 @@ impl std::fmt::Display for ResyncCause {
         f.write_str(match self {
             ResyncCause::Expired => "the watch's revision was compacted away (410 Expired)",
             ResyncCause::StoreReplaced => {
-                "the server's store is behind the watch's revision (the store was replaced)"
+                "the server's store is another than the watch's revision counts in (the store was replaced)"
             }
         })
     }
@@ -56,6 +57,8 @@ pub struct Watch<T> {
     client: Client,
     filters: Filters,
     since: Option<i64>,
+    /// The identity of the store `since` counts in.
+    store: Option<String>,
     listed: bool,
     /// Why the next list is a resync.
     cause: ResyncCause,
@@ -76,6 +79,7 @@ impl<T: Entity> Watch<T> {
             client,
             filters,
             since: None,
+            store: None,
             listed: false,
             cause: ResyncCause::Expired,
             known: HashSet::new(),
@@ -97,9 +101,13 @@ impl<T: Entity> Watch<T> {
                 return Ok(e);
             }
             let Some(since) = self.since else {
-                let (items, rev) = self.client.list_all::<T>(&self.filters).await?;
+                let (items, rev, store) = self.client.list_all_of_store::<T>(&self.filters).await?;
                 self.known = items.iter().map(|i| i.entity.arn().to_string()).collect();
                 self.since = Some(rev);
+                if self.listed && store.is_some() && store != self.store {
+                    self.cause = ResyncCause::StoreReplaced;
+                }
+                self.store = store;
                 let event = if self.listed {
                     WatchEvent::Resync {
                         items,
@@ -117,7 +125,7 @@ impl<T: Entity> Watch<T> {
             };
             let batch = match self
                 .client
-                .poll::<T>(&self.filters, Some(since), self.wait)
+                .poll::<T>(&self.filters, Some(since), self.store.as_deref(), self.wait)
                 .await
             {
                 Ok(b) => b,

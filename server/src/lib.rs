@@ -120,6 +120,10 @@ impl Server {
             (Some(url), Some(c)) => Some((url, c)),
             (Some(url), None) => Some((url, aws_sdk_sqs::Client::new(parts.sdk().await))),
         };
+        let backups = match cfg.store.backup_bucket {
+            Some(_) => cfg.store.backups(parts.sdk().await),
+            None => None,
+        };
         let listener = tokio::net::TcpListener::bind(cfg.bind)
             .await
             .map_err(|source| ServerError::Bind {
@@ -171,6 +175,9 @@ impl Server {
                 cfg.compaction_interval,
                 stopped.clone(),
             )));
+        }
+        if let Some(b) = backups {
+            background.push(tokio::spawn(backuper(store.clone(), b, stopped.clone())));
         }
         if let Some((url, client)) = sqs {
             background.push(tokio::spawn(sqs::poll(
@@ -261,6 +268,24 @@ async fn compactor(
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "compaction failed; will retry"),
         }
+    }
+}
+
+/// Store backups when due (with CSS_BACKUP_BUCKET), checked every minute.
+async fn backuper(
+    store: Arc<dyn StateStore>,
+    backups: css::backup::Backups,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+        }
+        // Logged and counted inside; the next tick tries again.
+        let _ = backups.tick(store.as_ref()).await;
     }
 }
 

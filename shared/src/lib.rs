@@ -21,6 +21,7 @@
 //! reconcile   the ECS API's lists and describes -> guarded upserts and deletes;
 //!             records a run
 //! compaction  (time, revision) checkpoints, history compacted past retention
+//! backup      store snapshots streamed to S3 when due; the last good one's age
 //!   |
 //! status      what GET /v1/status answers; the last reconcile run and ingest batch
 //! filter      the list filters as a value; matching a stored record
@@ -43,6 +44,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod backup;
 pub mod compaction;
 pub mod config;
 pub mod cursor;

@@ -34,6 +34,10 @@ pub const RECONCILE_PASS_CLUSTERS_DONE: &str = "reconcile_pass_clusters_done";
 pub const RECONCILE_PASS_CLUSTERS: &str = "reconcile_pass_clusters";
 pub const RECONCILE_PASSES: &str = "reconcile_passes_completed";
 pub const COMPACTED_REVISION: &str = "store_compacted_revision";
+pub const BACKUP_AGE: &str = "backup_age_seconds";
+pub const BACKUP_AGE_INTERVALS: &str = "backup_age_intervals";
+pub const BACKUP_BYTES: &str = "backup_bytes";
+pub const BACKUP_FAILURES: &str = "backup_failures";
 // API and watch.
 pub const HTTP_REQUESTS: &str = "http_requests";
 pub const HTTP_LATENCY: &str = "http_request_seconds";
@@ -111,6 +115,18 @@ pub fn describe() {
         Unit::Count,
         "reconcile passes completed (a pass may take several runs)"
     );
+    describe_gauge!(
+        BACKUP_AGE,
+        Unit::Seconds,
+        "age of the last good backup of the store (not written before the first)"
+    );
+    describe_gauge!(
+        BACKUP_AGE_INTERVALS,
+        Unit::Count,
+        "age of the last good backup in backup intervals (the alarm fires at 2)"
+    );
+    describe_gauge!(BACKUP_BYTES, Unit::Bytes, "size of the last backup taken");
+    describe_counter!(BACKUP_FAILURES, Unit::Count, "backups that failed");
     describe_gauge!(
         COMPACTED_REVISION,
         Unit::Count,
@@ -227,6 +243,24 @@ pub fn reconcile(f: &ReconcileFigures) {
     if let Some(rev) = f.compacted_to {
         gauge!(COMPACTED_REVISION).set(rev as f64);
     }
+}
+
+/// The last good backup's age, and in intervals (the alarm's figure).
+pub fn backup_age(age: Option<Duration>, interval: Duration) {
+    if let Some(age) = age {
+        gauge!(BACKUP_AGE).set(age.as_secs_f64());
+        let intervals = age.as_secs_f64() / interval.as_secs_f64().max(1.0);
+        gauge!(BACKUP_AGE_INTERVALS).set(intervals);
+    }
+}
+
+/// A backup taken (its size) or failed.
+pub fn backup(bytes: Option<u64>) {
+    match bytes {
+        Some(b) => gauge!(BACKUP_BYTES).set(b as f64),
+        None => counter!(BACKUP_FAILURES).increment(1),
+    }
+    counter!(BACKUP_FAILURES).increment(0);
 }
 
 /// One API request.

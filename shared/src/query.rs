@@ -22,6 +22,9 @@ pub enum QueryError {
     BadParam { name: String, message: String },
     #[error("not found")]
     NotFound,
+    /// A page token of another store (docs/reference.md#watching).
+    #[error("a page token of another store")]
+    OtherStore { oldest: i64, current: i64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -49,6 +52,8 @@ pub struct ListOutput {
     pub records: Vec<StoredRecord>,
     pub revision: i64,
     pub next_token: Option<String>,
+    /// The store's identity (docs/reference.md#watching).
+    pub store: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -59,6 +64,9 @@ struct PageToken {
     k: String,
     /// Filters' fingerprint.
     f: u64,
+    /// The store's identity (absent in tokens minted before stores had one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    s: Option<String>,
 }
 
 fn encode_token(t: &PageToken) -> String {
@@ -82,6 +90,15 @@ pub async fn list(store: &dyn StateStore, q: &ListQuery) -> Result<ListOutput, Q
         .as_deref()
         .map(|t| decode_token(t, filters))
         .transpose()?;
+    let id = store.identity().await?;
+    if let Some(other) = token.as_ref().and_then(|t| t.s.as_deref()) {
+        if other != id {
+            let current = store.current_revision().await?;
+            let oldest = (store.compacted_revision().await? - 1).max(0);
+            return Err(QueryError::OtherStore { oldest, current });
+        }
+    }
+    let output = |records, revision, after| output(records, revision, after, filters, &id);
     let exact = !filters.needs_fields();
     let mut req = ListRequest {
         kind: filters.kind,
@@ -115,18 +132,18 @@ pub async fn list(store: &dyn StateStore, q: &ListQuery) -> Result<ListOutput, Q
                 } else {
                     page.records[i - 1].store_key.clone()
                 };
-                return Ok(output(items, page.revision, Some(k), filters));
+                return Ok(output(items, page.revision, Some(k)));
             }
             bytes += size;
             items.push(rec.clone());
             if items.len() == limit {
                 let more = i + 1 < n || page.more;
                 let next = more.then(|| rec.store_key.clone());
-                return Ok(output(items, page.revision, next, filters));
+                return Ok(output(items, page.revision, next));
             }
         }
         if !page.more || n == 0 {
-            return Ok(output(items, page.revision, None, filters));
+            return Ok(output(items, page.revision, None));
         }
         req.start_after = page.records.last().map(|r| r.store_key.clone());
     }
@@ -137,6 +154,7 @@ fn output(
     revision: i64,
     after: Option<String>,
     filters: &Filters,
+    store: &str,
 ) -> ListOutput {
     ListOutput {
         records,
@@ -146,8 +164,10 @@ fn output(
                 r: revision,
                 k,
                 f: filters.fingerprint(),
+                s: Some(store.to_string()),
             })
         }),
+        store: store.to_string(),
     }
 }
 
@@ -238,6 +258,7 @@ mod tests {
             r: 42,
             k: "/ecs-css/v1/tasks/web/x".into(),
             f: f.fingerprint(),
+            s: None,
         });
         assert_eq!(token, GOLDEN_TOKEN);
         assert!(decode_token(GOLDEN_TOKEN, &f).is_ok());
@@ -293,7 +314,7 @@ mod tests {
     #[test]
     fn a_token_works_only_with_its_own_filters() {
         let f = filters();
-        let token = output(Vec::new(), 7, Some("/p/k".into()), &f)
+        let token = output(Vec::new(), 7, Some("/p/k".into()), &f, "ab12")
             .next_token
             .unwrap();
         let t = decode_token(&token, &f).unwrap();
@@ -325,6 +346,7 @@ mod tests {
             r: 0,
             k: String::new(),
             f: f.fingerprint(),
+            s: None,
         });
         for bad in ["", "!!!", "e30", "bm90IGpzb24", zero.as_str()] {
             match decode_token(bad, &f) {

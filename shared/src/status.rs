@@ -104,6 +104,8 @@ pub async fn status(store: &dyn StateStore) -> Value {
         },
         "reconcile": recorded(store, RECONCILE).await,
         "lastCompletedPass": recorded(store, PASS).await,
+        // Written by the backup itself (crate::backup): the last good one.
+        "lastBackup": recorded(store, "backup/last").await,
         "ingest": recorded(store, INGEST).await,
     })
 }

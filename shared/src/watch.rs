@@ -20,8 +20,14 @@ const PROGRESS_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
+    /// A `since` ahead of the store: a cursor of another store (rebuilt
+    /// or restored), never a revision this one will reach meaningfully.
     #[error("'since' {since} is ahead of the current revision {current}")]
-    FutureSince { since: i64, current: i64 },
+    FutureSince {
+        since: i64,
+        oldest: i64,
+        current: i64,
+    },
     #[error("'ack' {ack} is ahead of the current revision {current}")]
     FutureAck { ack: i64, current: i64 },
     #[error("revision {since} has been compacted")]
@@ -110,9 +116,15 @@ pub async fn subscription_start(
 ) -> Result<i64, WatchError> {
     let current = store.current_revision().await?;
     match since {
-        Some(r) if r > current => Err(WatchError::FutureSince { since: r, current }),
         Some(r) => {
             let compacted = store.compacted_revision().await?;
+            if r > current {
+                return Err(WatchError::FutureSince {
+                    since: r,
+                    oldest: (compacted - 1).max(0),
+                    current,
+                });
+            }
             if r + 1 < compacted {
                 return Err(WatchError::Expired {
                     since: r,
@@ -139,7 +151,13 @@ pub async fn poll(store: &dyn StateStore, req: &PollRequest) -> Result<PollOutpu
     let current = store.current_revision().await?;
     let since = req.since.unwrap_or(current);
     if since > current {
-        return Err(WatchError::FutureSince { since, current });
+        let compacted = store.compacted_revision().await?;
+        let oldest = (compacted - 1).max(0);
+        return Err(WatchError::FutureSince {
+            since,
+            oldest,
+            current,
+        });
     }
     let mut watcher = store.watch(req.filters.kind, since + 1).await?;
     let deadline = Instant::now() + req.wait;

@@ -740,3 +740,24 @@ pub async fn shared_watch(store: std::sync::Arc<dyn StateStore>) {
     let after = write_tasks(&shared, "sw", 3, 3).await;
     assert_eq!(drain_until(&mut at_cut, after[2]).await, after);
 }
+
+/// The store's identity: 32 hex digits, the same on every ask; meta keys
+/// created once (a second create is refused and changes nothing).
+pub async fn identity_and_meta(store: &dyn StateStore) {
+    let id = store.identity().await.expect("identity");
+    assert_eq!(id.len(), 32, "{id}");
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    assert_eq!(store.identity().await.expect("identity"), id, "stable");
+    let first = store
+        .create_meta("conformance/once", bytes::Bytes::from_static(b"a"))
+        .await
+        .expect("create");
+    assert!(first, "created");
+    let again = store
+        .create_meta("conformance/once", bytes::Bytes::from_static(b"b"))
+        .await
+        .expect("create again");
+    assert!(!again, "a second create is refused");
+    let kept = store.get_meta("conformance/once").await.expect("get");
+    assert_eq!(kept.as_deref(), Some(b"a".as_slice()));
+}

@@ -233,6 +233,15 @@ impl EtcdServer {
         self.wait_up();
     }
 
+    /// A store rebuilt from nothing at the same address: etcd started again
+    /// on the same ports with an empty data dir (revisions from 1 again).
+    pub fn rebuild(&mut self) {
+        self.stop();
+        self.dir = tempfile::tempdir().expect("temp dir for etcd");
+        self.spawn();
+        self.wait_up();
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }

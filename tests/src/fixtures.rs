@@ -158,6 +158,8 @@ pub fn store_args(endpoints: Vec<String>) -> css::config::StoreArgs {
         history_retention: std::time::Duration::from_secs(3600),
         reconcile_calls_per_second: 5.0,
         reconcile_verify_horizon: std::time::Duration::from_secs(3600),
+        backup_bucket: None,
+        backup_interval: std::time::Duration::from_secs(3600),
         metrics_namespace: "ClusterStateService".into(),
         log_level: None,
     }

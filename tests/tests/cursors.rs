@@ -20,6 +20,7 @@ fn sub(id: &str, cursor: i64, expires_at: i64) -> Subscription {
         cursor,
         created_at: 1000,
         expires_at,
+        store: Some("0123456789abcdef0123456789abcdef".into()),
     }
 }
 

@@ -552,6 +552,7 @@ fn setup() -> css::lambda::ReconcileSetup {
     css::lambda::ReconcileSetup {
         retention: Duration::from_secs(3600),
         settings: css::reconcile::Settings::default(),
+        backups: None,
     }
 }
 
@@ -572,7 +573,7 @@ async fn scheduled_event_through_the_handler() {
         &event,
         "arn:aws:lambda:us-east-1:123456789012:function:css-reconcile",
         REGION,
-        setup(),
+        &setup(),
         None,
     )
     .await
@@ -632,7 +633,7 @@ async fn scheduled_event_through_the_handler() {
         &event,
         "not-an-arn",
         REGION,
-        setup(),
+        &setup(),
         None,
     )
     .await

@@ -81,6 +81,7 @@ async fn a_pass_cut_by_deadlines_resumes_and_ends_like_one_uninterrupted_pass() 
             },
             ..Settings::default()
         },
+        backups: None,
     };
     let mut runs: Vec<Value> = Vec::new();
     while runs.len() < 30 {
@@ -92,7 +93,7 @@ async fn a_pass_cut_by_deadlines_resumes_and_ends_like_one_uninterrupted_pass() 
             &event,
             FUNCTION,
             REGION,
-            setup,
+            &setup,
             Some(deadline),
         )
         .await

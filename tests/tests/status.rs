@@ -40,16 +40,18 @@ async fn status_reports_the_store_and_the_last_runs() {
         let ecs = css::reconcile::aws::AwsEcs::single_attempt(&moto.sdk_config());
         let event = json!({});
         let arn = "arn:aws:lambda:us-east-1:123456789012:function:css-reconcile";
+        let setup = css::lambda::ReconcileSetup {
+            retention: Duration::from_secs(3600),
+            settings: css::reconcile::Settings::default(),
+            backups: None,
+        };
         let run = css::lambda::handle_scheduled_event(
             store.as_ref(),
             &ecs,
             &event,
             arn,
             "us-east-1",
-            css::lambda::ReconcileSetup {
-                retention: Duration::from_secs(3600),
-                settings: css::reconcile::Settings::default(),
-            },
+            &setup,
             None,
         );
         run.await.expect("reconcile");

@@ -101,7 +101,8 @@ macro_rules! conformance {
                     snapshot_guard_without_version,
                     watch_from_revision,
                     compaction,
-                    watch_progress
+                    watch_progress,
+                    identity_and_meta
                 ],
                 shared: [racing_writers, shared_watch, batched_writes]
             );

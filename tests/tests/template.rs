@@ -995,3 +995,75 @@ fn reconcile_budget_parameters_fit_the_function() {
         "a {timeout} s function spends most of it past its pass's deadline"
     );
 }
+
+/// Store backups: the bucket is versioned, encrypted, private, TLS-only and
+/// keeps `BackupRetentionDays`; only the reconcile function writes, only
+/// under `etcd/`; the alarm fires at two intervals or when no backup was
+/// ever recorded; the interval's every form parses as the function reads it.
+#[test]
+fn backups_are_versioned_private_kept_and_alarmed() {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        store: css::config::StoreArgs,
+    }
+    let t = template();
+    let b = &t["Resources"]["BackupBucket"];
+    assert_eq!(b["DeletionPolicy"], "Retain");
+    let p = &b["Properties"];
+    assert_eq!(p["VersioningConfiguration"]["Status"], "Enabled");
+    let sse = &p["BucketEncryption"]["ServerSideEncryptionConfiguration"][0];
+    assert_eq!(
+        sse["ServerSideEncryptionByDefault"]["SSEAlgorithm"],
+        "AES256"
+    );
+    for k in [
+        "BlockPublicAcls",
+        "BlockPublicPolicy",
+        "IgnorePublicAcls",
+        "RestrictPublicBuckets",
+    ] {
+        assert_eq!(p["PublicAccessBlockConfiguration"][k], true, "{k}");
+    }
+    let rule = &p["LifecycleConfiguration"]["Rules"][0];
+    assert!(text(&rule["ExpirationInDays"]).contains("BackupRetentionDays"));
+    assert!(text(&rule["NoncurrentVersionExpiration"]["NoncurrentDays"])
+        .contains("BackupRetentionDays"));
+    let policy = text(&t["Resources"]["BackupBucketPolicy"]["Properties"]["PolicyDocument"]);
+    assert!(
+        policy.contains("aws:SecureTransport") && policy.contains("Deny"),
+        "{policy}"
+    );
+    // Writers: the reconcile function alone, under etcd/.
+    let writers: Vec<String> = functions(&t)
+        .into_iter()
+        .filter(|(_, f)| text(&f["Properties"]["Policies"]).contains("s3:PutObject"))
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(writers, ["ReconcileFunction"]);
+    let grant = grants(&t, "ReconcileFunction", "s3:PutObject");
+    assert_eq!(grant.len(), 1);
+    assert!(
+        text(&grant[0]["Resource"]).contains("${BackupBucket.Arn}/etcd/*"),
+        "{grant:?}"
+    );
+    let vars = &t["Resources"]["ReconcileFunction"]["Properties"]["Environment"]["Variables"];
+    assert!(text(&vars["CSS_BACKUP_BUCKET"]).contains("BackupBucket"));
+    assert!(text(&vars["CSS_BACKUP_INTERVAL"]).contains("BackupInterval"));
+    let alarm = &t["Resources"]["BackupAgeAlarm"]["Properties"];
+    assert_eq!(alarm["MetricName"], css::metrics::BACKUP_AGE_INTERVALS);
+    assert_eq!(alarm["Threshold"].as_f64(), Some(2.0));
+    assert_eq!(alarm["TreatMissingData"], "breaching");
+    let interval = &t["Parameters"]["BackupInterval"];
+    assert_eq!(interval["AllowedPattern"], "^[0-9]+(m|h)$");
+    let default = interval["Default"].as_str().expect("default");
+    for v in [default, "15m", "1h", "24h"] {
+        let cli = Cli::try_parse_from(["css", "--backup-interval", v])
+            .unwrap_or_else(|e| panic!("{v}: {e}"));
+        assert!(
+            cli.store.backup_interval >= std::time::Duration::from_secs(60),
+            "{v}"
+        );
+    }
+}

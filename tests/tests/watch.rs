@@ -380,11 +380,19 @@ async fn compacted_since_is_a_410(s: &TestServer, api: &OpenApi) {
         ("wait=26", "wait"),
         ("limit=0", "limit"),
         ("nextToken=x", "nextToken"),
-        ("since=999999999", "since"),
     ] {
         let r = s.get(&format!("/v1/stream/tasks?{q}")).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{q}");
         assert_eq!(r.body["parameter"], p, "{q}");
+    }
+    // A `since` ahead of the store, or a cursor of another store: 410, relist.
+    for q in [
+        "since=999999999",
+        "since=1&store=0123456789abcdef0123456789abcdef",
+    ] {
+        let r = s.get(&format!("/v1/stream/tasks?{q}&wait=0")).await;
+        assert_eq!(r.status, StatusCode::GONE, "{q}: {}", r.body);
+        api.check("Expired", &r.body);
     }
 }
 
@@ -462,7 +470,6 @@ async fn subscriptions_ack_and_redeliver(s: &TestServer, api: &OpenApi) {
             "bogus",
         ),
         (json!({"resource": "tasks", "extra": 1}), "extra"),
-        (json!({"resource": "tasks", "since": "99999999"}), "since"),
         (json!([1]), "body"),
     ] {
         let r = s
@@ -475,6 +482,11 @@ async fn subscriptions_ack_and_redeliver(s: &TestServer, api: &OpenApi) {
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(r.body["parameter"], param, "{body}: {}", r.body);
     }
+    // A `since` ahead of the store is another store's cursor: 410.
+    let ahead = json!({"resource": "tasks", "since": "99999999"});
+    let r = (s.request(reqwest::Method::POST, "/v1/subscriptions", Some(ahead))).await;
+    assert_eq!(r.status, StatusCode::GONE, "{}", r.body);
+    api.check("Expired", &r.body);
     let bad_ack = s
         .get(&format!("/v1/subscriptions/{id}/events?ack=999999999"))
         .await;

@@ -14,14 +14,16 @@ async fn main() -> Result<(), Error> {
         ..Wants::default()
     })
     .await?;
+    let backups = args.backups(parts.sdk().await);
     let ecs = parts.ecs.ok_or(ConfigError::Missing("the ECS API"))?;
     let store = parts.store;
     let setup = ReconcileSetup {
         retention: args.history_retention,
         settings: args.reconcile_settings(),
+        backups,
     };
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
-        let (store, ecs) = (store.clone(), &ecs);
+        let (store, ecs, setup) = (store.clone(), &ecs, &setup);
         async move {
             let arn = event.context.invoked_function_arn.clone();
             let deadline = run_deadline(event.context.deadline);

@@ -22,6 +22,10 @@ pub enum ApiError {
     Forbidden,
     #[error("revision compacted")]
     Expired { oldest: i64, current: i64 },
+    /// A cursor, page token or subscription of another store (rebuilt or
+    /// restored), or a `since` ahead of this one: 410, relist.
+    #[error("another store")]
+    OtherStore { oldest: i64, current: i64 },
     #[error(transparent)]
     Cursor(#[from] crate::cursor::CursorError),
     #[error(transparent)]
@@ -33,6 +37,7 @@ impl From<QueryError> for ApiError {
         match e {
             QueryError::BadParam { name, message } => ApiError::BadParam { name, message },
             QueryError::NotFound => ApiError::NotFound("no such entity".into()),
+            QueryError::OtherStore { oldest, current } => ApiError::OtherStore { oldest, current },
             QueryError::Store(s) => ApiError::Store(s),
         }
     }
@@ -71,6 +76,15 @@ impl IntoResponse for ApiError {
                 json!({
                     "code": "Expired",
                     "message": "the requested revision has been compacted; list again and watch from the list's revision",
+                    "oldestRevision": oldest.to_string(),
+                    "currentRevision": current.to_string(),
+                }),
+            ),
+            ApiError::OtherStore { oldest, current } => (
+                StatusCode::GONE,
+                json!({
+                    "code": "Expired",
+                    "message": "the cursor or token is not of this store (it was rebuilt or restored since); list again and watch from the list's revision",
                     "oldestRevision": oldest.to_string(),
                     "currentRevision": current.to_string(),
                 }),

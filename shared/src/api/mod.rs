@@ -189,8 +189,9 @@ fn ok_json(body: String) -> Response {
 async fn ping(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     Params::parse(q.as_deref(), &[])?;
     let rev = s.store.current_revision().await?;
+    let store = s.store.identity().await?;
     Ok(ok_json(
-        serde_json::json!({ "revision": rev.to_string() }).to_string(),
+        serde_json::json!({ "revision": rev.to_string(), "store": store }).to_string(),
     ))
 }
 
@@ -222,16 +223,16 @@ async fn list(s: &AppState, kind: Kind, q: Option<&str>) -> Result<Response, Api
         limit: p.limit()?,
         next_token: p.get("nextToken").map(str::to_string),
     };
-    let out = query::list(s.store.as_ref(), &query)
-        .await
-        .map_err(|e| match e {
-            // Only a token can ask for a revision.
-            QueryError::Store(StoreError::FutureRevision { .. }) => ApiError::BadParam {
-                name: "nextToken".into(),
-                message: "'nextToken' is not a token of this store".into(),
-            },
-            e => e.into(),
-        })?;
+    let out = match query::list(s.store.as_ref(), &query).await {
+        Ok(out) => out,
+        // Only a token can ask for a revision: one ahead of the store is
+        // another store's (minted before stores had an identity).
+        Err(QueryError::Store(StoreError::FutureRevision { current, .. })) => {
+            let oldest = (s.store.compacted_revision().await? - 1).max(0);
+            return Err(ApiError::OtherStore { oldest, current });
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok(ok_json(render::list_page(&out)?))
 }
 

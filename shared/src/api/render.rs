@@ -37,7 +37,14 @@ fn array_and_revision(field: &str, items: &[String], revision: i64) -> String {
     s
 }
 
-/// `{"items":[...],"revision":"<rev>","nextToken"?:"..."}`.
+/// `,"store":"<id>"`: the store's identity, in every list and watch answer.
+fn store_field(s: &mut String, store: &str) {
+    s.push_str(r#","store":""#);
+    s.push_str(store);
+    s.push('"');
+}
+
+/// `{"items":[...],"revision":"<rev>","store":"<id>","nextToken"?:"..."}`.
 pub fn list_page(out: &ListOutput) -> Result<String, StoreError> {
     let items = out
         .records
@@ -45,6 +52,7 @@ pub fn list_page(out: &ListOutput) -> Result<String, StoreError> {
         .map(item)
         .collect::<Result<Vec<_>, _>>()?;
     let mut s = array_and_revision("items", &items, out.revision);
+    store_field(&mut s, &out.store);
     if let Some(t) = &out.next_token {
         s.push_str(r#","nextToken":""#);
         s.push_str(t);
@@ -54,8 +62,8 @@ pub fn list_page(out: &ListOutput) -> Result<String, StoreError> {
     Ok(s)
 }
 
-/// `{"events":[{"type","revision","item"}...],"revision":"<rev>","more":bool}`.
-pub fn watch_batch(out: &PollOutput) -> Result<String, StoreError> {
+/// `{"events":[{"type","revision","item"}...],"revision":"<rev>","store":"<id>","more":bool}`.
+pub fn watch_batch(out: &PollOutput, store: &str) -> Result<String, StoreError> {
     let events = out
         .changes
         .iter()
@@ -72,6 +80,7 @@ pub fn watch_batch(out: &PollOutput) -> Result<String, StoreError> {
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
     let mut s = array_and_revision("events", &events, out.revision);
+    store_field(&mut s, store);
     s.push_str(r#","more":"#);
     s.push_str(if out.more { "true" } else { "false" });
     s.push('}');
@@ -113,9 +122,11 @@ mod tests {
                 records: vec![rec.clone()],
                 revision: 7,
                 next_token: token.clone(),
+                store: "ab12".into(),
             };
             let page = json(&list_page(&out).unwrap_or_else(|e| panic!("{e}")));
             assert_eq!(page["revision"], "7");
+            assert_eq!(page["store"], "ab12");
             assert_eq!(page["items"][0]["entity"]["lastStatus"], "RUNNING");
             assert_eq!(
                 page.get("nextToken").and_then(Value::as_str),
@@ -139,7 +150,8 @@ mod tests {
                 revision: 5,
                 more,
             };
-            let batch = json(&watch_batch(&out).unwrap_or_else(|e| panic!("{e}")));
+            let batch = json(&watch_batch(&out, "ab12").unwrap_or_else(|e| panic!("{e}")));
+            assert_eq!(batch["store"], "ab12");
             assert_eq!(batch["events"][0]["type"], "PUT");
             assert_eq!(batch["events"][0]["revision"], "4");
             assert_eq!(batch["events"][1]["type"], "DELETE");

@@ -19,20 +19,28 @@ use crate::watch::{check_ack, poll, subscription_start, PollOutput, PollRequest,
 
 /// A watch answer, counted by why it was sent: events to deliver, the
 /// limit (more to come), or the wait ending with nothing.
-fn answer(out: &PollOutput) -> Result<Response, ApiError> {
+fn answer(out: &PollOutput, store: &str) -> Result<Response, ApiError> {
     let cause = match (out.more, out.changes.is_empty()) {
         (true, _) => "limit",
         (false, false) => "events",
         (false, true) => "timeout",
     };
     crate::metrics::watch_answer(cause, out.changes.len(), out.revision);
-    Ok(json_response(StatusCode::OK, render::watch_batch(out)?))
+    Ok(json_response(
+        StatusCode::OK,
+        render::watch_batch(out, store)?,
+    ))
 }
 
 impl From<WatchError> for ApiError {
     fn from(e: WatchError) -> Self {
         match e {
-            e @ WatchError::FutureSince { .. } => params::bad("since", e.to_string()),
+            WatchError::FutureSince {
+                oldest, current, ..
+            } => {
+                crate::metrics::watch_expired();
+                ApiError::OtherStore { oldest, current }
+            }
             e @ WatchError::FutureAck { .. } => params::bad("ack", e.to_string()),
             WatchError::Expired {
                 oldest, current, ..
@@ -78,8 +86,26 @@ pub(super) async fn stream_services(
     stream(&s, Kind::Service, q.as_deref()).await
 }
 
+/// 410 for a cursor of another store (`store` named but not this one's).
+async fn same_store(s: &AppState, theirs: Option<&str>, ours: &str) -> Result<(), ApiError> {
+    match theirs {
+        Some(t) if t != ours => {
+            let current = s.store.current_revision().await?;
+            let oldest = (s.store.compacted_revision().await? - 1).max(0);
+            crate::metrics::watch_expired();
+            Err(ApiError::OtherStore { oldest, current })
+        }
+        _ => Ok(()),
+    }
+}
+
 async fn stream(s: &AppState, kind: Kind, q: Option<&str>) -> Result<Response, ApiError> {
-    let p = Params::parse(q, &params::with_filters(kind, &["since", "wait", "limit"]))?;
+    let p = Params::parse(
+        q,
+        &params::with_filters(kind, &["since", "store", "wait", "limit"]),
+    )?;
+    let id = s.store.identity().await?;
+    same_store(s, p.get("store"), &id).await?;
     let req = PollRequest {
         filters: params::filters(kind, &p)?,
         since: p.revision("since")?,
@@ -87,7 +113,7 @@ async fn stream(s: &AppState, kind: Kind, q: Option<&str>) -> Result<Response, A
         limit: p.limit()?,
     };
     let out = poll(s.store.as_ref(), &req).await?;
-    answer(&out)
+    answer(&out, &id)
 }
 
 /// Who owns what the caller creates: the IAM caller API Gateway vouches
@@ -117,6 +143,7 @@ fn sub_json(sub: &Subscription) -> String {
         "cursor": sub.cursor.to_string(),
         "createdAt": iso(sub.created_at),
         "expiresAt": iso(sub.expires_at),
+        "store": sub.store,
     })
     .to_string()
 }
@@ -199,6 +226,7 @@ pub(super) async fn create_subscription(
         Some(Value::String(t)) => params::revision("since", Some(t))?,
         Some(_) => return Err(bad_body("since", "'since' must be a revision string")),
     };
+    let store = s.store.identity().await?;
     let cursor = subscription_start(s.store.as_ref(), since).await?;
     let created = now();
     let sub = Subscription {
@@ -209,6 +237,7 @@ pub(super) async fn create_subscription(
         cursor,
         created_at: created,
         expires_at: created + s.subscription_ttl.as_secs() as i64,
+        store: Some(store),
     };
     cursors
         .create(&sub, s.subscriptions_per_owner, created)
@@ -285,6 +314,9 @@ pub(super) async fn subscription_events(
     let ack = p.revision("ack")?;
     let (wait, limit) = (p.wait()?, p.limit()?);
     let sub = own(&s, &ext, &uri).await?;
+    // A cursor counted in another store means nothing here.
+    let id = s.store.identity().await?;
+    same_store(&s, sub.store.as_deref(), &id).await?;
     if let Some(a) = ack {
         check_ack(s.store.as_ref(), a).await?;
     }
@@ -308,5 +340,5 @@ pub(super) async fn subscription_events(
         },
     )
     .await?;
-    answer(&out)
+    answer(&out, &id)
 }

@@ -153,6 +153,14 @@ pub struct StoreArgs {
     /// (a rolling slice per pass); 0s: every entity every pass.
     #[arg(long, env = "CSS_RECONCILE_VERIFY_HORIZON", default_value = "1h", value_parser = parse_duration, value_name = "CSS_RECONCILE_VERIFY_HORIZON")]
     pub reconcile_verify_horizon: Duration,
+    /// S3 bucket of scheduled store backups (etcd snapshots); none: no
+    /// backups. Taken by the reconcile function (server mode: its
+    /// background loop) when the last good one is older than the interval.
+    #[arg(long, env = "CSS_BACKUP_BUCKET", value_name = "CSS_BACKUP_BUCKET")]
+    pub backup_bucket: Option<String>,
+    /// How often the store is backed up (with CSS_BACKUP_BUCKET).
+    #[arg(long, env = "CSS_BACKUP_INTERVAL", default_value = "1h", value_parser = parse_duration, value_name = "CSS_BACKUP_INTERVAL")]
+    pub backup_interval: Duration,
     /// CloudWatch namespace of the Lambdas' metrics (EMF).
     #[arg(
         long,
@@ -218,6 +226,17 @@ impl StoreArgs {
         }
     }
 
+    /// Where store backups go, if CSS_BACKUP_BUCKET is set.
+    pub fn backups(&self, sdk: &aws_config::SdkConfig) -> Option<crate::backup::Backups> {
+        let bucket = self.backup_bucket.clone()?;
+        Some(crate::backup::Backups {
+            s3: aws_sdk_s3::Client::new(sdk),
+            bucket,
+            interval: self.backup_interval,
+            part_size: crate::backup::PART,
+        })
+    }
+
     /// The Lambdas' settings: the environment alone, empty values dropped.
     pub fn from_env() -> Result<StoreArgs, String> {
         from_env::<StoreArgs>().map(StoreArgs::normalized)
@@ -240,6 +259,7 @@ impl StoreArgs {
             &mut self.etcd_tls_secret,
             &mut self.etcd_credentials_secret,
             &mut self.cursor_table,
+            &mut self.backup_bucket,
             &mut self.log_level,
         ] {
             if given(f).is_none() {

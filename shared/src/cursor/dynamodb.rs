@@ -66,6 +66,10 @@ fn decode(item: &HashMap<String, AttributeValue>) -> Result<Subscription, Cursor
         cursor: num("cursor")?,
         created_at: num("createdAt")?,
         expires_at: num("expiresAt")?,
+        // Absent or empty: made before stores had an identity.
+        store: (item.get("store").and_then(|v| v.as_s().ok()))
+            .filter(|s| !s.is_empty())
+            .cloned(),
     })
 }
 
@@ -142,6 +146,7 @@ impl CursorStore for DynamoCursorStore {
             .item("cursor", n(sub.cursor))
             .item("createdAt", n(sub.created_at))
             .item("expiresAt", n(sub.expires_at))
+            .item("store", s(sub.store.as_deref().unwrap_or_default()))
             .condition_expression("attribute_not_exists(id)")
             .send()
             .await

@@ -77,6 +77,9 @@ pub struct Subscription {
     pub created_at: i64,
     /// Unix seconds; refreshed on use (DynamoDB TTL attribute).
     pub expires_at: i64,
+    /// The identity of the store its cursor counts in (None: made before
+    /// stores had one).
+    pub store: Option<String>,
 }
 
 #[async_trait]
@@ -117,6 +120,7 @@ mod tests {
             cursor: 1,
             expires_at: 10,
             created_at: 0,
+            store: None,
         };
         assert!(check_quota(&sub, 0, 2).is_ok());
         assert!(check_quota(&sub, 1, 2).is_ok());

@@ -3,7 +3,10 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::reconcile::{EcsSource, Reconciler, RunScope, Settings, SourceError, DEADLINE_MARGIN};
+use crate::backup::Backups;
+use crate::reconcile::{
+    EcsSource, Reconciler, RunError, RunScope, Settings, SourceError, DEADLINE_MARGIN,
+};
 use crate::store::StateStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,10 +41,12 @@ pub fn function_scope(invoked_function_arn: &str, region: &str) -> Result<RunSco
 }
 
 /// What the scheduled function was configured with.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct ReconcileSetup {
     pub retention: Duration,
     pub settings: Settings,
+    /// Where store backups go, when they are on.
+    pub backups: Option<Backups>,
 }
 
 /// When a run invoked with `deadline_ms` (Lambda's deadline, milliseconds
@@ -64,18 +69,25 @@ pub async fn handle_scheduled_event(
     event: &serde_json::Value,
     invoked_function_arn: &str,
     region: &str,
-    setup: ReconcileSetup,
+    setup: &ReconcileSetup,
     deadline: Option<tokio::time::Instant>,
 ) -> Result<serde_json::Value, ReconcileError> {
-    let summary = Reconciler {
+    let scope = function_scope(invoked_function_arn, region)?;
+    // A backup first, when due: it does not wait for a long pass.
+    let backup_failed = match &setup.backups {
+        Some(b) => backup(store, b).await,
+        None => None,
+    };
+    let mut summary = Reconciler {
         store,
         source,
-        scope: function_scope(invoked_function_arn, region)?,
+        scope,
         retention: setup.retention,
         settings: setup.settings,
     }
     .run_until(deadline)
     .await;
+    summary.errors.extend(backup_failed);
     summary.record(store).await;
     crate::metrics::flush();
     let json = serde_json::to_value(&summary).unwrap_or_default();
@@ -91,4 +103,14 @@ pub async fn handle_scheduled_event(
             summary: json,
         }),
     }
+}
+
+/// Takes a backup when due (and records the last good one's age); a
+/// failure as a run error (the invocation then fails: its alarm).
+async fn backup(store: &dyn StateStore, b: &Backups) -> Option<RunError> {
+    b.tick(store).await.err().map(|e| RunError {
+        cluster: "*".into(),
+        operation: "Backup".into(),
+        message: e.to_string(),
+    })
 }

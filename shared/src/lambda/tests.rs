@@ -96,6 +96,7 @@ fn setup() -> crate::lambda::ReconcileSetup {
     crate::lambda::ReconcileSetup {
         retention: std::time::Duration::from_secs(3600),
         settings: crate::reconcile::Settings::default(),
+        backups: None,
     }
 }
 
@@ -108,7 +109,7 @@ async fn a_scheduled_run_covers_the_account_of_its_function_arn() {
     let run = |arn: &'static str| {
         let (s, ecs, event) = (s.clone(), &ecs, event.clone());
         async move {
-            handle_scheduled_event(s.as_ref(), ecs, &event, arn, "eu-west-1", setup(), None).await
+            handle_scheduled_event(s.as_ref(), ecs, &event, arn, "eu-west-1", &setup(), None).await
         }
     };
     let summary = run(arn).await.unwrap_or_else(|e| panic!("{e}"));
@@ -133,7 +134,7 @@ async fn a_run_with_errors_fails_the_invocation_after_writing_what_it_could() {
     let arn = "arn:aws:lambda:eu-west-1:111122223333:function:css-reconcile";
     let event = json!({"id": "e1"});
     let out =
-        handle_scheduled_event(s.as_ref(), &ecs, &event, arn, "eu-west-1", setup(), None).await;
+        handle_scheduled_event(s.as_ref(), &ecs, &event, arn, "eu-west-1", &setup(), None).await;
     match out {
         Err(ReconcileError::RunErrors {
             count,

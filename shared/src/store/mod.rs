@@ -272,6 +272,15 @@ pub trait StateStore: Send + Sync {
     /// the entity keys: never listed or watched.
     async fn get_meta(&self, name: &str) -> StoreResult<Option<Bytes>>;
     async fn put_meta(&self, name: &str, value: Bytes) -> StoreResult<()>;
+    /// Writes `name` only if it does not exist; false when it did.
+    async fn create_meta(&self, name: &str, value: Bytes) -> StoreResult<bool>;
+    /// The store's identity (docs/reference.md#watching): a random id
+    /// written once, by the first process that asks; a store rebuilt from
+    /// nothing or restored from a backup has another. Read from the store
+    /// each time, so a process notices a store replaced under it.
+    async fn identity(&self) -> StoreResult<String> {
+        read_or_create_identity(self).await
+    }
     /// Every change of `kind` with revision >= `from_revision`.
     async fn watch(&self, kind: Kind, from_revision: i64) -> StoreResult<WatchStream>;
     async fn current_revision(&self) -> StoreResult<i64>;
@@ -279,11 +288,37 @@ pub trait StateStore: Send + Sync {
     async fn compacted_revision(&self) -> StoreResult<i64>;
     /// Drops history older than `revision`.
     async fn compact(&self, revision: i64) -> StoreResult<()>;
+    /// A snapshot of the whole backend as it writes one (etcd's maintenance
+    /// snapshot: its database file), streamed in chunks; None for stores
+    /// that have none (the embedded store lives and dies with its process).
+    async fn snapshot(&self) -> StoreResult<Option<SnapshotStream>> {
+        Ok(None)
+    }
     /// The store's raised alarms (etcd: `NOSPACE`, `CORRUPT`); none for
     /// stores without alarms.
     async fn alarms(&self) -> StoreResult<Vec<String>> {
         Ok(Vec::new())
     }
+}
+
+/// A backend snapshot, chunk by chunk.
+pub type SnapshotStream = futures::stream::BoxStream<'static, StoreResult<Bytes>>;
+
+/// Meta key of the store's identity.
+pub const IDENTITY: &str = "identity";
+
+/// The identity in the store, or a new one created there (whoever creates
+/// it first wins; every process then reads the same).
+pub async fn read_or_create_identity<S: StateStore + ?Sized>(store: &S) -> StoreResult<String> {
+    let text = |b: Bytes| String::from_utf8_lossy(&b).into_owned();
+    if let Some(id) = store.get_meta(IDENTITY).await? {
+        return Ok(text(id));
+    }
+    let new = format!("{:032x}", rand::random::<u128>());
+    store
+        .create_meta(IDENTITY, Bytes::from(new.clone()))
+        .await?;
+    Ok(store.get_meta(IDENTITY).await?.map_or(new, text))
 }
 
 #[cfg(test)]

@@ -302,6 +302,15 @@ impl StateStore for SharedWatchStore {
     async fn put_meta(&self, name: &str, value: Bytes) -> StoreResult<()> {
         self.inner.put_meta(name, value).await
     }
+    async fn create_meta(&self, name: &str, value: Bytes) -> StoreResult<bool> {
+        self.inner.create_meta(name, value).await
+    }
+    async fn identity(&self) -> StoreResult<String> {
+        self.inner.identity().await
+    }
+    async fn snapshot(&self) -> StoreResult<Option<super::SnapshotStream>> {
+        self.inner.snapshot().await
+    }
     async fn watch(&self, kind: Kind, from_revision: i64) -> StoreResult<WatchStream> {
         let hub = self.hub(kind);
         hub.ensure_running().await?;

@@ -33,6 +33,8 @@ pub struct EmbeddedStore {
     inner: Arc<Mutex<Inner>>,
     /// Carries the current revision, so watches wake on every write.
     notify: watch::Sender<i64>,
+    /// This store's identity: a new process holds a new store.
+    identity: String,
 }
 
 impl EmbeddedStore {
@@ -48,6 +50,7 @@ impl EmbeddedStore {
                 log: VecDeque::new(),
             })),
             notify,
+            identity: format!("{:032x}", rand::random::<u128>()),
         }
     }
 
@@ -225,6 +228,24 @@ impl StateStore for EmbeddedStore {
         drop(inner);
         self.notify.send_replace(rev);
         Ok(())
+    }
+
+    async fn identity(&self) -> StoreResult<String> {
+        Ok(self.identity.clone())
+    }
+
+    async fn create_meta(&self, name: &str, value: Bytes) -> StoreResult<bool> {
+        let key = self.ks.meta(name);
+        let mut inner = self.lock();
+        if inner.at(&key, inner.revision).is_some() {
+            return Ok(false);
+        }
+        let rev = inner.revision + 1;
+        inner.put(&key, value, rev);
+        inner.revision = rev;
+        drop(inner);
+        self.notify.send_replace(rev);
+        Ok(true)
     }
 
     async fn watch(&self, kind: Kind, from_revision: i64) -> StoreResult<WatchStream> {

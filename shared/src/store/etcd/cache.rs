@@ -83,6 +83,13 @@ impl RecordCache {
         held
     }
 
+    /// Forgets every record (the store under the endpoints was replaced).
+    pub(super) fn clear(&self) {
+        if let Some(cache) = &self.cache {
+            cache.clear();
+        }
+    }
+
     /// Keeps `rec` (read under `primary`) once decoded; a record that does
     /// not decode is not kept (its error is reported by the reader).
     pub(super) fn put(&self, primary: String, rec: &StoredRecord) {

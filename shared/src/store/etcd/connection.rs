@@ -161,16 +161,24 @@ impl EtcdStore {
                 None => tracing::warn!(error = %e, "no etcd member answered yet"),
             }
         }
-        Ok(EtcdStore {
+        let store = EtcdStore {
             members: Arc::new(members),
             ks,
             format: Format::Compact,
             compacted: Arc::new(std::sync::atomic::AtomicI64::new(0)),
+            identity: Arc::default(),
             cache: Arc::new(RecordCache::new(
                 settings
                     .record_cache_mib
                     .unwrap_or(DEFAULT_RECORD_CACHE_MIB),
             )),
-        })
+        };
+        // The identity exists from the start (its one write happens before
+        // anything is read); if etcd does not answer yet, the first request
+        // that needs it makes it.
+        if let Err(e) = crate::store::StateStore::identity(&store).await {
+            tracing::debug!(error = %e, "store identity not read yet");
+        }
+        Ok(store)
     }
 }

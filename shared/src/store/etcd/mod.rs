@@ -45,6 +45,9 @@ pub struct EtcdStore {
     compacted: Arc<std::sync::atomic::AtomicI64>,
     /// Shared by clones, as the connections are.
     cache: Arc<RecordCache>,
+    /// The store identity this process last read: the cache is flushed
+    /// when it changes.
+    identity: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// How records and index keys are written.
@@ -304,6 +307,29 @@ impl StateStore for EtcdStore {
         Ok(())
     }
 
+    async fn create_meta(&self, name: &str, value: Bytes) -> StoreResult<bool> {
+        let key = self.ks.meta(name);
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.as_str(), value.to_vec(), None)]);
+        let resp = self.txn(txn).await.map_err(map_err)?;
+        Ok(resp.succeeded())
+    }
+
+    async fn identity(&self) -> StoreResult<String> {
+        let id = crate::store::read_or_create_identity(self).await?;
+        // Another store under the same endpoints (rebuilt, restored): its
+        // (key, mod_revision) pairs mean other records.
+        let mut last = self.identity.lock().unwrap_or_else(|e| e.into_inner());
+        if last.as_deref() != Some(id.as_str()) {
+            if last.is_some() {
+                self.cache.clear();
+            }
+            *last = Some(id.clone());
+        }
+        Ok(id)
+    }
+
     async fn watch(&self, kind: Kind, from_revision: i64) -> StoreResult<WatchStream> {
         let stream = self.open_stream(from_revision).await?;
         Ok(Box::new(EtcdWatcher {
@@ -329,6 +355,24 @@ impl StateStore for EtcdStore {
 
     async fn compacted_revision(&self) -> StoreResult<i64> {
         self.compaction_point().await
+    }
+
+    async fn snapshot(&self) -> StoreResult<Option<crate::store::SnapshotStream>> {
+        let call = |c: Client| async move {
+            // etcd sends the file in chunks of 32 KiB.
+            let mut m = c.maintenance_client();
+            m.snapshot().await
+        };
+        let stream = self.members.call(call).await.map_err(map_err)?;
+        let chunks = futures::stream::unfold(Some(stream), |state| async move {
+            let mut stream = state?;
+            match stream.message().await {
+                Ok(Some(msg)) => Some((Ok(Bytes::copy_from_slice(msg.blob())), Some(stream))),
+                Ok(None) => None,
+                Err(e) => Some((Err(map_err(e)), None)),
+            }
+        });
+        Ok(Some(Box::pin(chunks)))
     }
 
     async fn alarms(&self) -> StoreResult<Vec<String>> {

@@ -328,3 +328,21 @@ pub async fn status(store: std::sync::Arc<dyn css::store::StateStore>) -> Value 
     crate::openapi::OpenApi::load().check("Status", &v);
     v
 }
+
+/// The commands of README's `sh` block after `marker` (an HTML comment),
+/// without comments and blank lines: what the tests run as written.
+pub fn readme_commands(marker: &str) -> Vec<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let readme = std::fs::read_to_string(path).expect("README.md");
+    let block = readme
+        .split_once(marker)
+        .and_then(|(_, rest)| rest.split_once("```sh\n"))
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(block, _)| block.to_string())
+        .unwrap_or_else(|| panic!("README has a sh block after {marker}"));
+    block
+        .lines()
+        .map(|l| l.split("  #").next().unwrap_or("").trim().to_string())
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+}

@@ -7,7 +7,6 @@
 //! store's cursor, page token and subscription (kept in moto's DynamoDB,
 //! which outlives the store) get 410, and a relist equals the store.
 
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -24,24 +23,6 @@ use serde_json::Value;
 
 const PREFIX: &str = "/ecs-css/v1/";
 const TASKS: usize = 12_000;
-
-/// README's restore steps (the block after `<!-- restore-steps -->`).
-fn readme_restore_steps() -> Vec<String> {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
-            .expect("README.md");
-    let block = readme
-        .split_once("<!-- restore-steps -->")
-        .and_then(|(_, rest)| rest.split_once("```sh\n"))
-        .and_then(|(_, rest)| rest.split_once("```"))
-        .map(|(block, _)| block.to_string())
-        .expect("README has the restore steps");
-    block
-        .lines()
-        .map(|l| l.split("   #").next().unwrap_or("").trim().to_string())
-        .filter(|l| !l.is_empty())
-        .collect()
-}
 
 /// Server mode on `endpoint` with its subscriptions in moto's DynamoDB.
 async fn server(moto: &MotoServer, endpoint: &str) -> TestServer {
@@ -203,7 +184,7 @@ async fn a_backup_restored_by_readmes_steps_serves_its_records_under_a_new_ident
     ];
     let started = Instant::now();
     let mut background = Background(Vec::new());
-    for line in readme_restore_steps() {
+    for line in css_tests::fixtures::readme_commands("<!-- restore-steps -->") {
         let sh = |l: &str| {
             let mut c = Command::new("sh");
             c.args(["-c", l])

@@ -223,7 +223,7 @@ mod tests {
         ]);
         assert_eq!(h.defrag_candidate().map(|m| m.endpoint.as_str()), Some("c"));
         // Small files are left alone, however empty.
-        let small = health(vec![member("a", true, 10 * M, 1 * M)]);
+        let small = health(vec![member("a", true, 10 * M, M)]);
         assert!(small.defrag_candidate().is_none());
         // A member down: no defragmentation stalls another.
         let down = health(vec![

@@ -176,9 +176,12 @@ impl Server {
                 stopped.clone(),
             )));
         }
-        if let Some(b) = backups {
-            background.push(tokio::spawn(backuper(store.clone(), b, stopped.clone())));
-        }
+        background.push(tokio::spawn(maintenance(
+            store.clone(),
+            backups,
+            cfg.store.etcd_quota_bytes,
+            stopped.clone(),
+        )));
         if let Some((url, client)) = sqs {
             background.push(tokio::spawn(sqs::poll(
                 client,
@@ -271,10 +274,12 @@ async fn compactor(
     }
 }
 
-/// Store backups when due (with CSS_BACKUP_BUCKET), checked every minute.
-async fn backuper(
+/// Every minute: the etcd members' health (metrics, one member
+/// defragmented when due) and a store backup when due (CSS_BACKUP_BUCKET).
+async fn maintenance(
     store: Arc<dyn StateStore>,
-    backups: css::backup::Backups,
+    backups: Option<css::backup::Backups>,
+    quota_bytes: i64,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -284,8 +289,13 @@ async fn backuper(
             _ = stop.wait_for(|s| *s) => return,
             _ = tick.tick() => {}
         }
-        // Logged and counted inside; the next tick tries again.
-        let _ = backups.tick(store.as_ref()).await;
+        if let Err(e) = css::health::tick(store.as_ref(), quota_bytes).await {
+            tracing::warn!(error = %e, "member health not read");
+        }
+        if let Some(b) = &backups {
+            // Logged and counted inside; the next tick tries again.
+            let _ = b.tick(store.as_ref()).await;
+        }
     }
 }
 

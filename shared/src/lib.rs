@@ -22,6 +22,7 @@
 //!             records a run
 //! compaction  (time, revision) checkpoints, history compacted past retention
 //! backup      store snapshots streamed to S3 when due; the last good one's age
+//! health      etcd members' status, the figures alarmed on, defragmentation
 //!   |
 //! status      what GET /v1/status answers; the last reconcile run and ingest batch
 //! filter      the list filters as a value; matching a stored record
@@ -51,6 +52,7 @@ pub mod cursor;
 pub mod ecs;
 pub mod events;
 pub mod filter;
+pub mod health;
 pub mod ingest;
 pub mod lambda;
 pub mod limits;

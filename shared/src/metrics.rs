@@ -34,6 +34,14 @@ pub const RECONCILE_PASS_CLUSTERS_DONE: &str = "reconcile_pass_clusters_done";
 pub const RECONCILE_PASS_CLUSTERS: &str = "reconcile_pass_clusters";
 pub const RECONCILE_PASSES: &str = "reconcile_passes_completed";
 pub const COMPACTED_REVISION: &str = "store_compacted_revision";
+pub const ETCD_MEMBERS: &str = "etcd_members";
+pub const ETCD_MEMBERS_DOWN: &str = "etcd_members_down";
+pub const ETCD_HAS_LEADER: &str = "etcd_has_leader";
+pub const ETCD_LEADER_CHANGES: &str = "etcd_leader_changes";
+pub const ETCD_DB_SIZE: &str = "etcd_db_size_bytes";
+pub const ETCD_QUOTA_USED: &str = "etcd_db_quota_used_ratio";
+pub const ETCD_RAFT_LAG: &str = "etcd_raft_index_lag";
+pub const ETCD_DEFRAGMENTATIONS: &str = "etcd_defragmentations";
 pub const BACKUP_AGE: &str = "backup_age_seconds";
 pub const BACKUP_AGE_INTERVALS: &str = "backup_age_intervals";
 pub const BACKUP_BYTES: &str = "backup_bytes";
@@ -114,6 +122,38 @@ pub fn describe() {
         RECONCILE_PASSES,
         Unit::Count,
         "reconcile passes completed (a pass may take several runs)"
+    );
+    describe_gauge!(ETCD_MEMBERS, Unit::Count, "etcd members of the store");
+    describe_gauge!(
+        ETCD_MEMBERS_DOWN,
+        Unit::Count,
+        "etcd members that did not answer a status request"
+    );
+    describe_gauge!(
+        ETCD_HAS_LEADER,
+        Unit::Count,
+        "1 when the members that answered name a leader, else 0"
+    );
+    describe_counter!(ETCD_LEADER_CHANGES, Unit::Count, "etcd leader changes seen");
+    describe_gauge!(
+        ETCD_DB_SIZE,
+        Unit::Bytes,
+        "the largest member database file"
+    );
+    describe_gauge!(
+        ETCD_QUOTA_USED,
+        Unit::Count,
+        "the largest member database file over the space quota (NOSPACE at 1)"
+    );
+    describe_gauge!(
+        ETCD_RAFT_LAG,
+        Unit::Count,
+        "raft index of the furthest member minus that of the one furthest behind"
+    );
+    describe_counter!(
+        ETCD_DEFRAGMENTATIONS,
+        Unit::Count,
+        "members defragmented (one at a time)"
     );
     describe_gauge!(
         BACKUP_AGE,
@@ -243,6 +283,36 @@ pub fn reconcile(f: &ReconcileFigures) {
     if let Some(rev) = f.compacted_to {
         gauge!(COMPACTED_REVISION).set(rev as f64);
     }
+}
+
+/// The etcd members' figures, as `health::Health` reads them.
+#[derive(Debug, Clone, Default)]
+pub struct EtcdFigures {
+    pub members: u64,
+    pub members_up: u64,
+    pub has_leader: bool,
+    pub db_size_max: u64,
+    pub quota_used: f64,
+    pub raft_index_lag: u64,
+}
+
+pub fn etcd_health(f: &EtcdFigures) {
+    gauge!(ETCD_MEMBERS).set(f.members as f64);
+    gauge!(ETCD_MEMBERS_DOWN).set(f.members.saturating_sub(f.members_up) as f64);
+    gauge!(ETCD_HAS_LEADER).set(if f.has_leader { 1.0 } else { 0.0 });
+    gauge!(ETCD_DB_SIZE).set(f.db_size_max as f64);
+    gauge!(ETCD_QUOTA_USED).set(f.quota_used);
+    gauge!(ETCD_RAFT_LAG).set(f.raft_index_lag as f64);
+    counter!(ETCD_LEADER_CHANGES).increment(0);
+    counter!(ETCD_DEFRAGMENTATIONS).increment(0);
+}
+
+pub fn etcd_leader_change() {
+    counter!(ETCD_LEADER_CHANGES).increment(1);
+}
+
+pub fn etcd_defragmented() {
+    counter!(ETCD_DEFRAGMENTATIONS).increment(1);
 }
 
 /// The last good backup's age, and in intervals (the alarm's figure).

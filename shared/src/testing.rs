@@ -337,6 +337,7 @@ pub fn store_args(endpoints: &[&str]) -> crate::config::StoreArgs {
         reconcile_calls_per_second: 5.0,
         reconcile_verify_horizon: std::time::Duration::from_secs(3600),
         backup_bucket: None,
+        etcd_quota_bytes: 4 << 30,
         backup_interval: std::time::Duration::from_secs(3600),
         metrics_namespace: "ClusterStateService".into(),
         log_level: None,

@@ -159,6 +159,7 @@ pub fn store_args(endpoints: Vec<String>) -> css::config::StoreArgs {
         reconcile_calls_per_second: 5.0,
         reconcile_verify_horizon: std::time::Duration::from_secs(3600),
         backup_bucket: None,
+        etcd_quota_bytes: 4 << 30,
         backup_interval: std::time::Duration::from_secs(3600),
         metrics_namespace: "ClusterStateService".into(),
         log_level: None,
@@ -327,4 +328,22 @@ pub async fn status(store: std::sync::Arc<dyn css::store::StateStore>) -> Value 
     let v: Value = serde_json::from_slice(&body).expect("JSON");
     crate::openapi::OpenApi::load().check("Status", &v);
     v
+}
+
+/// The commands of README's `sh` block after `marker` (an HTML comment),
+/// without comments and blank lines: what the tests run as written.
+pub fn readme_commands(marker: &str) -> Vec<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let readme = std::fs::read_to_string(path).expect("README.md");
+    let block = readme
+        .split_once(marker)
+        .and_then(|(_, rest)| rest.split_once("```sh\n"))
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(block, _)| block.to_string())
+        .unwrap_or_else(|| panic!("README has a sh block after {marker}"));
+    block
+        .lines()
+        .map(|l| l.split("  #").next().unwrap_or("").trim().to_string())
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
 }

@@ -4,9 +4,9 @@
 //! (aws CLI against moto, etcdctl snapshot restore, etcd started on the
 //! restored data, the identity deleted), and server mode on the restored
 //! etcd answers with the restored records, under a new identity: the old
-//! store's cursor and page token get 410, and a relist equals the store.
+//! store's cursor, page token and subscription (kept in moto's DynamoDB,
+//! which outlives the store) get 410, and a relist equals the store.
 
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -24,22 +24,27 @@ use serde_json::Value;
 const PREFIX: &str = "/ecs-css/v1/";
 const TASKS: usize = 12_000;
 
-/// README's restore steps (the block after `<!-- restore-steps -->`).
-fn readme_restore_steps() -> Vec<String> {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
-            .expect("README.md");
-    let block = readme
-        .split_once("<!-- restore-steps -->")
-        .and_then(|(_, rest)| rest.split_once("```sh\n"))
-        .and_then(|(_, rest)| rest.split_once("```"))
-        .map(|(block, _)| block.to_string())
-        .expect("README has the restore steps");
-    block
-        .lines()
-        .map(|l| l.split("   #").next().unwrap_or("").trim().to_string())
-        .filter(|l| !l.is_empty())
-        .collect()
+/// Server mode on `endpoint` with its subscriptions in moto's DynamoDB.
+async fn server(moto: &MotoServer, endpoint: &str) -> TestServer {
+    use clap::Parser;
+    let cfg = css_server::ServerConfig::try_parse_from([
+        "css-server",
+        "--bind",
+        "127.0.0.1:0",
+        "--etcd-endpoints",
+        endpoint,
+        "--etcd-timeout",
+        "2s",
+        "--cursor-table",
+        "css-cursors",
+    ])
+    .expect("flags");
+    let aws = css_server::AwsOverrides {
+        sdk: Some(moto.sdk_config()),
+        dynamodb: Some(aws_sdk_dynamodb::Client::new(&moto.sdk_config())),
+        ..Default::default()
+    };
+    TestServer::start_with(cfg, aws).await
 }
 
 /// Every task as (ARN, entityVersion) in a list answer, all pages.
@@ -83,6 +88,8 @@ async fn a_backup_restored_by_readmes_steps_serves_its_records_under_a_new_ident
     let api = OpenApi::load();
     let moto = MotoServer::start();
     moto.aws(&["s3api", "create-bucket", "--bucket", "css-backups"]);
+    let dynamodb = aws_sdk_dynamodb::Client::new(&moto.sdk_config());
+    css_tests::moto::create_cursor_table(&dynamodb, "css-cursors").await;
     let etcd = EtcdServer::start();
     let store = etcd.store(PREFIX).await;
     // Tasks with container details: a snapshot of several MiB (multipart).
@@ -104,13 +111,19 @@ async fn a_backup_restored_by_readmes_steps_serves_its_records_under_a_new_ident
         let out = apply_batch(store.as_ref(), &messages(&bodies)).await;
         assert!(out.failures.is_empty(), "{:?}", out.failures);
     }
-    let before = TestServer::start(Some(&etcd), &[]).await;
+    let before = server(&moto, &etcd.endpoint()).await;
     let (records, old_store, old_rev) = listed(&before).await;
     assert_eq!(records.len(), TASKS);
     let token = before.get("/v1/tasks?limit=10").await.body["nextToken"]
         .as_str()
         .expect("a next page")
         .to_string();
+    let body = serde_json::json!({"resource": "tasks", "since": old_rev});
+    let sub = before
+        .request(reqwest::Method::POST, "/v1/subscriptions", Some(body))
+        .await;
+    assert_eq!(sub.status, StatusCode::CREATED, "{}", sub.body);
+    let sub_id = sub.body["id"].as_str().expect("id").to_string();
 
     let backups = Backups {
         s3: aws_sdk_s3::Client::new(&moto.sdk_config()),
@@ -171,7 +184,7 @@ async fn a_backup_restored_by_readmes_steps_serves_its_records_under_a_new_ident
     ];
     let started = Instant::now();
     let mut background = Background(Vec::new());
-    for line in readme_restore_steps() {
+    for line in css_tests::fixtures::readme_commands("<!-- restore-steps -->") {
         let sh = |l: &str| {
             let mut c = Command::new("sh");
             c.args(["-c", l])
@@ -208,11 +221,7 @@ async fn a_backup_restored_by_readmes_steps_serves_its_records_under_a_new_ident
     let restore_took = started.elapsed();
 
     let endpoint = format!("http://127.0.0.1:{client}");
-    let after = TestServer::start(
-        None,
-        &["--etcd-endpoints", &endpoint, "--etcd-timeout", "2s"],
-    )
-    .await;
+    let after = server(&moto, &endpoint).await;
     let (restored, new_store, new_rev) = listed(&after).await;
     println!(
         "restored {} records ({} bytes of snapshot) in {:.1} s; old store {old_store} rev {old_rev}, new {new_store} rev {new_rev}",
@@ -244,6 +253,13 @@ async fn a_backup_restored_by_readmes_steps_serves_its_records_under_a_new_ident
         .get(&format!("/v1/tasks?limit=10&nextToken={token}"))
         .await;
     assert_eq!(page.status, StatusCode::GONE, "{}", page.body);
+    // The subscription outlived the store (DynamoDB): its cursor counts in
+    // the old one, so its events are 410 too, not a resume.
+    let events = after
+        .get(&format!("/v1/subscriptions/{sub_id}/events?wait=0"))
+        .await;
+    assert_eq!(events.status, StatusCode::GONE, "{}", events.body);
+    api.check("Expired", &events.body);
     let ok = after
         .get(&format!(
             "/v1/stream/tasks?since={new_rev}&store={new_store}&wait=0"

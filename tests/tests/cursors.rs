@@ -201,6 +201,7 @@ fn iam_app(per_owner: usize) -> axum::Router {
         identity: Identity::Iam,
         subscription_ttl: api::DEFAULT_SUBSCRIPTION_TTL,
         subscriptions_per_owner: per_owner,
+        etcd_quota_bytes: 4 << 30,
     })
 }
 

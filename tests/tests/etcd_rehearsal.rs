@@ -14,7 +14,6 @@
 //! Run with --nocapture for the transcript.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -157,20 +156,7 @@ async fn stored_versions(store: &dyn StateStore) -> BTreeMap<String, u64> {
 /// The operator steps README gives for a member (the block after
 /// `<!-- operator-steps -->`), without their comments.
 fn readme_operator_steps() -> Vec<String> {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
-            .expect("README.md");
-    let block = readme
-        .split_once("<!-- operator-steps -->")
-        .and_then(|(_, rest)| rest.split_once("```sh\n"))
-        .and_then(|(_, rest)| rest.split_once("```"))
-        .map(|(block, _)| block.to_string())
-        .expect("README has the operator steps");
-    block
-        .lines()
-        .map(|l| l.split("  #").next().unwrap_or("").trim().to_string())
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .collect()
+    css_tests::fixtures::readme_commands("<!-- operator-steps -->")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

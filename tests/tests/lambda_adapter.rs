@@ -24,6 +24,7 @@ fn app(store: Arc<dyn StateStore>) -> axum::Router {
         identity: api::Identity::Iam,
         subscription_ttl: api::DEFAULT_SUBSCRIPTION_TTL,
         subscriptions_per_owner: api::DEFAULT_SUBSCRIPTIONS_PER_OWNER,
+        etcd_quota_bytes: 4 << 30,
     })
 }
 

@@ -175,7 +175,9 @@ fn the_map_parser_reads_every_module_and_tier() {
     assert_eq!(tiers["store"], 2);
     assert_eq!(tiers["metrics"], 3);
     assert_eq!(tiers["model"], 3);
-    assert_eq!(tiers.len(), 18, "{tiers:?}");
+    assert_eq!(tiers["backup"], 1);
+    assert_eq!(tiers["health"], 1);
+    assert_eq!(tiers.len(), 20, "{tiers:?}");
 }
 
 /// Every citation of the reference in the code (`docs/reference.md#anchor`)

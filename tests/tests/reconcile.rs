@@ -553,6 +553,7 @@ fn setup() -> css::lambda::ReconcileSetup {
         retention: Duration::from_secs(3600),
         settings: css::reconcile::Settings::default(),
         backups: None,
+        etcd_quota_bytes: 4 << 30,
     }
 }
 

@@ -82,6 +82,7 @@ async fn a_pass_cut_by_deadlines_resumes_and_ends_like_one_uninterrupted_pass() 
             ..Settings::default()
         },
         backups: None,
+        etcd_quota_bytes: 4 << 30,
     };
     let mut runs: Vec<Value> = Vec::new();
     while runs.len() < 30 {

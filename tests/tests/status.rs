@@ -44,6 +44,7 @@ async fn status_reports_the_store_and_the_last_runs() {
             retention: Duration::from_secs(3600),
             settings: css::reconcile::Settings::default(),
             backups: None,
+            etcd_quota_bytes: 4 << 30,
         };
         let run = css::lambda::handle_scheduled_event(
             store.as_ref(),

@@ -21,6 +21,7 @@ async fn main() -> Result<(), Error> {
         retention: args.history_retention,
         settings: args.reconcile_settings(),
         backups,
+        etcd_quota_bytes: args.etcd_quota_bytes,
     };
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let (store, ecs, setup) = (store.clone(), &ecs, &setup);

@@ -53,6 +53,8 @@ pub struct AppState {
     pub subscription_ttl: Duration,
     /// Live subscriptions one principal may hold (CSS_SUBSCRIPTIONS_PER_OWNER).
     pub subscriptions_per_owner: usize,
+    /// etcd's space quota, what status reports the database size against.
+    pub etcd_quota_bytes: i64,
 }
 
 pub const DEFAULT_SUBSCRIPTION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -67,6 +69,7 @@ impl AppState {
             identity,
             subscription_ttl: DEFAULT_SUBSCRIPTION_TTL,
             subscriptions_per_owner: args.subscriptions_per_owner as usize,
+            etcd_quota_bytes: args.etcd_quota_bytes,
         }
     }
 
@@ -78,6 +81,7 @@ impl AppState {
             identity: Identity::Local,
             subscription_ttl: DEFAULT_SUBSCRIPTION_TTL,
             subscriptions_per_owner: DEFAULT_SUBSCRIPTIONS_PER_OWNER,
+            etcd_quota_bytes: 4 << 30,
         }
     }
 }
@@ -177,9 +181,14 @@ async fn method_not_allowed() -> ApiError {
 
 async fn status(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     Params::parse(q.as_deref(), &[])?;
-    Ok(ok_json(
-        crate::status::status(s.store.as_ref()).await.to_string(),
-    ))
+    let mut doc = crate::status::status(s.store.as_ref()).await;
+    // Each member asked now (null for the embedded store; an error for a
+    // store that cannot say).
+    doc["members"] = match crate::health::check(s.store.as_ref(), s.etcd_quota_bytes).await {
+        Ok(h) => serde_json::to_value(h).unwrap_or_default(),
+        Err(e) => serde_json::json!({"error": e.to_string()}),
+    };
+    Ok(ok_json(doc.to_string()))
 }
 
 fn ok_json(body: String) -> Response {

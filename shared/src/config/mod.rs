@@ -153,6 +153,10 @@ pub struct StoreArgs {
     /// (a rolling slice per pass); 0s: every entity every pass.
     #[arg(long, env = "CSS_RECONCILE_VERIFY_HORIZON", default_value = "1h", value_parser = parse_duration, value_name = "CSS_RECONCILE_VERIFY_HORIZON")]
     pub reconcile_verify_horizon: Duration,
+    /// etcd's space quota (its --quota-backend-bytes): the database size
+    /// is reported against it, and alarmed at 80%.
+    #[arg(long, env = "CSS_ETCD_QUOTA_BYTES", default_value_t = 4 << 30, value_parser = clap::value_parser!(i64).range(1..), value_name = "CSS_ETCD_QUOTA_BYTES")]
+    pub etcd_quota_bytes: i64,
     /// S3 bucket of scheduled store backups (etcd snapshots); none: no
     /// backups. Taken by the reconcile function (server mode: its
     /// background loop) when the last good one is older than the interval.

@@ -47,6 +47,8 @@ pub struct ReconcileSetup {
     pub settings: Settings,
     /// Where store backups go, when they are on.
     pub backups: Option<Backups>,
+    /// etcd's space quota (member health is reported against it).
+    pub etcd_quota_bytes: i64,
 }
 
 /// When a run invoked with `deadline_ms` (Lambda's deadline, milliseconds
@@ -78,6 +80,11 @@ pub async fn handle_scheduled_event(
         Some(b) => backup(store, b).await,
         None => None,
     };
+    // Member health each run: the alarms' figures; one member defragmented
+    // when due.
+    if let Err(e) = crate::health::tick(store, setup.etcd_quota_bytes).await {
+        tracing::warn!(error = %e, "member health not read");
+    }
     let mut summary = Reconciler {
         store,
         source,

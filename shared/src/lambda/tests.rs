@@ -97,6 +97,7 @@ fn setup() -> crate::lambda::ReconcileSetup {
         retention: std::time::Duration::from_secs(3600),
         settings: crate::reconcile::Settings::default(),
         backups: None,
+        etcd_quota_bytes: 4 << 30,
     }
 }
 

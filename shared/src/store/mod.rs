@@ -294,11 +294,41 @@ pub trait StateStore: Send + Sync {
     async fn snapshot(&self) -> StoreResult<Option<SnapshotStream>> {
         Ok(None)
     }
+    /// Each member's own status (etcd's maintenance Status, asked of every
+    /// member); empty for stores that have no members (the embedded one).
+    async fn members(&self) -> StoreResult<Vec<MemberStatus>> {
+        Ok(Vec::new())
+    }
+    /// Defragments one member (by endpoint): its database file shrinks to
+    /// what is in use. The member stalls meanwhile, so one at a time.
+    async fn defragment(&self, endpoint: &str) -> StoreResult<()> {
+        let _ = endpoint;
+        Ok(())
+    }
     /// The store's raised alarms (etcd: `NOSPACE`, `CORRUPT`); none for
     /// stores without alarms.
     async fn alarms(&self) -> StoreResult<Vec<String>> {
         Ok(Vec::new())
     }
+}
+
+/// One member of the store's cluster as it answered a status request.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    pub endpoint: String,
+    pub up: bool,
+    /// Hex, as etcdctl shows member ids.
+    pub id: Option<String>,
+    /// The leader this member knows (hex), if any.
+    pub leader: Option<String>,
+    pub raft_index: Option<u64>,
+    pub raft_term: Option<u64>,
+    /// Bytes of its database file, and of them in use (the rest is free
+    /// space that only a defragmentation gives back).
+    pub db_size: Option<i64>,
+    pub db_size_in_use: Option<i64>,
+    pub error: Option<String>,
 }
 
 /// A backend snapshot, chunk by chunk.

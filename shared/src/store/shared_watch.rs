@@ -311,6 +311,12 @@ impl StateStore for SharedWatchStore {
     async fn snapshot(&self) -> StoreResult<Option<super::SnapshotStream>> {
         self.inner.snapshot().await
     }
+    async fn members(&self) -> StoreResult<Vec<super::MemberStatus>> {
+        self.inner.members().await
+    }
+    async fn defragment(&self, endpoint: &str) -> StoreResult<()> {
+        self.inner.defragment(endpoint).await
+    }
     async fn watch(&self, kind: Kind, from_revision: i64) -> StoreResult<WatchStream> {
         let hub = self.hub(kind);
         hub.ensure_running().await?;

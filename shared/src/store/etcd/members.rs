@@ -196,6 +196,58 @@ impl Members {
         }
     }
 
+    /// Runs `op` on every member, each on its own client and within
+    /// `timeout` (no failover: the point is each member's own answer).
+    pub(super) async fn each<T, F, Fut>(
+        &self,
+        timeout: Duration,
+        op: F,
+    ) -> Vec<(String, Result<T, String>)>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let asks = (0..self.members.len()).map(|i| {
+            let op = &op;
+            async move {
+                let ask = async {
+                    let c = self.client(i).await?;
+                    op(c).await
+                };
+                let res = match tokio::time::timeout(timeout, ask).await {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(_) => Err(format!("no answer within {timeout:?}")),
+                };
+                (self.members[i].endpoint.clone(), res)
+            }
+        });
+        futures::future::join_all(asks).await
+    }
+
+    /// Runs `op` on the member at `endpoint` alone, within `timeout`.
+    pub(super) async fn on<T, F, Fut>(
+        &self,
+        endpoint: &str,
+        timeout: Duration,
+        op: F,
+    ) -> Result<T, String>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let i = (self.members.iter())
+            .position(|m| m.endpoint == endpoint)
+            .ok_or_else(|| format!("{endpoint} is not a member of this store"))?;
+        let ask = async {
+            let c = self.client(i).await?;
+            op(c).await
+        };
+        match tokio::time::timeout(timeout, ask).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {timeout:?}")),
+        }
+    }
+
     /// Runs `op` on a live member, moving to the next on a member failure
     /// until the failover window has passed.
     pub(super) async fn call<T, F, Fut>(&self, op: F) -> Result<T, etcd_client::Error>

@@ -7,6 +7,7 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::sync::Arc;
+use std::time::Duration;
 
 use etcd_client::{
     AlarmAction, AlarmType, Client, CompactionOptions, Compare, CompareOp, GetOptions, GetResponse,
@@ -373,6 +374,48 @@ impl StateStore for EtcdStore {
             }
         });
         Ok(Some(Box::pin(chunks)))
+    }
+
+    async fn members(&self) -> StoreResult<Vec<crate::store::MemberStatus>> {
+        let ask = |c: Client| async move { c.maintenance_client().status().await };
+        let answers = self.members.each(Duration::from_secs(3), ask).await;
+        let hex = |id: u64| (id != 0).then(|| format!("{id:x}"));
+        Ok(answers
+            .into_iter()
+            .map(|(endpoint, res)| match res {
+                Ok(s) => crate::store::MemberStatus {
+                    endpoint,
+                    up: true,
+                    id: s.header().and_then(|h| hex(h.member_id())),
+                    leader: hex(s.leader()),
+                    raft_index: Some(s.raft_index()),
+                    raft_term: Some(s.raft_term()),
+                    db_size: Some(s.db_size()),
+                    db_size_in_use: Some(s.raft_used_db_size()),
+                    error: s.errors().first().cloned(),
+                },
+                Err(e) => crate::store::MemberStatus {
+                    endpoint,
+                    up: false,
+                    id: None,
+                    leader: None,
+                    raft_index: None,
+                    raft_term: None,
+                    db_size: None,
+                    db_size_in_use: None,
+                    error: Some(e),
+                },
+            })
+            .collect())
+    }
+
+    async fn defragment(&self, endpoint: &str) -> StoreResult<()> {
+        // The named member's own client: only that member stalls.
+        let defrag = |c: Client| async move { c.maintenance_client().defragment().await };
+        let timeout = Duration::from_secs(60);
+        (self.members.on(endpoint, timeout, defrag).await)
+            .map(|_| ())
+            .map_err(StoreError::Unavailable)
     }
 
     async fn alarms(&self) -> StoreResult<Vec<String>> {

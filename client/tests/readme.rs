@@ -104,6 +104,8 @@ struct Live {
     next_token: Option<String>,
     subscription: Option<String>,
     revision: i64,
+    /// The store's identity (the README's is of another run).
+    store: String,
 }
 
 fn is_readme_task_id(w: &str) -> bool {
@@ -112,6 +114,8 @@ fn is_readme_task_id(w: &str) -> bool {
 
 /// The README's subscription id, from another run.
 const README_SUBSCRIPTION: &str = "40643a85c2d660fb0ef671ee05702580";
+/// The README's store identity, from another run.
+const README_STORE: &str = "5b1e0c7a9d2f4e8b8c3a6f0d1e2b4c5a";
 
 /// Replaces every placeholder of one example.
 fn substitute(text: &str, live: &Live) -> String {
@@ -124,7 +128,8 @@ fn substitute(text: &str, live: &Live) -> String {
             word.push(c);
             continue;
         }
-        s.push_str(if is_readme_task_id(&word) && word != README_SUBSCRIPTION {
+        let other_id = word == README_SUBSCRIPTION || word == README_STORE;
+        s.push_str(if is_readme_task_id(&word) && !other_id {
             &live.task_id
         } else {
             &word
@@ -145,6 +150,7 @@ fn substitute(text: &str, live: &Live) -> String {
         ("nextToken=", live.next_token.clone().unwrap_or_default()),
         ("since=", (live.revision - 3).max(0).to_string()),
         ("ack=", live.revision.to_string()),
+        ("store=", live.store.clone()),
         ("wait=", "1".to_string()),
     ] {
         if let Some(at) = s.find(name) {
@@ -174,6 +180,7 @@ async fn demo_state(s: &TestServer) -> Live {
                 next_token: None,
                 subscription: None,
                 revision: r.body["revision"].as_str().unwrap().parse().unwrap(),
+                store: r.body["store"].as_str().unwrap().to_string(),
             };
         }
         assert!(Instant::now() < deadline, "the demo fleet did not start");

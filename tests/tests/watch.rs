@@ -380,6 +380,9 @@ async fn compacted_since_is_a_410(s: &TestServer, api: &OpenApi) {
         ("wait=26", "wait"),
         ("limit=0", "limit"),
         ("nextToken=x", "nextToken"),
+        // A bad parameter is a 400 whatever store the cursor names.
+        ("since=abc&store=0123456789abcdef0123456789abcdef", "since"),
+        ("status=x&store=0123456789abcdef0123456789abcdef", "status"),
     ] {
         let r = s.get(&format!("/v1/stream/tasks?{q}")).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{q}");

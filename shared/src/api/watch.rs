@@ -104,14 +104,15 @@ async fn stream(s: &AppState, kind: Kind, q: Option<&str>) -> Result<Response, A
         q,
         &params::with_filters(kind, &["since", "store", "wait", "limit"]),
     )?;
-    let id = s.store.identity().await?;
-    same_store(s, p.get("store"), &id).await?;
+    // Every parameter checked (400) before the cursor is judged (410).
     let req = PollRequest {
         filters: params::filters(kind, &p)?,
         since: p.revision("since")?,
         wait: p.wait()?,
         limit: p.limit()?,
     };
+    let id = s.store.identity().await?;
+    same_store(s, p.get("store"), &id).await?;
     let out = poll(s.store.as_ref(), &req).await?;
     answer(&out, &id)
 }

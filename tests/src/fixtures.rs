@@ -254,14 +254,14 @@ pub fn service_event(
     .to_string()
 }
 
-/// Every task in `store` (`cluster/id`), with its mod_revision and ECS
-/// version, read page by page at one revision.
-pub async fn all_tasks(
+/// Every record of `kind` in `store`, read page by page at one revision.
+pub async fn records_of(
     store: &dyn css::store::StateStore,
-) -> std::collections::BTreeMap<String, (i64, u64)> {
-    let mut out = std::collections::BTreeMap::new();
+    kind: Kind,
+) -> Vec<css::store::StoredRecord> {
+    let mut out = Vec::new();
     let mut req = css::store::ListRequest {
-        kind: Kind::Task,
+        kind,
         cluster: css::store::ClusterScope::All,
         status: None,
         start_after: None,
@@ -270,42 +270,35 @@ pub async fn all_tasks(
     };
     loop {
         let page = store.list(&req).await.expect("list");
-        for r in &page.records {
-            let v = r.meta().expect("record").ecs_version;
-            out.insert(
-                format!("{}/{}", r.key.cluster.name, r.key.id),
-                (r.mod_revision, v),
-            );
-        }
         req.revision = Some(page.revision);
         req.start_after = page.records.last().map(|r| r.store_key.clone());
+        out.extend(page.records);
         if !page.more {
             return out;
         }
     }
 }
 
+/// Every task in `store` (`cluster/id`), with its mod_revision and ECS
+/// version, read page by page at one revision.
+pub async fn all_tasks(
+    store: &dyn css::store::StateStore,
+) -> std::collections::BTreeMap<String, (i64, u64)> {
+    let records = records_of(store, Kind::Task).await;
+    (records.iter())
+        .map(|r| {
+            let v = r.meta().expect("record").ecs_version;
+            let key = format!("{}/{}", r.key.cluster.name, r.key.id);
+            (key, (r.mod_revision, v))
+        })
+        .collect()
+}
+
 /// Every record of every kind in `store`, read page by page.
 pub async fn all_records(store: &dyn css::store::StateStore) -> Vec<css::store::StoredRecord> {
     let mut out = Vec::new();
     for kind in Kind::ALL {
-        let mut req = css::store::ListRequest {
-            kind,
-            cluster: css::store::ClusterScope::All,
-            status: None,
-            start_after: None,
-            limit: 1000,
-            revision: None,
-        };
-        loop {
-            let page = store.list(&req).await.expect("list");
-            req.revision = Some(page.revision);
-            req.start_after = page.records.last().map(|r| r.store_key.clone());
-            out.extend(page.records);
-            if !page.more {
-                break;
-            }
-        }
+        out.extend(records_of(store, kind).await);
     }
     out
 }

@@ -400,23 +400,14 @@ impl Run<'_, '_> {
                 st.listing += 1;
                 st.listed_all = st.listing >= listings(kind).len();
             }
-            while st.pending.len() >= batch || (st.listed_all && !st.pending.is_empty()) {
-                if self.out_of_time() {
-                    return pause(st, listed, carry);
-                }
-                let n = batch.min(st.pending.len());
-                let arns: Vec<String> = st.pending.drain(..n).collect();
-                self.describe(kind, arn, &arns, st.snapshot, false).await;
-            }
-        }
-        // A resumed step may still hold what it had not described.
-        while !st.pending.is_empty() {
-            if self.out_of_time() {
+            // Full batches as they fill.
+            if !self.describe_pending(kind, arn, &mut st, batch).await {
                 return pause(st, listed, carry);
             }
-            let n = batch.min(st.pending.len());
-            let arns: Vec<String> = st.pending.drain(..n).collect();
-            self.describe(kind, arn, &arns, st.snapshot, false).await;
+        }
+        // The listing's tail (or what a resumed step had not described).
+        if !self.describe_pending(kind, arn, &mut st, 1).await {
+            return pause(st, listed, carry);
         }
         let missing = listed
             .keys()
@@ -448,6 +439,26 @@ impl Run<'_, '_> {
                 ..st
             }),
         }
+    }
+
+    /// Describes the step's pending ARNs a batch at a time while at least
+    /// `min` are pending; false when the deadline came first.
+    async fn describe_pending(
+        &mut self,
+        kind: Kind,
+        arn: &str,
+        st: &mut StepState,
+        min: usize,
+    ) -> bool {
+        while st.pending.len() >= min.max(1) {
+            if self.out_of_time() {
+                return false;
+            }
+            let n = describe_batch(kind).min(st.pending.len());
+            let arns: Vec<String> = st.pending.drain(..n).collect();
+            self.describe(kind, arn, &arns, st.snapshot, false).await;
+        }
+        true
     }
 
     /// This pass's slice of the records ECS and the store both hold (all

@@ -376,6 +376,7 @@ async fn a_request_that_cannot_finish_is_answered_failed_at_the_deadline() {
         ec2: css_certs::placement::Ec2::new(&sdk, reqwest::Client::new()).expect("EC2"),
         http: cfn.http.clone(),
         deadline: std::time::Duration::from_secs(2),
+        policy: css_certs::Policy::default(),
     };
     let stuck = cfn.with_clients(clients);
     let props = json!({"ServiceToken": "x", "SubnetIds": ["subnet-a"]});

@@ -211,3 +211,29 @@ pub fn issue(cluster: &str, member_ips: &[IpAddr], names: &[String]) -> Result<I
         client,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_policy_renews_before_the_end_and_not_at_once_again() {
+        let p = Policy::from_days(None, None).expect("defaults");
+        assert_eq!(p, Policy::default());
+        assert_eq!(p.lifetime, DAY * 365);
+        assert_eq!(p.renew_before, DAY * 30);
+        assert!(Policy::from_days(Some("61"), Some("30")).is_ok());
+        for (validity, renew, why) in [
+            (Some("60"), Some("30"), "twice the renewal lead"),
+            (Some("30"), Some("30"), "twice the renewal lead"),
+            (Some("0"), None, "CSS_CERT_VALIDITY_DAYS"),
+            (Some("a year"), None, "CSS_CERT_VALIDITY_DAYS"),
+            (None, Some("-1"), "CSS_CERT_RENEW_DAYS"),
+        ] {
+            let err = Policy::from_days(validity, renew).expect_err("refused");
+            assert!(err.to_string().contains(why), "{err}");
+        }
+        assert!(Policy::new(Duration::from_secs(40), Duration::from_secs(15)).is_ok());
+        assert!(Policy::new(Duration::from_secs(40), Duration::ZERO).is_err());
+    }
+}

@@ -106,8 +106,9 @@ pub struct StoreArgs {
     pub etcd_key_file: Option<String>,
     /// Secrets Manager secret (ARN or name) holding etcd's TLS material as
     /// JSON: "ca" (PEM of the CA that signed etcd's certificate), and for
-    /// mutual TLS "cert" and "key" (the client's). Read once at start-up,
-    /// instead of the three files.
+    /// mutual TLS "cert" and "key" (the client's), instead of the three
+    /// files. Read at start-up, and again when etcd refuses the certificate
+    /// (a renewal replaced it).
     #[arg(long, env = "CSS_ETCD_TLS_SECRET", value_name = "CSS_ETCD_TLS_SECRET")]
     pub etcd_tls_secret: Option<String>,
     /// Secrets Manager secret (ARN or name) holding etcd credentials as JSON

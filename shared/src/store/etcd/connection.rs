@@ -88,8 +88,8 @@ pub(super) fn explain(e: &etcd_client::Error, client_cert: Option<bool>) -> Opti
         // etcd answers a missing certificate as a bad one.
         Some(match client_cert {
             Some(false) => "etcd requires a client certificate: set CSS_ETCD_CERT_FILE and CSS_ETCD_KEY_FILE",
-            Some(true) => "etcd refused the client certificate of CSS_ETCD_CERT_FILE (not signed by a CA it trusts?)",
-            None => "etcd refused the TLS client certificate (none set, or not signed by a CA etcd trusts)",
+            Some(true) => "etcd refused the client certificate of CSS_ETCD_CERT_FILE (expired, or not signed by a CA it trusts?)",
+            None => "etcd refused the TLS client certificate (none set, expired, or not signed by a CA etcd trusts)",
         })
     } else if client_cert == Some(false)
         && ["connection closed", "broken pipe", "connection reset"]

@@ -1,11 +1,11 @@
 //! Certificates that renew, on the stack's etcd as boot.sh installs it:
-//! three members booted with certificates living 40 s (the custom resource's
+//! three members booted with certificates living a minute (the custom resource's
 //! issue, Secrets Manager in moto), the certificate function's renewal run
 //! every 4 s (the stack runs it twice a day for year-long leaves), each
 //! member's css-etcd-certs every 2 s (its systemd timer), and server mode
 //! holding the client certificate of CSS_ETCD_TLS_SECRET. Members restart
 //! in turn and fresh processes connect ("cold starts"), so new handshakes
-//! happen with whatever is current: after the first 40 s every certificate
+//! happen with whatever is current: after the first minute every certificate
 //! read at the start has expired. Throughout, the service ingests and
 //! answers: no record and no request may fail.
 //! Run with --nocapture for the figures.
@@ -26,9 +26,9 @@ use css_tests::server::TestServer;
 use serde_json::{json, Value};
 
 const IPS: [&str; 3] = ["127.0.0.12", "127.0.0.13", "127.0.0.14"];
-const LIFETIME: Duration = Duration::from_secs(40);
-const LEAD: Duration = Duration::from_secs(15);
-const RUN: Duration = Duration::from_secs(130);
+const LIFETIME: Duration = Duration::from_secs(60);
+const LEAD: Duration = Duration::from_secs(25);
+const RUN: Duration = Duration::from_secs(150);
 
 #[derive(Default)]
 struct Load {

@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../deploy/etcd"
 {
   sed -n '1,/^@@BOOT@@$/p' template.yaml.in | sed '$d'
-  # The user data's own shebang comes first; the script's is dropped.
-  tail -n +2 boot.sh | sed 's/^/                /; s/^ *$//'
+  # The user data's own shebang comes first; the script's is dropped, and
+  # so are its comment lines: EC2 takes at most 16 KB of user data.
+  tail -n +2 boot.sh | grep -v -E '^[[:space:]]*#( |$)' | sed 's/^/                /; s/^ *$//'
   sed -n '/^@@BOOT@@$/,$p' template.yaml.in | sed '1d'
 } > template.yaml

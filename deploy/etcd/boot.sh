@@ -165,21 +165,47 @@ mkdir -p "$tmp/x" "$ROOT/usr/local/bin"
 tar -xzf "$tmp/$tarball" -C "$tmp/x" --strip-components=1
 install -m 0755 "$tmp/x/etcd" "$tmp/x/etcdctl" "$ROOT/usr/local/bin/"
 
-# This member's certificate (SAN: its IP), key and the CA, from its secret.
+# This member's certificate (SAN: its IP), key and the CA, from its secret;
+# css-etcd-certs reads it again on a timer: a renewal (the certificate
+# function's schedule) replaces the files, and etcd loads them on its next
+# handshake (it reads them for every new connection).
 PKI="$ROOT/etc/etcd/pki"
 mkdir -p "$PKI"
-aws secretsmanager get-secret-value --secret-id "${secrets[$index]}" --query SecretString --output text > "$tmp/secret" \
-  || die "cannot read secret ${secrets[$index]}"
-( umask 077
-  python3 - "$tmp/secret" "$PKI" <<'PY'
-import json, sys
-s = json.load(open(sys.argv[1]))
-for field, name in (("ca", "ca.pem"), ("cert", "member.pem"), ("key", "member-key.pem")):
+region_line=""
+[ -n "${AWS_DEFAULT_REGION:-}" ] && region_line="export AWS_DEFAULT_REGION=$AWS_DEFAULT_REGION"
+cat > "$ROOT/usr/local/bin/css-etcd-certs" <<CERTS
+#!/bin/bash
+# Written by css-etcd-boot for member $name: its certificate files from its secret, replaced only when changed.
+set -euo pipefail
+$region_line
+umask 077
+tmp=\$(mktemp -d)
+trap 'rm -rf "\$tmp"' EXIT
+aws secretsmanager get-secret-value --secret-id "${secrets[$index]}" --query SecretString --output text > "\$tmp/secret" \\
+  || { echo "css-etcd-certs: cannot read secret ${secrets[$index]}" >&2; exit 1; }
+python3 - "\$tmp/secret" "$PKI" <<'PY'
+import json, os, sys
+s, pki = json.load(open(sys.argv[1])), sys.argv[2]
+files = {"ca.pem": "ca", "member.pem": "cert", "member-key.pem": "key"}
+for name, field in files.items():
     if not s.get(field):
-        sys.exit(f"css-etcd-boot: the member secret has no {field!r}")
-    open(f"{sys.argv[2]}/{name}", "w").write(s[field])
+        sys.exit(f"css-etcd-certs: the member secret has no {field!r}")
+owner, new = os.stat(pki), []
+for name, field in files.items():
+    path = os.path.join(pki, name)
+    if not os.path.exists(path) or open(path).read() != s[field]:
+        with open(path + ".new", "w") as f:
+            f.write(s[field])
+        os.chown(path + ".new", owner.st_uid, owner.st_gid)
+        new.append(path)
+for path in new:
+    os.replace(path + ".new", path)
+if new:
+    print("css-etcd-certs: replaced " + " ".join(map(os.path.basename, new)), file=sys.stderr)
 PY
-)
+CERTS
+chmod 0755 "$ROOT/usr/local/bin/css-etcd-certs"
+"$ROOT/usr/local/bin/css-etcd-certs" || die "cannot install member $name's certificate"
 
 # css-etcdctl: etcdctl as an operator needs it in an SSM session, with every
 # member's client URL and this member's certificate (members trust their CA's
@@ -308,6 +334,27 @@ LimitNOFILE=65536
 WantedBy=multi-user.target
 UNIT
 
+cat > "$ROOT/etc/systemd/system/css-etcd-certs.service" <<UNIT
+[Unit]
+Description=etcd member $name: certificate files from its secret (renewals)
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/bin/css-etcd-certs
+UNIT
+cat > "$ROOT/etc/systemd/system/css-etcd-certs.timer" <<UNIT
+[Unit]
+Description=etcd member $name: read its certificate secret hourly
+
+[Timer]
+OnBootSec=15min
+OnUnitActiveSec=1h
+RandomizedDelaySec=5min
+
+[Install]
+WantedBy=timers.target
+UNIT
+
 running() {
   if [ -z "$ROOT" ]; then
     ! systemctl is-failed --quiet etcd && [ "$(systemctl show -p MainPID --value etcd)" != 0 ]
@@ -321,6 +368,7 @@ if [ -z "$ROOT" ]; then
   chmod 0700 /var/lib/etcd
   systemctl daemon-reload
   systemctl enable etcd
+  systemctl enable --now css-etcd-certs.timer
   # Not --now: a new cluster's first member waits for a quorum before it is ready.
   systemctl start --no-block etcd
 elif [ "${CSS_START:-}" = 1 ]; then

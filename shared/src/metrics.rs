@@ -42,6 +42,9 @@ pub const ETCD_DB_SIZE: &str = "etcd_db_size_bytes";
 pub const ETCD_QUOTA_USED: &str = "etcd_db_quota_used_ratio";
 pub const ETCD_RAFT_LAG: &str = "etcd_raft_index_lag";
 pub const ETCD_DEFRAGMENTATIONS: &str = "etcd_defragmentations";
+pub const ETCD_TLS_RELOADS: &str = "etcd_tls_reloads";
+pub const ETCD_CERT_DAYS_LEFT: &str = "etcd_certificate_days_left";
+pub const ETCD_CERTS_RENEWED: &str = "etcd_certificates_renewed";
 pub const BACKUP_AGE: &str = "backup_age_seconds";
 pub const BACKUP_AGE_INTERVALS: &str = "backup_age_intervals";
 pub const BACKUP_BYTES: &str = "backup_bytes";
@@ -154,6 +157,21 @@ pub fn describe() {
         ETCD_DEFRAGMENTATIONS,
         Unit::Count,
         "members defragmented (one at a time)"
+    );
+    describe_counter!(
+        ETCD_TLS_RELOADS,
+        Unit::Count,
+        "etcd TLS material read again after etcd refused the client certificate (renewed)"
+    );
+    describe_gauge!(
+        ETCD_CERT_DAYS_LEFT,
+        Unit::Count,
+        "days until the earliest certificate of the stack's etcd expires (the alarm fires below 14)"
+    );
+    describe_counter!(
+        ETCD_CERTS_RENEWED,
+        Unit::Count,
+        "certificates of the stack's etcd issued again by a renewal run"
     );
     describe_gauge!(
         BACKUP_AGE,
@@ -309,6 +327,18 @@ pub fn etcd_health(f: &EtcdFigures) {
 
 pub fn etcd_leader_change() {
     counter!(ETCD_LEADER_CHANGES).increment(1);
+}
+
+/// The etcd TLS material was read again after a refused handshake.
+pub fn etcd_tls_reload() {
+    counter!(ETCD_TLS_RELOADS).increment(1);
+}
+
+/// A certificate renewal run: days until the earliest certificate of the
+/// store's PKI expires (after the run), and how many it issued again.
+pub fn etcd_certificates(days_left: f64, renewed: usize) {
+    gauge!(ETCD_CERT_DAYS_LEFT).set(days_left);
+    counter!(ETCD_CERTS_RENEWED).increment(renewed as u64);
 }
 
 pub fn etcd_defragmented() {

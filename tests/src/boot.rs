@@ -99,6 +99,46 @@ impl Boot {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The settings of a cluster whose members boot on `ips` (in member
+    /// order, with their certificate `secrets`) and start etcd in the
+    /// background, from a release tarball under `dir`, on ports free on
+    /// every address of `ips` and `spare` (addresses a member may move to).
+    pub fn cluster(
+        moto: &MotoServer,
+        dir: &Path,
+        ips: &[&str],
+        spare: &[&str],
+        secrets: &[String],
+    ) -> BootCluster {
+        let all: Vec<&str> = ips.iter().chain(spare).copied().collect();
+        let client_port = port_free_on(&all);
+        let peer_port = port_free_on(&all);
+        let (url, sha) = release(dir, "a");
+        let boot = Boot::new(moto)
+            .set("MEMBER_IPS", &ips.join(","))
+            .set("MEMBER_SECRETS", &secrets.join(","))
+            .set("ETCD_SHA256", &sha)
+            .set("ETCD_DOWNLOAD_URL", &url)
+            .set("ETCD_CLIENT_PORT", &client_port.to_string())
+            .set("ETCD_PEER_PORT", &peer_port.to_string())
+            .set("CSS_START", "1")
+            .set("BOOTSTRAP_GRACE", "3");
+        BootCluster {
+            boot,
+            client_port,
+            peer_port,
+            sha,
+        }
+    }
+
+    /// Boots member `m` (a new instance on `m.root`, or the same one again).
+    pub fn member(&self, m: &Member) -> Output {
+        self.clone()
+            .set("MEMBER_INDEX", &m.index.to_string())
+            .set("DATA_DIR", &m.data.to_string_lossy())
+            .run(&m.root)
+    }
+
     /// Runs boot.sh with `root` as CSS_ROOT; answers its output.
     pub fn run(&self, root: &Path) -> Output {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/etcd/boot.sh");
@@ -109,6 +149,15 @@ impl Boot {
             .output()
             .expect("run boot.sh")
     }
+}
+
+/// `Boot::cluster`'s settings and what they chose.
+pub struct BootCluster {
+    pub boot: Boot,
+    pub client_port: u16,
+    pub peer_port: u16,
+    /// The release tarball's SHA-256.
+    pub sha: String,
 }
 
 /// A member booted with CSS_START=1: etcd runs in the background, its pid

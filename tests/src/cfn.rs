@@ -36,6 +36,7 @@ impl Cfn {
             ec2: css_certs::placement::Ec2::new(&moto.sdk_config(), http.clone()).expect("EC2"),
             http: http.clone(),
             deadline: css_certs::resource::DEADLINE,
+            policy: css_certs::Policy::default(),
         };
         Cfn {
             moto,

@@ -376,6 +376,7 @@ async fn a_request_that_cannot_finish_is_answered_failed_at_the_deadline() {
         ec2: css_certs::placement::Ec2::new(&sdk, reqwest::Client::new()).expect("EC2"),
         http: cfn.http.clone(),
         deadline: std::time::Duration::from_secs(2),
+        policy: css_certs::Policy::default(),
     };
     let stuck = cfn.with_clients(clients);
     let props = json!({"ServiceToken": "x", "SubnetIds": ["subnet-a"]});
@@ -394,4 +395,118 @@ async fn a_request_that_cannot_finish_is_answered_failed_at_the_deadline() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     drop(silent);
+}
+
+/// Renewal issues again only what is due (less than the lead left, never
+/// issued, or not of the kept CA), always under the kept CA; a Create that
+/// finds a CA in its secret keeps it. Lifetimes follow the policy.
+#[tokio::test]
+async fn renewal_issues_only_the_leaves_that_are_due_under_the_kept_ca() {
+    let mut cfn = Cfn::new().await;
+    let props = cfn
+        .certificate_properties(&["10.0.1.10", "10.0.2.10", "10.0.3.10"])
+        .await;
+    let (ok, answer) = cfn.send("Create", &props).await;
+    assert!(ok && answer["Status"] == "SUCCESS", "{answer}");
+    let ca_arn = arn(&props, "CaSecretArn", None);
+    let ca = cfn.read(&ca_arn).await;
+    let members: Vec<String> = (0..3)
+        .map(|i| arn(&props, "MemberSecretArns", Some(i)))
+        .collect();
+    let client = arn(&props, "ClientSecretArn", None);
+    let end = |v: &Value| {
+        css::store::etcd::tls::not_after(v["cert"].as_str().expect("cert").as_bytes())
+            .expect("a certificate")
+    };
+    let days = |t: std::time::SystemTime| {
+        t.duration_since(std::time::SystemTime::now())
+            .expect("ahead")
+            .as_secs_f64()
+            / 86_400.0
+    };
+    // CertificateValidityDays' default: a year (within the clock-skew hour).
+    let first = cfn.read(&members[0]).await;
+    assert!(
+        (days(end(&first)) - 365.0).abs() < 0.1,
+        "{}",
+        days(end(&first))
+    );
+    assert!(days(end(&ca)) > 3649.0, "the CA lives ten years");
+
+    let targets = json!({"Renew": {
+        "ClusterName": "css", "CaSecretArn": ca_arn, "MemberSecretArns": members, "ClientSecretArn": client,
+    }});
+    // Nothing due: nothing issued; the figure is the leaves' year.
+    let out = css_certs::invoke(&cfn.clients, targets.clone())
+        .await
+        .expect("renewal");
+    assert_eq!(out["renewed"], json!([]), "{out}");
+    let left = out["daysLeft"].as_f64().expect("days");
+    assert!((left - 365.0).abs() < 0.1, "{left}");
+
+    // m1's secret emptied, the client's holding another CA's certificate:
+    // both issued again, by the kept CA; m0 and m2 untouched.
+    let other = css_certs::issue("other", &["10.0.0.1".parse().expect("ip")], &[]).expect("certs");
+    let foreign = json!({"ca": other.ca, "cert": other.client.cert, "key": other.client.key});
+    for (secret, value) in [(&members[1], json!({})), (&client, foreign)] {
+        cfn.sm
+            .put_secret_value()
+            .secret_id(secret)
+            .secret_string(value.to_string())
+            .send()
+            .await
+            .expect("put");
+    }
+    let out = css_certs::invoke(&cfn.clients, targets.clone())
+        .await
+        .expect("renewal");
+    assert_eq!(out["renewed"], json!([members[1], client]), "{out}");
+    assert_eq!(cfn.read(&members[0]).await, first);
+    for s in [&members[1], &client] {
+        assert_eq!(cfn.read(s).await["ca"], ca["cert"], "{s}: the kept CA");
+    }
+    assert_eq!(cfn.read(&ca_arn).await, ca, "the CA is never issued again");
+
+    // A lead longer than what the leaves have left (366 days against 365):
+    // every one is due, and lives the new lifetime (800 days).
+    cfn.clients.policy = css_certs::Policy::new(
+        std::time::Duration::from_secs(800 * 86_400),
+        std::time::Duration::from_secs(366 * 86_400),
+    )
+    .expect("policy");
+    let out = css_certs::invoke(&cfn.clients, targets.clone())
+        .await
+        .expect("renewal");
+    assert_eq!(
+        out["renewed"].as_array().map(Vec::len),
+        Some(4),
+        "every leaf has under 366 days left: {out}"
+    );
+    let renewed = cfn.read(&members[0]).await;
+    assert!((days(end(&renewed)) - 800.0).abs() < 0.1);
+    // A renewed member certificate still names its member's IP.
+    let cert = renewed["cert"].as_str().expect("cert");
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert.as_bytes()).expect("PEM");
+    let x509 = pem.parse_x509().expect("X.509");
+    let san = x509
+        .subject_alternative_name()
+        .expect("SAN")
+        .expect("a SAN");
+    let names = &san.value.general_names;
+    assert!(
+        names.contains(&x509_parser::extensions::GeneralName::IPAddress(&[
+            10, 0, 1, 10
+        ])),
+        "{names:?}"
+    );
+
+    // A Create run again (a retried request) finds the CA and keeps it.
+    let (ok, answer) = cfn.send("Create", &props).await;
+    assert!(ok && answer["Status"] == "SUCCESS", "{answer}");
+    assert_eq!(cfn.read(&ca_arn).await["cert"], ca["cert"]);
+    assert_eq!(cfn.read(&client).await["ca"], ca["cert"]);
+
+    // A schedule input the function cannot read fails the run, naming why.
+    let bad = css_certs::invoke(&cfn.clients, json!({"Renew": {"CaSecretArn": 7}})).await;
+    assert!(bad.is_err_and(|e| e.to_string().contains("invalid resource properties")));
 }

@@ -108,6 +108,56 @@ async fn boot_script_installs_a_member_that_serves_mutual_tls() {
         0o600,
         "the key is private"
     );
+    // The certificate files are read again hourly (renewals): the timer
+    // runs css-etcd-certs, which replaces only what changed in the secret.
+    let timer = std::fs::read_to_string(root.join("etc/systemd/system/css-etcd-certs.timer"))
+        .expect("timer");
+    assert!(timer.contains("OnUnitActiveSec=1h") && timer.contains("WantedBy=timers.target"));
+    let service = std::fs::read_to_string(root.join("etc/systemd/system/css-etcd-certs.service"))
+        .expect("timer's service");
+    assert!(service.contains("ExecStart=/usr/local/bin/css-etcd-certs"));
+    let refresh = || {
+        let out = Command::new(root.join("usr/local/bin/css-etcd-certs"))
+            .envs(boot.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .expect("css-etcd-certs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert_eq!(refresh(), "", "unchanged: nothing replaced");
+    let renewed =
+        css_certs::issue("boot", &["127.0.0.1".parse().expect("ip")], &[]).expect("certs");
+    let value =
+        json!({"ca": renewed.ca, "cert": renewed.members[0].cert, "key": renewed.members[0].key});
+    sm.put_secret_value()
+        .secret_id(&member_secret)
+        .secret_string(value.to_string())
+        .send()
+        .await
+        .expect("renewed secret");
+    let said = refresh();
+    assert!(
+        said.contains("replaced ca.pem member.pem member-key.pem"),
+        "{said}"
+    );
+    let on_disk = std::fs::read_to_string(root.join("etc/etcd/pki/member.pem")).expect("cert");
+    assert_eq!(on_disk, renewed.members[0].cert);
+    let key = std::fs::metadata(root.join("etc/etcd/pki/member-key.pem")).expect("key");
+    assert_eq!(key.permissions().mode() & 0o777, 0o600, "still private");
+    // Back to the first issue, which the client secret's CA signed.
+    let first =
+        json!({"ca": issued.ca, "cert": issued.members[0].cert, "key": issued.members[0].key});
+    sm.put_secret_value()
+        .secret_id(&member_secret)
+        .secret_string(first.to_string())
+        .send()
+        .await
+        .expect("secret");
+    assert!(refresh().contains("replaced"));
 
     // etcd runs from what the script wrote; the service reaches it with the
     // functions' secret.

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use css::store::StateStore;
 use css_server::{AwsOverrides, ServerConfig};
-use css_tests::boot::{port_free_on, release, Boot, Member};
+use css_tests::boot::{release, Boot, Member};
 use css_tests::cfn::Cfn;
 use css_tests::fixtures::{all_tasks, sqs_event, task_detail, task_event, ACCOUNT};
 use css_tests::server::TestServer;
@@ -57,11 +57,7 @@ impl Rehearsal {
     /// took to pass its health gate.
     fn boot(&self, m: &Member, boot: &Boot) -> (bool, String, Duration) {
         let started = Instant::now();
-        let out = boot
-            .clone()
-            .set("MEMBER_INDEX", &m.index.to_string())
-            .set("DATA_DIR", &m.data.to_string_lossy())
-            .run(&m.root);
+        let out = boot.member(m);
         let mut log = String::from_utf8_lossy(&out.stderr).into_owned();
         if !out.status.success() {
             let etcd = std::fs::read_to_string(m.root.join("var/log/etcd.log")).unwrap_or_default();
@@ -178,22 +174,12 @@ async fn the_stacks_etcd_is_created_replaced_one_member_at_a_time_operated_and_m
         })
         .collect();
 
-    let mut all_ips = IPS.to_vec();
-    all_ips.push(MOVED);
-    let client_port = port_free_on(&all_ips);
-    let peer_port = port_free_on(&all_ips);
-    let (url, sha) = release(dir.path(), "a");
-    let boot = Boot::new(&cfn.moto)
-        .set("MEMBER_IPS", &IPS.join(","))
-        .set("MEMBER_SECRETS", &secrets.join(","))
-        .set("ETCD_SHA256", &sha)
-        .set("ETCD_DOWNLOAD_URL", &url)
+    let cluster = Boot::cluster(&cfn.moto, dir.path(), &IPS, &[MOVED], &secrets);
+    let (client_port, peer_port, sha) = (cluster.client_port, cluster.peer_port, cluster.sha);
+    let boot = cluster
+        .boot
         .set("ETCD_SNAPSHOT_COUNT", "10000")
         .set("CLUSTER_TOKEN", "css-etcd")
-        .set("ETCD_CLIENT_PORT", &client_port.to_string())
-        .set("ETCD_PEER_PORT", &peer_port.to_string())
-        .set("CSS_START", "1")
-        .set("BOOTSTRAP_GRACE", "3")
         .set("GATE_TIMEOUT", "120");
     let mut r = Rehearsal {
         cfn,

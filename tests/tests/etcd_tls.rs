@@ -108,3 +108,63 @@ async fn https_without_a_ca_file_uses_the_system_roots() {
     eprintln!("with a CA that did not sign etcd's certificate: {e}");
     assert!(e.contains("not signed by the CA"), "{e}");
 }
+
+/// A client certificate renewed in place (CSS_ETCD_CERT_FILE and
+/// CSS_ETCD_KEY_FILE rewritten, as cert-manager or a mounted secret does):
+/// once the one read at start-up has expired, etcd refuses the next
+/// connection; the store reads the files again, reconnects and answers,
+/// with no failed request.
+#[tokio::test]
+async fn a_client_certificate_renewed_in_its_files_is_read_again() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let issued = css_certs::issue("css-test", &["127.0.0.1".parse().expect("ip")], &[])
+        .expect("certificates");
+    let ca = |lifetime: std::time::Duration| {
+        let pem = css_certs::Pem {
+            cert: issued.ca.clone(),
+            key: issued.ca_key.clone(),
+        };
+        css_certs::Ca::existing("css-test", pem, lifetime).expect("the CA")
+    };
+    let short = ca(std::time::Duration::from_secs(2))
+        .client("css-test")
+        .expect("client certificate");
+    let pki = css_tests::pki::TestPki::write(dir.path(), &issued.ca, &issued.members[0], &short);
+    let mut etcd = EtcdServer::start_with_pki(pki);
+    let a = args(&etcd);
+    let store = a.connect_etcd().await.expect("connect over mutual TLS");
+    round_trip(store.as_ref()).await;
+    assert_eq!(store.tls_reloads(), 0);
+
+    // The certificate ends; a renewal rewrites the files; the connection
+    // breaks (etcd restarts), so the next request needs a new handshake.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let expires = store.tls_expires().expect("a client certificate");
+    assert!(expires <= std::time::SystemTime::now(), "expired");
+    let renewed = ca(std::time::Duration::from_secs(86_400))
+        .client("css-test")
+        .expect("renewed certificate");
+    let pki = etcd.tls.clone().expect("TLS");
+    std::fs::write(&pki.client_cert, &renewed.cert).expect("write certificate");
+    std::fs::write(&pki.client_key, &renewed.key).expect("write key");
+    etcd.restart();
+    let revision = store.current_revision().await;
+    assert!(revision.is_ok(), "{revision:?}");
+    assert_eq!(store.tls_reloads(), 1);
+    assert!(store
+        .tls_expires()
+        .is_some_and(|t| t > std::time::SystemTime::now()));
+
+    // Without a renewal (the expired files), etcd's refusal is the error,
+    // named, and files read again unchanged are not taken for new ones.
+    std::fs::write(&pki.client_cert, &short.cert).expect("write certificate");
+    std::fs::write(&pki.client_key, &short.key).expect("write key");
+    match a.connect_etcd().await {
+        Err(e) => assert!(e.to_string().contains("refused"), "{e}"),
+        Ok(s) => {
+            let r = s.current_revision().await;
+            assert!(r.is_err(), "an expired certificate was accepted");
+            assert_eq!(s.tls_reloads(), 0);
+        }
+    }
+}

@@ -334,6 +334,156 @@ fn etcd_security_groups_admit_only_the_functions_and_the_members() {
     assert!(text(&main["Globals"]["Function"]["VpcConfig"]).contains("FunctionsSecurityGroup"));
 }
 
+/// The CA's secret is under a key of the stack whose Decrypt only the
+/// certificate function's role holds, and its secret policy refuses every
+/// other reader; the other secrets keep Secrets Manager's own key (members
+/// and functions read them).
+#[test]
+fn the_cas_key_is_read_by_the_certificate_function_alone() {
+    let main = template();
+    let nested = load("deploy/etcd/template.yaml");
+    let r = &nested["Resources"];
+    assert_eq!(
+        text(&r["CaSecret"]["Properties"]["KmsKeyId"]).trim(),
+        "!Ref CaKey"
+    );
+    for other in [
+        "Member0Secret",
+        "Member1Secret",
+        "Member2Secret",
+        "ClientSecret",
+    ] {
+        assert!(r[other]["Properties"].get("KmsKeyId").is_none(), "{other}");
+    }
+    let key = &r["CaKey"]["Properties"];
+    assert_eq!(key["EnableKeyRotation"], true);
+    let statements = key["KeyPolicy"]["Statement"]
+        .as_sequence()
+        .expect("statements");
+    let decrypts = |s: &Value| {
+        let actions = text(&s["Action"]);
+        [
+            "kms:Decrypt",
+            "kms:*",
+            "kms:ReEncrypt*",
+            "kms:ReEncryptFrom",
+            "\"*\"",
+        ]
+        .iter()
+        .any(|a| actions.contains(a))
+    };
+    let readers: Vec<&Value> = statements.iter().filter(|s| decrypts(s)).collect();
+    assert_eq!(readers.len(), 1, "one statement decrypts: {statements:?}");
+    assert_eq!(readers[0]["Effect"], "Allow");
+    assert_eq!(
+        text(&readers[0]["Principal"]["AWS"]).trim(),
+        "!Ref ResourcesRoleArn"
+    );
+    assert!(text(&readers[0]["Condition"]).contains("kms:ViaService"));
+    let policy = &r["CaSecretPolicy"]["Properties"];
+    assert_eq!(text(&policy["SecretId"]).trim(), "!Ref CaSecret");
+    let deny = &policy["ResourcePolicy"]["Statement"][0];
+    assert_eq!(deny["Effect"], "Deny");
+    assert_eq!(deny["Action"], "secretsmanager:GetSecretValue");
+    assert_eq!(
+        text(&deny["Condition"]["StringNotEquals"]["aws:PrincipalArn"]).trim(),
+        "!Ref ResourcesRoleArn"
+    );
+    assert_eq!(
+        text(&main["Resources"]["EtcdCluster"]["Properties"]["Parameters"]["ResourcesRoleArn"])
+            .trim(),
+        "!GetAtt CertificatesFunctionRole.Arn"
+    );
+}
+
+/// Leaves renew on a schedule of the etcd stack, through the certificate
+/// function, with the secrets the certificate resource fills (the input
+/// parses as the function reads it); their lifetime is a parameter; days
+/// to the earliest end are alarmed below 14.
+#[test]
+fn certificates_renew_on_a_schedule_and_their_end_is_alarmed() {
+    let main = template();
+    let nested = load("deploy/etcd/template.yaml");
+    let rule = &nested["Resources"]["RenewalSchedule"];
+    assert!(text(&rule["DependsOn"]).contains("Certificates"));
+    let p = &rule["Properties"];
+    assert_eq!(p["ScheduleExpression"], "rate(12 hours)");
+    let target = &p["Targets"][0];
+    assert_eq!(text(&target["Arn"]).trim(), "!Ref ResourcesFunctionArn");
+    let input = text(&target["Input"]);
+    let json = input
+        .lines()
+        .find(|l| l.contains("Renew"))
+        .expect("the input's JSON")
+        .trim()
+        .trim_start_matches("- ")
+        .trim_matches('\'');
+    let resolved = json
+        .replace("${SecretPrefix}", "css")
+        .replace("${CaSecret}", "arn:ca")
+        .replace("${ClientSecret}", "arn:client")
+        .replace("${Members}", "arn:m0\",\"arn:m1\",\"arn:m2");
+    let event: serde_json::Value = serde_json::from_str(&resolved).expect("JSON input");
+    let targets = css_certs::renew::targets(&event)
+        .expect("a renewal event")
+        .expect("the function reads it");
+    assert_eq!(targets.member_secret_arns, ["arn:m0", "arn:m1", "arn:m2"]);
+    assert_eq!(
+        (
+            targets.ca_secret_arn.as_str(),
+            targets.client_secret_arn.as_str()
+        ),
+        ("arn:ca", "arn:client")
+    );
+    let members = text(&target["Input"]);
+    assert!(members.contains("Member2Secret") && members.contains("Three"));
+    let permission = &nested["Resources"]["RenewalPermission"]["Properties"];
+    assert_eq!(permission["Principal"], "events.amazonaws.com");
+    assert_eq!(
+        text(&permission["SourceArn"]).trim(),
+        "!GetAtt RenewalSchedule.Arn"
+    );
+
+    let env = &main["Resources"]["CertificatesFunction"]["Properties"]["Environment"]["Variables"];
+    assert_eq!(
+        text(&env["CSS_CERT_VALIDITY_DAYS"]).trim(),
+        "!Ref CertificateValidityDays"
+    );
+    let param = &main["Parameters"]["CertificateValidityDays"];
+    assert_eq!(param["Default"].as_u64(), Some(365));
+    let renew_days: u64 = env["CSS_CERT_RENEW_DAYS"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .expect("renewal lead");
+    assert!(
+        param["MinValue"]
+            .as_u64()
+            .is_some_and(|m| m > 2 * renew_days),
+        "every allowed lifetime renews: css_certs::Policy refuses one under twice the lead"
+    );
+    for days in [
+        param["MinValue"].as_u64(),
+        param["MaxValue"].as_u64(),
+        Some(365),
+    ] {
+        let days = days.expect("bound").to_string();
+        let lead = renew_days.to_string();
+        assert!(
+            css_certs::Policy::from_days(Some(&days), Some(&lead)).is_ok(),
+            "{days}"
+        );
+    }
+    let alarm = &main["Resources"]["EtcdCertificateExpiryAlarm"]["Properties"];
+    assert_eq!(alarm["MetricName"], css::metrics::ETCD_CERT_DAYS_LEFT);
+    assert_eq!(alarm["Threshold"].as_u64(), Some(14));
+    assert_eq!(alarm["ComparisonOperator"], "LessThanThreshold");
+    assert_eq!(alarm["TreatMissingData"], "breaching");
+    assert_eq!(
+        text(&alarm["Dimensions"][0]["Value"]).trim(),
+        "!Ref CertificatesFunction"
+    );
+}
+
 /// Every grant on Secrets Manager in both templates: members read their own
 /// certificates, the functions read the client's (and a bring-your-own
 /// secret), the certificate function writes the stack's etcd secrets. No
@@ -350,8 +500,13 @@ fn certificate_secrets_reach_only_the_functions_and_the_members() {
             && !member_policy.contains("CaSecret"),
         "{member_policy}"
     );
+    let mut grants = nested["Resources"].clone();
+    if let Some(m) = grants.as_mapping_mut() {
+        // A Deny, checked in `the_cas_key_is_read_by_the_certificate_function_alone`.
+        m.remove("CaSecretPolicy");
+    }
     assert_eq!(
-        actions(&text(&nested["Resources"])),
+        actions(&text(&grants)),
         ["secretsmanager:GetSecretValue"],
         "members only read"
     );
@@ -435,12 +590,43 @@ fn etcd_members_boot_from_the_script_in_the_repository() {
         );
     }
     let script = std::fs::read_to_string(root().join("deploy/etcd/boot.sh")).expect("boot.sh");
-    let body: String = script.lines().skip(1).map(|l| format!("{l}\n")).collect();
+    // Without its shebang and comment lines, as scripts/embed-boot.sh embeds it.
+    let body: String = (script.lines().skip(1))
+        .filter(|l| {
+            let t = l.trim_start();
+            !(t == "#" || t.starts_with("# "))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
     let parts: Value = serde_yaml_ng::from_str(&user_data).expect("user data");
     let embedded = find_string(&parts, &body);
     assert!(
         embedded,
         "deploy/etcd/template.yaml does not hold boot.sh as it is: run scripts/embed-boot.sh"
+    );
+    // EC2 refuses user data above 16 KB (before base64). The settings in
+    // front of the script at their longest: a 128-character stack name in
+    // every secret's name and ARN.
+    let stack = "s".repeat(128);
+    let arn = |i: usize| {
+        format!("arn:aws-us-gov:secretsmanager:us-gov-west-1:123456789012:secret:{stack}-etcd-member-{i}-AbCdEf")
+    };
+    let settings = format!(
+        "export MEMBER_IPS=10.100.100.100,10.100.100.101,10.100.100.102\nexport MEMBER_SECRETS={},{},{}\n\
+         export MEMBER_INTERFACES=eni-0123456789abcdef0,eni-0123456789abcdef1,eni-0123456789abcdef2\n\
+         export MEMBER_VOLUMES=vol-0123456789abcdef0,vol-0123456789abcdef1,vol-0123456789abcdef2\n\
+         export ETCD_VERSION=v3.5.21 ETCD_SHA256={} ETCD_DOWNLOAD_URL=https://github.com/etcd-io/etcd/releases/download ETCD_ARCH=arm64\n\
+         export ETCD_QUOTA_BACKEND_BYTES=8589934592 ETCD_SNAPSHOT_COUNT=10000 CLUSTER_TOKEN={stack}-etcd\n\
+         export AWS_DEFAULT_REGION=us-gov-west-1 CFN_STACK={stack}\n",
+        arn(0),
+        arn(1),
+        arn(2),
+        "0".repeat(64)
+    );
+    let size = "#!/bin/bash\n".len() + settings.len() + body.len();
+    assert!(
+        size <= 16 * 1024,
+        "the members' user data would be {size} bytes: EC2 takes 16,384"
     );
 }
 

@@ -1,10 +1,13 @@
 //! The certificates: a CA, one server-and-peer certificate per member (its
 //! private IP as SAN) and one client certificate for the functions, issued
-//! by rcgen. The CA's key is kept (in a secret only the custom resource
-//! reads) so that a moved member's certificate can be issued again under
-//! the same CA, which the other members keep trusting.
+//! by rcgen. The CA's key is kept (in a secret only the certificate
+//! function reads) so that leaves are issued again under the same CA,
+//! which every member keeps trusting: a moved member's, and every leaf as
+//! it nears its end (`renew`). Leaves live `Policy::lifetime`; the CA ten
+//! years.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -30,14 +33,68 @@ pub struct Issued {
     pub client: Pem,
 }
 
-/// Validity: from a day ago (clock skew) for ten years.
-fn validity(p: &mut CertificateParams) {
-    use chrono::Datelike;
-    let now = chrono::Utc::now() - chrono::Duration::days(1);
-    let (y, m, d) = (now.year(), now.month() as u8, now.day() as u8);
-    p.not_before = rcgen::date_time_ymd(y, m, d);
-    p.not_after = rcgen::date_time_ymd(y + 10, m, d.min(28));
+/// How long leaves live, and how long before their end a renewal issues
+/// them again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub lifetime: Duration,
+    pub renew_before: Duration,
 }
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+impl Default for Policy {
+    /// `CertificateValidityDays` 365, renewed with 30 days left.
+    fn default() -> Policy {
+        Policy {
+            lifetime: DAY * 365,
+            renew_before: DAY * 30,
+        }
+    }
+}
+
+impl Policy {
+    /// A renewal must come before the end, and a renewed leaf must not be
+    /// due again at once.
+    pub fn new(lifetime: Duration, renew_before: Duration) -> Result<Policy, CertError> {
+        if renew_before.is_zero() || lifetime <= renew_before * 2 {
+            return Err(CertError::Properties(format!(
+                "certificates living {} s cannot be renewed {} s before their end: the lifetime must exceed twice the renewal lead",
+                lifetime.as_secs(),
+                renew_before.as_secs()
+            )));
+        }
+        Ok(Policy {
+            lifetime,
+            renew_before,
+        })
+    }
+
+    /// From CSS_CERT_VALIDITY_DAYS and CSS_CERT_RENEW_DAYS (365 and 30
+    /// when unset).
+    pub fn from_days(validity: Option<&str>, renew: Option<&str>) -> Result<Policy, CertError> {
+        let days = |name: &str, v: Option<&str>, default: u64| match v.map(str::trim) {
+            None | Some("") => Ok(default),
+            Some(t) => t.parse::<u64>().ok().filter(|d| *d > 0).ok_or_else(|| {
+                CertError::Properties(format!("{name}: {t:?} is not a whole number of days"))
+            }),
+        };
+        Policy::new(
+            DAY * days("CSS_CERT_VALIDITY_DAYS", validity, 365)? as u32,
+            DAY * days("CSS_CERT_RENEW_DAYS", renew, 30)? as u32,
+        )
+    }
+}
+
+/// Valid from an hour ago (clock skew) for `lifetime`.
+fn validity(p: &mut CertificateParams, lifetime: Duration) {
+    let now = time::OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::hours(1);
+    p.not_after = now + lifetime;
+}
+
+/// The CA's own lifetime: leaves are renewed under it, it is not.
+const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 86_400);
 
 /// The CA's parameters: a leaf names its issuer by this subject and by the
 /// CA key's identifier, so the same parameters and key sign certificates
@@ -48,7 +105,7 @@ fn ca_params(cluster: &str) -> Result<CertificateParams, CertError> {
     ca.distinguished_name
         .push(DnType::CommonName, format!("{cluster} etcd CA"));
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    validity(&mut ca);
+    validity(&mut ca, CA_LIFETIME);
     Ok(ca)
 }
 
@@ -56,10 +113,12 @@ fn ca_params(cluster: &str) -> Result<CertificateParams, CertError> {
 pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
     pem: Pem,
+    /// How long the leaves it issues live.
+    lifetime: Duration,
 }
 
 impl Ca {
-    pub fn new(cluster: &str) -> Result<Ca, CertError> {
+    pub fn new(cluster: &str, lifetime: Duration) -> Result<Ca, CertError> {
         let key = KeyPair::generate()?;
         let key_pem = key.serialize_pem();
         let cert = ca_params(cluster)?.self_signed(&key)?;
@@ -69,15 +128,17 @@ impl Ca {
                 cert: cert.pem(),
                 key: key_pem,
             },
+            lifetime,
         })
     }
 
     /// The CA of `pem` (its certificate as issued for `cluster`, and its key).
-    pub fn existing(cluster: &str, pem: Pem) -> Result<Ca, CertError> {
+    pub fn existing(cluster: &str, pem: Pem, lifetime: Duration) -> Result<Ca, CertError> {
         let key = KeyPair::from_pem(&pem.key)?;
         Ok(Ca {
             issuer: Issuer::new(ca_params(cluster)?, key),
             pem,
+            lifetime,
         })
     }
 
@@ -124,7 +185,7 @@ impl Ca {
             ],
             false => vec![ExtendedKeyUsagePurpose::ClientAuth],
         };
-        validity(&mut p);
+        validity(&mut p, self.lifetime);
         let key = KeyPair::generate()?;
         let cert = p.signed_by(&key, &self.issuer)?;
         Ok(Pem {
@@ -135,9 +196,10 @@ impl Ca {
 }
 
 /// Issues a new CA, one certificate per member IP and the functions' client
-/// certificate. `names` are extra DNS SANs of the members (e.g. localhost).
+/// certificate (living a year). `names` are extra DNS SANs of the members
+/// (e.g. localhost).
 pub fn issue(cluster: &str, member_ips: &[IpAddr], names: &[String]) -> Result<Issued, CertError> {
-    let ca = Ca::new(cluster)?;
+    let ca = Ca::new(cluster, Policy::default().lifetime)?;
     let members = (member_ips.iter().enumerate())
         .map(|(i, ip)| ca.member(cluster, i, *ip, names))
         .collect::<Result<Vec<_>, _>>()?;
@@ -148,4 +210,30 @@ pub fn issue(cluster: &str, member_ips: &[IpAddr], names: &[String]) -> Result<I
         members,
         client,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_policy_renews_before_the_end_and_not_at_once_again() {
+        let p = Policy::from_days(None, None).expect("defaults");
+        assert_eq!(p, Policy::default());
+        assert_eq!(p.lifetime, DAY * 365);
+        assert_eq!(p.renew_before, DAY * 30);
+        assert!(Policy::from_days(Some("61"), Some("30")).is_ok());
+        for (validity, renew, why) in [
+            (Some("60"), Some("30"), "twice the renewal lead"),
+            (Some("30"), Some("30"), "twice the renewal lead"),
+            (Some("0"), None, "CSS_CERT_VALIDITY_DAYS"),
+            (Some("a year"), None, "CSS_CERT_VALIDITY_DAYS"),
+            (None, Some("-1"), "CSS_CERT_RENEW_DAYS"),
+        ] {
+            let err = Policy::from_days(validity, renew).expect_err("refused");
+            assert!(err.to_string().contains(why), "{err}");
+        }
+        assert!(Policy::new(Duration::from_secs(40), Duration::from_secs(15)).is_ok());
+        assert!(Policy::new(Duration::from_secs(40), Duration::ZERO).is_err());
+    }
 }

@@ -11,10 +11,11 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::pki::{Ca, Pem};
+use crate::pki::{Ca, Pem, Policy};
 use crate::{placement, CertError};
 
-/// The AWS clients a request may need, and how long it may take.
+/// The AWS clients a request may need, how long it may take, and how long
+/// the certificates it issues live.
 pub struct Clients {
     pub sm: aws_sdk_secretsmanager::Client,
     pub ec2: placement::Ec2,
@@ -22,6 +23,7 @@ pub struct Clients {
     /// The work's deadline, well inside the function's timeout: what has
     /// not finished by then is answered FAILED while there is time to answer.
     pub deadline: Duration,
+    pub policy: Policy,
 }
 
 /// The deadline in the function (its timeout is 60 s): 40 s of work leaves
@@ -55,10 +57,20 @@ fn default_cluster() -> String {
 /// update compares against what members run with (a rollback included).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct CaSecret {
-    cert: String,
-    key: String,
-    member_ips: Vec<String>,
+pub(crate) struct CaSecret {
+    pub(crate) cert: String,
+    pub(crate) key: String,
+    pub(crate) member_ips: Vec<String>,
+}
+
+impl CaSecret {
+    pub(crate) fn ca(self, cluster: &str, policy: &Policy) -> Result<Ca, CertError> {
+        let pem = Pem {
+            cert: self.cert,
+            key: self.key,
+        };
+        Ca::existing(cluster, pem, policy.lifetime)
+    }
 }
 
 /// Handles one request (the Lambda event as JSON) and answers it.
@@ -158,13 +170,13 @@ async fn decide(clients: &Clients, request: &Value) -> Result<Map<String, Value>
         Some("Custom::EtcdCertificates") => {
             let p: Properties = props(new)?;
             if kind == Some("Create") {
-                create(&clients.sm, &p).await?;
+                create(&clients.sm, &p, &clients.policy).await?;
             } else {
                 let old: Option<Properties> = match request.get("OldResourceProperties") {
                     Some(v) => Some(props(Some(v))?),
                     None => None,
                 };
-                update(&clients.sm, &p, old.as_ref()).await?;
+                update(&clients.sm, &p, old.as_ref(), &clients.policy).await?;
             }
             Ok(Map::new())
         }
@@ -189,7 +201,7 @@ fn ips(p: &Properties) -> Result<Vec<IpAddr>, CertError> {
         .collect()
 }
 
-fn secret_json(ca: &str, pem: &Pem) -> String {
+pub(crate) fn secret_json(ca: &str, pem: &Pem) -> String {
     json!({"ca": ca, "cert": pem.cert, "key": pem.key}).to_string()
 }
 
@@ -197,10 +209,20 @@ fn ca_json(ca: &Pem, member_ips: &[String]) -> String {
     json!({"cert": ca.cert, "key": ca.key, "memberIps": member_ips}).to_string()
 }
 
-/// A new CA and every certificate.
-async fn create(sm: &aws_sdk_secretsmanager::Client, p: &Properties) -> Result<(), CertError> {
+/// Every certificate, under the CA the CA's secret already holds (a Create
+/// run again) or else a new one.
+async fn create(
+    sm: &aws_sdk_secretsmanager::Client,
+    p: &Properties,
+    policy: &Policy,
+) -> Result<(), CertError> {
     let ips = ips(p)?;
-    let ca = Ca::new(&p.cluster_name)?;
+    let ca = match read::<CaSecret>(sm, &p.ca_secret_arn, CA_FIELDS).await {
+        Ok(kept) => kept.ca(&p.cluster_name, policy)?,
+        // The template creates the secret as "{}".
+        Err(CertError::NotIssued(..)) => Ca::new(&p.cluster_name, policy.lifetime)?,
+        Err(e) => return Err(e),
+    };
     // The CA first: without it no member could be issued again.
     put(sm, &p.ca_secret_arn, ca_json(ca.pem(), &p.member_ips)).await?;
     for (i, (ip, arn)) in ips.iter().zip(&p.member_secret_arns).enumerate() {
@@ -224,9 +246,10 @@ async fn update(
     sm: &aws_sdk_secretsmanager::Client,
     p: &Properties,
     old: Option<&Properties>,
+    policy: &Policy,
 ) -> Result<(), CertError> {
     let ips = ips(p)?;
-    let stored: CaSecret = read(sm, &p.ca_secret_arn).await?;
+    let stored: CaSecret = read(sm, &p.ca_secret_arn, CA_FIELDS).await?;
     let current = &stored.member_ips;
     if ips.len() < current.len() {
         return Err(CertError::Properties(format!(
@@ -257,13 +280,7 @@ async fn update(
     if reissue.is_empty() {
         return Ok(());
     }
-    let ca = Ca::existing(
-        &p.cluster_name,
-        Pem {
-            cert: stored.cert,
-            key: stored.key,
-        },
-    )?;
+    let ca = stored.ca(&p.cluster_name, policy)?;
     for i in reissue {
         let pem = ca.member(&p.cluster_name, i, ips[i], &[])?;
         put(
@@ -276,7 +293,7 @@ async fn update(
     put(sm, &p.ca_secret_arn, ca_json(ca.pem(), &p.member_ips)).await
 }
 
-async fn put(
+pub(crate) async fn put(
     sm: &aws_sdk_secretsmanager::Client,
     arn: &str,
     value: String,
@@ -293,16 +310,24 @@ async fn put(
     })
 }
 
-async fn read(sm: &aws_sdk_secretsmanager::Client, arn: &str) -> Result<CaSecret, CertError> {
-    let fail = |reason: String| CertError::Secret {
-        secret: arn.to_string(),
-        reason,
-    };
+/// A secret's JSON value as `T` (`what` names it): a secret that does not
+/// hold one is an error naming the secret, never its value (it may hold a
+/// key).
+pub(crate) async fn read<T: serde::de::DeserializeOwned>(
+    sm: &aws_sdk_secretsmanager::Client,
+    arn: &str,
+    what: &'static str,
+) -> Result<T, CertError> {
     let out = sm.get_secret_value().secret_id(arn).send().await;
-    let out =
-        out.map_err(|e| fail(aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string()))?;
+    let out = out.map_err(|e| {
+        CertError::Unreadable(
+            arn.to_string(),
+            aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string(),
+        )
+    })?;
     let text = out.secret_string().unwrap_or_default();
-    // Never the value in an error: it holds the CA's key.
-    serde_json::from_str(text)
-        .map_err(|_| fail("not the CA's {\"cert\",\"key\",\"memberIps\"} (was it issued?)".into()))
+    serde_json::from_str(text).map_err(|_| CertError::NotIssued(arn.to_string(), what))
 }
+
+/// What the CA's secret is read as.
+pub(crate) const CA_FIELDS: &str = "the CA's {\"cert\",\"key\",\"memberIps\"}";

@@ -106,8 +106,9 @@ pub struct StoreArgs {
     pub etcd_key_file: Option<String>,
     /// Secrets Manager secret (ARN or name) holding etcd's TLS material as
     /// JSON: "ca" (PEM of the CA that signed etcd's certificate), and for
-    /// mutual TLS "cert" and "key" (the client's). Read once at start-up,
-    /// instead of the three files.
+    /// mutual TLS "cert" and "key" (the client's), instead of the three
+    /// files. Read at start-up, and again when etcd refuses the certificate
+    /// (a renewal replaced it).
     #[arg(long, env = "CSS_ETCD_TLS_SECRET", value_name = "CSS_ETCD_TLS_SECRET")]
     pub etcd_tls_secret: Option<String>,
     /// Secrets Manager secret (ARN or name) holding etcd credentials as JSON
@@ -207,6 +208,38 @@ fn read_file(name: &'static str, path: &str) -> Result<Vec<u8>, ConfigError> {
         name,
         reason: format!("cannot read {path}: {e}"),
     })
+}
+
+/// CSS_ETCD_CA_FILE, and CSS_ETCD_CERT_FILE with CSS_ETCD_KEY_FILE.
+struct TlsFiles {
+    ca: Option<String>,
+    cert: Option<(String, String)>,
+}
+
+impl TlsFiles {
+    fn read(&self) -> Result<crate::store::etcd::tls::TlsMaterial, ConfigError> {
+        let client_cert_pem = match &self.cert {
+            Some((c, k)) => Some((
+                read_file("CSS_ETCD_CERT_FILE", c)?,
+                read_file("CSS_ETCD_KEY_FILE", k)?,
+            )),
+            None => None,
+        };
+        Ok(crate::store::etcd::tls::TlsMaterial {
+            ca_pem: (self.ca.as_deref())
+                .map(|p| read_file("CSS_ETCD_CA_FILE", p))
+                .transpose()?,
+            client_cert_pem,
+        })
+    }
+}
+
+impl crate::store::etcd::tls::TlsSource for TlsFiles {
+    fn load(
+        &self,
+    ) -> futures::future::BoxFuture<'_, Result<crate::store::etcd::tls::TlsMaterial, String>> {
+        Box::pin(async move { self.read().map_err(|e| e.to_string()) })
+    }
 }
 
 /// A setting given as an empty string (as templates do for optional ones)
@@ -369,13 +402,12 @@ impl StoreArgs {
 
     pub fn etcd_settings(&self) -> Result<EtcdSettings, ConfigError> {
         self.validate()?;
-        let client_cert_pem = match (&self.etcd_cert_file, &self.etcd_key_file) {
-            (Some(c), Some(k)) => Some((
-                read_file("CSS_ETCD_CERT_FILE", c)?,
-                read_file("CSS_ETCD_KEY_FILE", k)?,
-            )),
-            _ => None,
+        let files = TlsFiles {
+            ca: self.etcd_ca_file.clone(),
+            cert: self.etcd_cert_file.clone().zip(self.etcd_key_file.clone()),
         };
+        let material = files.read()?;
+        let read_again = files.ca.is_some() || files.cert.is_some();
         Ok(EtcdSettings {
             endpoints: self
                 .etcd_endpoints
@@ -385,12 +417,12 @@ impl StoreArgs {
             username: self.etcd_username.clone(),
             password: self.etcd_password.as_ref().map(|p| p.expose().to_string()),
             tls: self.tls()?,
-            ca_pem: self
-                .etcd_ca_file
-                .as_deref()
-                .map(|p| read_file("CSS_ETCD_CA_FILE", p))
-                .transpose()?,
-            client_cert_pem,
+            ca_pem: material.ca_pem,
+            client_cert_pem: material.client_cert_pem,
+            // Files renewed in place (cert-manager, a mounted secret) are
+            // read again when etcd refuses the certificate.
+            tls_source: read_again
+                .then(|| Arc::new(files) as Arc<dyn crate::store::etcd::tls::TlsSource>),
             request_timeout: self.etcd_timeout,
             record_cache_mib: Some(self.record_cache_mb),
         })

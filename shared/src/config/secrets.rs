@@ -1,8 +1,12 @@
-//! etcd's TLS material and credentials from Secrets Manager, read once at
-//! start-up: no secret value sits in a function's environment, where
-//! GetFunctionConfiguration would show it.
+//! etcd's TLS material and credentials from Secrets Manager, read at
+//! start-up (no secret value sits in a function's environment, where
+//! GetFunctionConfiguration would show it), and the TLS secret again when
+//! etcd refuses a certificate that a renewal replaced.
+
+use std::sync::Arc;
 
 use super::{aws_sdk_config, ConfigError, StoreArgs};
+use crate::store::etcd::tls::{TlsMaterial, TlsSource};
 use crate::store::etcd::EtcdSettings;
 
 /// CSS_ETCD_TLS_SECRET's JSON: {"ca", and for mutual TLS "cert" and "key"}.
@@ -92,6 +96,40 @@ async fn fetch<T>(
         .map_err(|e| fail(format!("unexpected JSON: {e}")))
 }
 
+/// CSS_ETCD_TLS_SECRET, read at start-up and after a refused handshake.
+struct SecretTls {
+    client: aws_sdk_secretsmanager::Client,
+    secret: String,
+}
+
+impl SecretTls {
+    async fn read(&self) -> Result<TlsMaterial, ConfigError> {
+        let name = "CSS_ETCD_TLS_SECRET";
+        let tls = fetch(&self.client, name, &self.secret, TlsSecret::from).await?;
+        let client_cert_pem = match (tls.cert, tls.key) {
+            (Some(c), Some(k)) => Some((c.into_bytes(), k.into_bytes())),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Secret {
+                    name,
+                    secret: self.secret.clone(),
+                    reason: "\"cert\" and \"key\" go together".into(),
+                })
+            }
+        };
+        Ok(TlsMaterial {
+            ca_pem: tls.ca.map(String::into_bytes),
+            client_cert_pem,
+        })
+    }
+}
+
+impl TlsSource for SecretTls {
+    fn load(&self) -> futures::future::BoxFuture<'_, Result<TlsMaterial, String>> {
+        Box::pin(async move { self.read().await.map_err(|e| e.to_string()) })
+    }
+}
+
 /// Fills `settings` from the secrets `args` names (nothing when none).
 pub(super) async fn apply(
     settings: &mut EtcdSettings,
@@ -111,20 +149,14 @@ pub(super) async fn apply(
     };
     let client = aws_sdk_secretsmanager::Client::new(sdk);
     if let Some(secret) = &args.etcd_tls_secret {
-        let name = "CSS_ETCD_TLS_SECRET";
-        let tls = fetch(&client, name, secret, TlsSecret::from).await?;
-        settings.ca_pem = tls.ca.map(String::into_bytes);
-        settings.client_cert_pem = match (tls.cert, tls.key) {
-            (Some(c), Some(k)) => Some((c.into_bytes(), k.into_bytes())),
-            (None, None) => None,
-            _ => {
-                return Err(ConfigError::Secret {
-                    name,
-                    secret: secret.clone(),
-                    reason: "\"cert\" and \"key\" go together".into(),
-                })
-            }
+        let source = SecretTls {
+            client: client.clone(),
+            secret: secret.clone(),
         };
+        let tls = source.read().await?;
+        settings.ca_pem = tls.ca_pem;
+        settings.client_cert_pem = tls.client_cert_pem;
+        settings.tls_source = Some(Arc::new(source));
     }
     if let Some(secret) = &args.etcd_credentials_secret {
         let c = fetch(

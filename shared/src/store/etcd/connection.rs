@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
+use etcd_client::ConnectOptions;
 
 use super::cache::RecordCache;
 use super::members::Members;
+use super::tls::{error_text, refused_our_certificate, Tls, TlsMaterial, TlsSource};
 use super::{EtcdStore, Format, Keyspace};
 use crate::store::{StoreError, StoreResult};
 
@@ -24,6 +25,9 @@ pub struct EtcdSettings {
     pub ca_pem: Option<Vec<u8>>,
     /// PEM client certificate and key for mutual TLS.
     pub client_cert_pem: Option<(Vec<u8>, Vec<u8>)>,
+    /// Where `ca_pem` and `client_cert_pem` came from, to read them again
+    /// when etcd refuses a renewed-away certificate.
+    pub tls_source: Option<Arc<dyn TlsSource>>,
     pub request_timeout: Duration,
     /// MiB of decoded records kept for filtered lists (`cache`); None: the
     /// default, 0: none.
@@ -43,6 +47,7 @@ impl std::fmt::Debug for EtcdSettings {
             .field("tls", &self.tls)
             .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
             .field("client_cert", &self.client_cert_pem.is_some())
+            .field("tls_source", &self.tls_source.is_some())
             .field("request_timeout", &self.request_timeout)
             .field("record_cache_mib", &self.record_cache_mib)
             .finish()
@@ -59,21 +64,13 @@ impl EtcdSettings {
         w
     }
 
-    fn tls_options(&self) -> Option<TlsOptions> {
-        if !self.tls {
-            return None;
-        }
-        let mut tls = TlsOptions::new();
-        tls = match &self.ca_pem {
-            Some(ca) => tls.ca_certificate(Certificate::from_pem(ca)),
-            // No CA named: verify against the system's trusted roots, as any
-            // HTTPS client would (a public or corporate CA).
-            None => tls.with_native_roots(),
+    fn tls(&self) -> Option<Tls> {
+        let material = TlsMaterial {
+            ca_pem: self.ca_pem.clone(),
+            client_cert_pem: self.client_cert_pem.clone(),
         };
-        if let Some((cert, key)) = &self.client_cert_pem {
-            tls = tls.identity(Identity::from_pem(cert, key));
-        }
-        Some(tls)
+        self.tls
+            .then(|| Tls::new(material, self.tls_source.clone()))
     }
 }
 
@@ -82,34 +79,17 @@ impl EtcdSettings {
 /// `client_cert`: over TLS, whether a client certificate was set (None:
 /// not known, or not TLS).
 pub(super) fn explain(e: &etcd_client::Error, client_cert: Option<bool>) -> Option<&'static str> {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    let t = text.to_ascii_lowercase();
+    let t = error_text(e);
     if t.contains("unknownissuer") || t.contains("unknown issuer") || t.contains("badsignature") {
         Some("etcd's certificate is not signed by the CA of CSS_ETCD_CA_FILE (or, without it, by the system's roots)")
     } else if t.contains("notvalidforname") || t.contains("not valid for name") {
         Some("etcd's certificate does not name the host of CSS_ETCD_ENDPOINTS")
-    } else if [
-        "certificaterequired",
-        "certificate required",
-        "badcertificate",
-        "bad certificate",
-        "unknownca",
-        "unknown ca",
-    ]
-    .iter()
-    .any(|p| t.contains(p))
-    {
+    } else if refused_our_certificate(&t) {
         // etcd answers a missing certificate as a bad one.
         Some(match client_cert {
             Some(false) => "etcd requires a client certificate: set CSS_ETCD_CERT_FILE and CSS_ETCD_KEY_FILE",
-            Some(true) => "etcd refused the client certificate of CSS_ETCD_CERT_FILE (not signed by a CA it trusts?)",
-            None => "etcd refused the TLS client certificate (none set, or not signed by a CA etcd trusts)",
+            Some(true) => "etcd refused the client certificate of CSS_ETCD_CERT_FILE (expired, or not signed by a CA it trusts?)",
+            None => "etcd refused the TLS client certificate (none set, expired, or not signed by a CA etcd trusts)",
         })
     } else if client_cert == Some(false)
         && ["connection closed", "broken pipe", "connection reset"]
@@ -143,13 +123,10 @@ impl EtcdStore {
         for warning in settings.warnings() {
             tracing::warn!("{warning}");
         }
-        if let Some(tls) = settings.tls_options() {
-            opts = opts.with_tls(tls);
-        }
         // A member without a leader refuses requests (and cancels watches)
         // instead of serving stale reads or stalling: the request moves on.
         opts = opts.with_require_leader(true);
-        let members = Members::new(&settings.endpoints, opts, timeout);
+        let members = Members::new(&settings.endpoints, opts, timeout, settings.tls());
         let ks = Keyspace::new(prefix);
         // Settings that cannot work on any member stop start-up here with
         // one line; members that are merely down are passed over later.

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, ConnectOptions};
 use tonic::Code;
 
+use super::tls::Tls;
+
 /// How long a failed member is passed over before it is tried again.
 const COOLDOWN: Duration = Duration::from_secs(5);
 /// Time for etcd to elect a new leader (its default election timeout is 1 s;
@@ -34,7 +36,9 @@ struct Member {
 
 pub(super) struct Members {
     members: Vec<Member>,
+    /// Without TLS: that is `tls`, which a renewal may change.
     options: ConnectOptions,
+    pub(super) tls: Option<Tls>,
     preferred: AtomicUsize,
     /// An election plus one request timeout.
     window: Duration,
@@ -93,7 +97,12 @@ pub(super) fn is_member_failure(e: &etcd_client::Error) -> bool {
 }
 
 impl Members {
-    pub(super) fn new(endpoints: &[String], options: ConnectOptions, timeout: Duration) -> Members {
+    pub(super) fn new(
+        endpoints: &[String],
+        options: ConnectOptions,
+        timeout: Duration,
+        tls: Option<Tls>,
+    ) -> Members {
         Members {
             members: endpoints
                 .iter()
@@ -104,6 +113,7 @@ impl Members {
                 })
                 .collect(),
             options,
+            tls,
             preferred: AtomicUsize::new(0),
             window: ELECTION + timeout,
         }
@@ -162,13 +172,31 @@ impl Members {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let c = Client::connect(
-            [self.members[i].endpoint.as_str()],
-            Some(self.options.clone()),
-        )
-        .await?;
+        let mut options = self.options.clone();
+        if let Some(tls) = &self.tls {
+            options = options.with_tls(tls.options());
+        }
+        let c = Client::connect([self.members[i].endpoint.as_str()], Some(options)).await?;
         *slot = Some(c.clone());
         Ok(c)
+    }
+
+    /// After `e`: whether new TLS material was read (see `tls`); then
+    /// every member is connected again with it, and none is passed over.
+    async fn renewed_tls(&self, e: &etcd_client::Error) -> bool {
+        let Some(tls) = &self.tls else {
+            return false;
+        };
+        if !tls.renewed_after(e).await {
+            return false;
+        }
+        for m in &self.members {
+            *m.client.lock().await = None;
+            if let Ok(mut d) = m.down_until.lock() {
+                *d = None;
+            }
+        }
+        true
     }
 
     /// Connects to every member once: settings that cannot work anywhere
@@ -268,6 +296,7 @@ impl Members {
                     self.mark_up(i);
                     return Ok(v);
                 }
+                Err(e) if Instant::now() < deadline && self.renewed_tls(&e).await => {}
                 Err(e) if is_member_failure(&e) && Instant::now() < deadline => {
                     self.mark_down(i, &e);
                     if self.all_unreachable() {

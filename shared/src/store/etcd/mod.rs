@@ -21,6 +21,7 @@ mod compaction_point;
 mod connection;
 mod members;
 mod read;
+pub mod tls;
 mod watcher;
 mod write;
 
@@ -178,6 +179,17 @@ impl EtcdStore {
             Format::Compact => Vec::new(),
             Format::Legacy => value.to_vec(),
         }
+    }
+
+    /// How many times the TLS material was read again after a refused
+    /// handshake.
+    pub fn tls_reloads(&self) -> u64 {
+        self.members.tls.as_ref().map_or(0, |t| t.reloads())
+    }
+
+    /// When the client certificate in use (else the CA) expires.
+    pub fn tls_expires(&self) -> Option<std::time::SystemTime> {
+        self.members.tls.as_ref().and_then(|t| t.expires())
     }
 
     /// A raw client of a live member, for benchmarks that compare against

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub mod demo;
+pub mod health;
 pub mod sqs;
 
 #[derive(Debug, Clone, Parser)]
@@ -39,10 +40,10 @@ pub struct ServerConfig {
     pub queue_url: Option<String>,
     /// Simulate a lively fleet (3 clusters, a few hundred tasks, tasks starting
     /// and stopping every few seconds) through the ingest path.
-    #[arg(long)]
+    #[arg(long, env = "CSS_DEMO")]
     pub demo: bool,
     /// How often the demo fleet changes.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CSS_DEMO_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     pub demo_interval: Duration,
     /// Reconcile the store with the ECS API of the running identity's account
     /// and region (AWS credentials and region from the usual AWS variables).

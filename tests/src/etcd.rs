@@ -242,6 +242,11 @@ impl EtcdServer {
         self.wait_up();
     }
 
+    /// The etcd process, while it runs (benchmarks read its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }

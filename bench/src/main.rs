@@ -88,6 +88,9 @@ enum What {
         /// Seconds of writes per size.
         #[arg(long, default_value_t = 20)]
         secs: u64,
+        /// Another css-server binary to measure in the same run (a baseline).
+        #[arg(long)]
+        against: Option<std::path::PathBuf>,
     },
     /// The store on 3 members with mutual TLS vs 1 plaintext member: ingest,
     /// filtered list, and a leader kill under a writer.
@@ -182,7 +185,12 @@ async fn main() {
         What::List => list::run(&etcd, cli.runs).await,
         What::Reconcile => reconcile::run(&etcd, cli.runs).await,
         What::Watch => watch::run(&etcd, cli.runs).await,
-        What::Watchers { sizes, rate, secs } => watchers::run(&etcd, &sizes, rate, secs).await,
+        What::Watchers {
+            sizes,
+            rate,
+            secs,
+            against,
+        } => watchers::run(&etcd, &sizes, rate, secs, against).await,
         What::Lambda => lambda::run(&etcd, cli.runs).await,
         What::Cluster => cluster::run(cli.runs).await,
         What::Memory => memory::run(&etcd, cli.runs).await,

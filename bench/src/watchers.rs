@@ -8,6 +8,7 @@
 //! watcher saw every write.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,14 +46,18 @@ impl Drop for Server {
     }
 }
 
-fn start_server(etcd: &EtcdServer) -> Server {
-    let exe = std::env::current_exe()
+/// css-server beside css-bench (this build).
+fn this_build() -> PathBuf {
+    std::env::current_exe()
         .ok()
         .and_then(|p| Some(p.parent()?.join("css-server")))
         .filter(|p| p.exists())
         .unwrap_or_else(|| {
             panic!("css-server is not built beside css-bench: cargo build --release -p css-server")
-        });
+        })
+}
+
+fn start_server(etcd: &EtcdServer, exe: &Path) -> Server {
     let port = css_tests::etcd::free_port();
     let child = Command::new(exe)
         .env("CSS_BIND", format!("127.0.0.1:{port}"))
@@ -93,7 +98,6 @@ fn percentile(xs: &mut [f32], p: f64) -> f64 {
 /// What one size measured.
 struct Figures {
     watchers: usize,
-    writes: usize,
     p50: f64,
     p99: f64,
     max: f64,
@@ -111,8 +115,8 @@ struct Figures {
 /// One watcher's deliveries: (revision, when its answer arrived).
 type Seen = Arc<Mutex<Vec<(i64, Instant)>>>;
 
-async fn measure(etcd: &EtcdServer, watchers: usize, rate: u64, secs: u64) -> Figures {
-    let server = start_server(etcd);
+async fn measure(etcd: &EtcdServer, exe: &Path, watchers: usize, rate: u64, secs: u64) -> Figures {
+    let server = start_server(etcd, exe);
     let store = etcd.store("/ecs-css/v1/").await;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(watchers)
@@ -217,7 +221,6 @@ async fn measure(etcd: &EtcdServer, watchers: usize, rate: u64, secs: u64) -> Fi
             other => panic!("write: {other:?}"),
         }
     }
-    let wrote = began.elapsed();
     // Time for the last answers.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let answered = answers.load(Ordering::Relaxed) - answers_before;
@@ -249,10 +252,8 @@ async fn measure(etcd: &EtcdServer, watchers: usize, rate: u64, secs: u64) -> Fi
     }
     assert!(!lat.is_empty(), "no watcher saw any write");
     let rss_peak = *rss_peak.lock().unwrap_or_else(|e| e.into_inner());
-    let _ = wrote;
     Figures {
         watchers,
-        writes,
         p50: percentile(&mut lat, 0.5),
         p99: percentile(&mut lat, 0.99),
         max: percentile(&mut lat, 1.0),
@@ -267,7 +268,35 @@ async fn measure(etcd: &EtcdServer, watchers: usize, rate: u64, secs: u64) -> Fi
     }
 }
 
-pub async fn run(etcd: &EtcdServer, sizes: &[usize], rate: u64, secs: u64) {
+fn row(label: &str, f: &Figures) {
+    println!(
+        "| {} | {label} | {:.1} | {:.1} | {:.1} | {:.0} | {:.2} / {:.2} / {:.2} | {:.1} | {:.1} | {:.1} | {}/{} | {} |",
+        f.watchers,
+        f.p50,
+        f.p99,
+        f.max,
+        f.answers_per_s,
+        f.cores,
+        f.etcd_cores,
+        f.client_cores,
+        f.rss_idle,
+        f.rss_peak,
+        (f.rss_peak - f.rss_idle).max(0.0) * 1024.0 / f.watchers as f64,
+        f.complete,
+        f.watchers,
+        f.errors
+    );
+}
+
+/// `against`: another css-server binary (a baseline build), measured in
+/// the same run right after this build, size by size.
+pub async fn run(
+    etcd: &EtcdServer,
+    sizes: &[usize],
+    rate: u64,
+    secs: u64,
+    against: Option<PathBuf>,
+) {
     println!("# Watchers: one server-mode process, N long-poll watchers, {rate} writes/s");
     println!();
     println!(
@@ -275,27 +304,25 @@ pub async fn run(etcd: &EtcdServer, sizes: &[usize], rate: u64, secs: u64) {
          (cluster=watchers, wait=20) from the same revision; writes go to etcd {rate}/s for {secs} s.\n\
          Latency: write acknowledged -> the answer carrying it received, every (watcher, write).\n"
     );
-    println!("| watchers | p50 ms | p99 ms | max ms | answers/s | CPU cores: server / etcd / watchers | RSS idle MiB | RSS peak MiB | KiB per watcher | saw every write | errors |");
-    println!("|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|");
+    println!("| watchers | server | p50 ms | p99 ms | max ms | answers/s | CPU cores: server / etcd / watchers | RSS idle MiB | RSS peak MiB | KiB per watcher | saw every write | errors |");
+    println!("|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|");
+    let this = this_build();
+    let mut ratios = Vec::new();
     for &n in sizes {
-        let f = measure(etcd, n, rate, secs).await;
-        println!(
-            "| {} | {:.1} | {:.1} | {:.1} | {:.0} | {:.2} / {:.2} / {:.2} | {:.1} | {:.1} | {:.1} | {}/{} | {} |",
-            f.watchers,
-            f.p50,
-            f.p99,
-            f.max,
-            f.answers_per_s,
-            f.cores,
-            f.etcd_cores,
-            f.client_cores,
-            f.rss_idle,
-            f.rss_peak,
-            (f.rss_peak - f.rss_idle).max(0.0) * 1024.0 / f.watchers as f64,
-            f.complete,
-            f.watchers,
-            f.errors
-        );
-        let _ = f.writes;
+        let f = measure(etcd, &this, n, rate, secs).await;
+        row("this build", &f);
+        if let Some(base) = &against {
+            let b = measure(etcd, base, n, rate, secs).await;
+            row("baseline", &b);
+            ratios.push((n, b.p50 / f.p50, b.p99 / f.p99));
+        }
+    }
+    if !ratios.is_empty() {
+        println!();
+        println!("| watchers | baseline p50 / this p50 | baseline p99 / this p99 |");
+        println!("|---:|---:|---:|");
+        for (n, p50, p99) in ratios {
+            println!("| {n} | {p50:.1}x | {p99:.1}x |");
+        }
     }
 }

@@ -17,20 +17,6 @@ use css_tests::EtcdServer;
 
 const PREFIX: &str = "/ecs-css/v1/";
 
-/// Range requests etcd has served.
-async fn ranges(etcd: &EtcdServer) -> u64 {
-    let text = reqwest::get(format!("{}/metrics", etcd.endpoint()))
-        .await
-        .expect("etcd metrics")
-        .text()
-        .await
-        .expect("text");
-    (text.lines())
-        .find_map(|l| l.strip_prefix("etcd_mvcc_range_total "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .expect("etcd_mvcc_range_total") as u64
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_polls_share_the_reads_of_their_cursor_checks() {
     let etcd = EtcdServer::start();
@@ -39,8 +25,14 @@ async fn long_polls_share_the_reads_of_their_cursor_checks() {
     let write = |v: u64| {
         let store = store.clone();
         async move {
-            let e = entity(Kind::Task, &task_detail("shared", ACCOUNT, "t1", "RUNNING", v, true));
-            store.upsert_if_newer(Upsert::event(&e)).await.expect("write");
+            let e = entity(
+                Kind::Task,
+                &task_detail("shared", ACCOUNT, "t1", "RUNNING", v, true),
+            );
+            store
+                .upsert_if_newer(Upsert::event(&e))
+                .await
+                .expect("write");
             store.current_revision().await.expect("revision")
         }
     };
@@ -64,7 +56,7 @@ async fn long_polls_share_the_reads_of_their_cursor_checks() {
 
     // 200 polls resuming from a cursor the window has seen: no read of the
     // store's revision each (before: one each, 200 ranges).
-    let before = ranges(&etcd).await;
+    let before = etcd.ranges_served().await as u64;
     let polls = (0..200).map(|_| {
         let store = store.clone();
         let r = req(second - 1);
@@ -73,14 +65,14 @@ async fn long_polls_share_the_reads_of_their_cursor_checks() {
     for out in futures::future::join_all(polls).await {
         assert_eq!(out.expect("poll").changes.len(), 1);
     }
-    let spent = ranges(&etcd).await - before;
+    let spent = etcd.ranges_served().await as u64 - before;
     assert!(spent < 10, "{spent} range requests for 200 resumed polls");
     // A cursor ahead of every window is still read for, and refused.
     let ahead = poll(store.as_ref(), &req(second + 1000)).await;
     assert!(ahead.is_err(), "a cursor ahead of the store was accepted");
 
     // 200 concurrent identity checks share reads; all agree.
-    let before = ranges(&etcd).await;
+    let before = etcd.ranges_served().await as u64;
     let checks = (0..200).map(|_| {
         let store = store.clone();
         async move { store.identity().await }
@@ -90,9 +82,12 @@ async fn long_polls_share_the_reads_of_their_cursor_checks() {
         .into_iter()
         .map(|r| r.expect("identity"))
         .collect();
-    let spent = ranges(&etcd).await - before;
+    let spent = etcd.ranges_served().await as u64 - before;
     assert!(ids.iter().all(|i| *i == ids[0]));
-    assert!(spent < 100, "{spent} range requests for 200 concurrent identity checks");
+    assert!(
+        spent < 100,
+        "{spent} range requests for 200 concurrent identity checks"
+    );
 
     // The identity replaced (README's restore procedure deletes it): the
     // next request reads again and sees the new one.

@@ -179,6 +179,9 @@ async fn measure(etcd: &EtcdServer, exe: &Path, watchers: usize, rate: u64, secs
 
     // The writer: `rate` changes a second, acknowledged times by revision.
     let writes = (rate * secs) as usize;
+    // Tasks of their own per measurement (the store outlives it).
+    static MEASUREMENTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let tag = MEASUREMENTS.fetch_add(1, Ordering::Relaxed);
     let mut acked: HashMap<i64, Instant> = HashMap::with_capacity(writes);
     let pid = server.child.id();
     let rss_peak = Arc::new(Mutex::new(rss_idle));
@@ -208,7 +211,7 @@ async fn measure(etcd: &EtcdServer, exe: &Path, watchers: usize, rate: u64, secs
             &task_detail(
                 "watchers",
                 ACCOUNT,
-                &format!("w{watchers}t{:03}", i % 200),
+                &format!("m{tag}t{:03}", i % 200),
                 "RUNNING",
                 1 + i as u64,
                 true,

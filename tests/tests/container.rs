@@ -153,6 +153,15 @@ fn compose_environment(set: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Removed when the test ends, so runs do not pile up images.
+struct Image(&'static str);
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        let _ = podman(&["rmi", "-f", self.0]);
+    }
+}
+
 struct Container(String);
 
 impl Drop for Container {
@@ -189,6 +198,7 @@ async fn the_image_serves_lists_watches_and_metrics_as_non_root() {
     let ctx_path = ctx.to_string_lossy().into_owned();
     build.extend(["-t", image, &ctx_path]);
     ok(podman(&build), "podman build");
+    let _image = Image(image);
     let inspect = ok(
         podman(&["image", "inspect", image, "--format", "json"]),
         "inspect",

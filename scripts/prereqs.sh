@@ -27,6 +27,9 @@ if [ "$mode" = test ]; then
   [ -x /usr/bin/etcd ] || command -v etcd >/dev/null 2>&1 || apt_pkgs+=(etcd-server)
   # etcdctl: the boot script test packs it into a release-shaped tarball.
   command -v etcdctl >/dev/null 2>&1 || apt_pkgs+=(etcd-client)
+  # The container image test builds and runs the Dockerfile with podman.
+  command -v podman >/dev/null 2>&1 || apt_pkgs+=(podman)
+  command -v runc >/dev/null 2>&1 || apt_pkgs+=(runc)
 fi
 if [ "$mode" = sam ]; then
   command -v file >/dev/null 2>&1 || apt_pkgs+=(file)

@@ -18,6 +18,15 @@ cfn-lint template.yaml deploy/etcd/template.yaml
 "$PYTHON" scripts/cfn-cycles.py template.yaml --modes deploy/cycle-modes.txt \
   --nested EtcdCluster=deploy/etcd/template.yaml
 sam validate --lint
+# The Fargate watch tier as a deploy would choose it: the same template with
+# WatchTier=fargate (and the image and VPC it needs) as defaults, linted and
+# validated as it stands.
+fargate="$(mktemp -d)/template.yaml"
+"$PYTHON" scripts/with-defaults.py template.yaml "$fargate" \
+  WatchTier=fargate WatchImageUri=123456789012.dkr.ecr.us-east-1.amazonaws.com/css-server:1 VpcId=vpc-0123456789abcdef0
+cp -r deploy "$(dirname "$fargate")/"
+cfn-lint "$fargate"
+sam validate --lint -t "$fargate"
 sam build
 # What was built: function, architecture, binary size.
 for dir in .aws-sam/build/*Function; do

@@ -26,6 +26,7 @@ mod services;
 mod sqs;
 mod store;
 mod watch;
+mod watchers;
 
 #[derive(Parser)]
 #[command(about = "Benchmarks of cluster-state-service against raw etcd, in one run")]
@@ -76,6 +77,21 @@ enum What {
     },
     /// Latency from a write to the long poll carrying it, 1 and 100 watchers.
     Watch,
+    /// Many long-poll watchers on one server-mode process (css-server beside
+    /// css-bench) while writes arrive at a fixed rate.
+    Watchers {
+        #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
+        sizes: Vec<usize>,
+        /// Writes per second.
+        #[arg(long, default_value_t = 100)]
+        rate: u64,
+        /// Seconds of writes per size.
+        #[arg(long, default_value_t = 20)]
+        secs: u64,
+        /// Another css-server binary to measure in the same run (a baseline).
+        #[arg(long)]
+        against: Option<std::path::PathBuf>,
+    },
     /// The store on 3 members with mutual TLS vs 1 plaintext member: ingest,
     /// filtered list, and a leader kill under a writer.
     Cluster,
@@ -169,6 +185,12 @@ async fn main() {
         What::List => list::run(&etcd, cli.runs).await,
         What::Reconcile => reconcile::run(&etcd, cli.runs).await,
         What::Watch => watch::run(&etcd, cli.runs).await,
+        What::Watchers {
+            sizes,
+            rate,
+            secs,
+            against,
+        } => watchers::run(&etcd, &sizes, rate, secs, against).await,
         What::Lambda => lambda::run(&etcd, cli.runs).await,
         What::Cluster => cluster::run(cli.runs).await,
         What::Memory => memory::run(&etcd, cli.runs).await,

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub mod demo;
+pub mod health;
 pub mod sqs;
 
 #[derive(Debug, Clone, Parser)]
@@ -39,10 +40,10 @@ pub struct ServerConfig {
     pub queue_url: Option<String>,
     /// Simulate a lively fleet (3 clusters, a few hundred tasks, tasks starting
     /// and stopping every few seconds) through the ingest path.
-    #[arg(long)]
+    #[arg(long, env = "CSS_DEMO")]
     pub demo: bool,
     /// How often the demo fleet changes.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CSS_DEMO_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     pub demo_interval: Duration,
     /// Reconcile the store with the ECS API of the running identity's account
     /// and region (AWS credentials and region from the usual AWS variables).
@@ -51,9 +52,18 @@ pub struct ServerConfig {
     /// How often to reconcile (with --reconcile); each run also compacts history.
     #[arg(long, env = "CSS_RECONCILE_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
     pub reconcile_interval: Duration,
-    /// How often to checkpoint and compact history when not reconciling (see CSS_HISTORY_RETENTION).
+    /// How often to checkpoint and compact history when not reconciling (see
+    /// CSS_HISTORY_RETENTION); 0s: never (another process compacts, as the
+    /// stack's reconcile function does for its Fargate watch tier).
     #[arg(long, env = "CSS_COMPACTION_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
     pub compaction_interval: Duration,
+    /// Take each request's caller (who owns the subscriptions it creates)
+    /// from this header, and refuse subscriptions to requests without it.
+    /// Only behind a proxy that sets it and is the only way in: the stack's
+    /// API Gateway VPC link sets it to the IAM caller it authorized. Off by
+    /// default (one local principal).
+    #[arg(long, env = "CSS_CALLER_HEADER")]
+    pub caller_header: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +75,8 @@ pub enum ServerError {
     },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+    #[error("{0}: {1}")]
+    Setting(&'static str, String),
     #[error(transparent)]
     Setup(#[from] SetupError),
 }
@@ -142,13 +154,26 @@ impl Server {
 
         let (stop, stopped) = watch::channel(false);
         let metrics = prometheus();
-        let app = api::router(AppState::new(&parts, Identity::Local, &cfg.store)).route(
+        let caller_header = (cfg.caller_header.as_deref())
+            .map(|h| axum::http::HeaderName::try_from(h.trim().to_ascii_lowercase()))
+            .transpose()
+            .map_err(|e| ServerError::Setting("CSS_CALLER_HEADER", e.to_string()))?;
+        let identity = match caller_header {
+            Some(_) => Identity::Iam,
+            None => Identity::Local,
+        };
+        let mut app = api::router(AppState::new(&parts, identity, &cfg.store)).route(
             "/metrics",
             axum::routing::get(move || {
                 let text = metrics.as_ref().map(|h| h.render()).unwrap_or_default();
                 async move { text }
             }),
         );
+        if let Some(header) = caller_header {
+            app = app.layer(axum::middleware::from_fn(move |req, next| {
+                caller_from(header.clone(), req, next)
+            }));
+        }
         let mut rx = stopped.clone();
         let http = tokio::spawn(async move {
             axum::serve(listener, app)
@@ -168,7 +193,7 @@ impl Server {
                 cfg.reconcile_interval,
                 stopped.clone(),
             )));
-        } else {
+        } else if !cfg.compaction_interval.is_zero() {
             background.push(tokio::spawn(compactor(
                 store.clone(),
                 cfg.store.history_retention,
@@ -227,6 +252,23 @@ impl Server {
             Err(e) => Err(ServerError::Serve(std::io::Error::other(e))),
         }
     }
+}
+
+/// The caller the trusted proxy names in `header` (see CSS_CALLER_HEADER).
+async fn caller_from(
+    header: axum::http::HeaderName,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let caller = (req.headers().get(&header))
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string);
+    if let Some(c) = caller {
+        req.extensions_mut().insert(api::Caller(c));
+    }
+    next.run(req).await
 }
 
 /// The process's Prometheus recorder (one per process: servers started

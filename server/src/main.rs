@@ -12,6 +12,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() {
+    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
+        healthcheck().await;
+    }
     let cfg = match ServerConfig::try_parse() {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => e.exit(),
@@ -34,6 +37,23 @@ async fn main() {
     if let Err(e) = server.shutdown().await {
         eprintln!("css-server: {e}");
         std::process::exit(1);
+    }
+}
+
+/// The container's health check: exits 0 when this host's server answers
+/// /v1/ping at CSS_BIND.
+async fn healthcheck() -> ! {
+    let bind = std::env::var("CSS_BIND").unwrap_or_else(|_| "127.0.0.1:3000".into());
+    let outcome = match bind.parse() {
+        Ok(addr) => css_server::health::check(addr).await,
+        Err(e) => Err(format!("CSS_BIND {bind:?}: {e}")),
+    };
+    match outcome {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("css-server healthcheck: {e}");
+            std::process::exit(1)
+        }
     }
 }
 

@@ -148,17 +148,23 @@ pub async fn check_ack(store: &dyn StateStore, ack: i64) -> Result<(), WatchErro
 }
 
 pub async fn poll(store: &dyn StateStore, req: &PollRequest) -> Result<PollOutput, WatchError> {
-    let current = store.current_revision().await?;
-    let since = req.since.unwrap_or(current);
-    if since > current {
-        let compacted = store.compacted_revision().await?;
-        let oldest = (compacted - 1).max(0);
-        return Err(WatchError::FutureSince {
-            since,
-            oldest,
-            current,
-        });
-    }
+    let since = match req.since {
+        None => store.current_revision().await?,
+        Some(since) if store.has_revision(since).await? => since,
+        Some(since) => {
+            // Read, not assumed: the store may have moved on since.
+            let current = store.current_revision().await?;
+            if since > current {
+                let oldest = (store.compacted_revision().await? - 1).max(0);
+                return Err(WatchError::FutureSince {
+                    since,
+                    oldest,
+                    current,
+                });
+            }
+            since
+        }
+    };
     let mut watcher = store.watch(req.filters.kind, since + 1).await?;
     let deadline = Instant::now() + req.wait;
     let mut out = PollOutput {

@@ -242,6 +242,25 @@ impl EtcdServer {
         self.wait_up();
     }
 
+    /// etcd's own count of range reads it served (its Prometheus metrics).
+    pub async fn ranges_served(&self) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.endpoint()))
+            .await
+            .expect("etcd metrics")
+            .text()
+            .await
+            .expect("text");
+        (text.lines())
+            .find_map(|l| l.strip_prefix("etcd_mvcc_range_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("etcd_mvcc_range_total")
+    }
+
+    /// The etcd process, while it runs (benchmarks read its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }

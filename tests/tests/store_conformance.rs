@@ -165,20 +165,6 @@ async fn the_compaction_point_follows_another_process_compacting() {
     assert_eq!(reconcile.compacted_revision().await.unwrap(), last - 1);
 }
 
-/// etcd's own count of range reads it served (its Prometheus metrics).
-async fn ranges_served(etcd: &EtcdServer) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", etcd.endpoint()))
-        .await
-        .expect("etcd metrics")
-        .text()
-        .await
-        .expect("text");
-    (text.lines())
-        .find_map(|l| l.strip_prefix("etcd_mvcc_range_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("etcd_mvcc_range_total")
-}
-
 /// A process that never compacted (a new API instance answering
 /// `GET /v1/status`) takes the point compaction recorded and confirms it
 /// with a few reads, where searching it takes one read per halving of the
@@ -200,9 +186,9 @@ async fn a_new_process_confirms_the_recorded_compaction_point_in_a_few_reads() {
     let cut = report.compacted_to.expect("compacted");
 
     let api = etcd.store("/ecs-css/v1/").await;
-    let before = ranges_served(&etcd).await;
+    let before = etcd.ranges_served().await;
     assert_eq!(api.compacted_revision().await.unwrap(), cut);
-    let with_hint = ranges_served(&etcd).await - before;
+    let with_hint = etcd.ranges_served().await - before;
 
     // The same question without the record: a search.
     reconcile
@@ -213,9 +199,9 @@ async fn a_new_process_confirms_the_recorded_compaction_point_in_a_few_reads() {
         .await
         .unwrap();
     let searching = etcd.store("/ecs-css/v1/").await;
-    let before = ranges_served(&etcd).await;
+    let before = etcd.ranges_served().await;
     assert_eq!(searching.compacted_revision().await.unwrap(), cut);
-    let without = ranges_served(&etcd).await - before;
+    let without = etcd.ranges_served().await - before;
     eprintln!("range reads to find the compaction point: {with_hint} from the record, {without} searching");
     assert!(
         with_hint <= 4.0,

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use clap::{Args, Command};
+use clap::{Args, Command, CommandFactory};
 use serde_yaml_ng::Value;
 
 fn root() -> &'static Path {
@@ -128,6 +128,17 @@ fn every_route_is_routed_by_the_http_api() {
             }
         }
     }
+    // The watch routes: written in the API's definition, where WatchTier
+    // picks their integration.
+    let paths = &t["Resources"]["HttpApi"]["Properties"]["DefinitionBody"]["paths"];
+    for (path, item) in paths.as_mapping().into_iter().flatten() {
+        for (method, _) in item.as_mapping().into_iter().flatten() {
+            routes.push((
+                method.as_str().unwrap().to_ascii_uppercase(),
+                path.as_str().unwrap().to_string(),
+            ));
+        }
+    }
     for css::api::Route {
         method,
         doc: doc_path,
@@ -154,6 +165,151 @@ fn every_route_is_routed_by_the_http_api() {
         t["Resources"]["HttpApi"]["Properties"]["Auth"]["DefaultAuthorizer"],
         "AWS_IAM"
     );
+}
+
+/// WatchTier picks one integration for every watch route: css-watch, or the
+/// Fargate tier through the VPC link with the authorized IAM caller in the
+/// header its server mode trusts (CSS_CALLER_HEADER); IAM authorization
+/// stays at API Gateway. The tier runs the image on arm64 with the
+/// functions' store settings, admits only the VPC link, and reaches etcd
+/// through the groups etcd admits.
+#[test]
+fn the_watch_tier_is_lambda_or_fargate_behind_the_same_routes() {
+    let t = template();
+    let r = &t["Resources"];
+    assert_eq!(t["Parameters"]["WatchTier"]["Default"], "lambda");
+    let body = &r["HttpApi"]["Properties"]["DefinitionBody"];
+    let mut watch_routes = 0;
+    for (_, item) in body["paths"].as_mapping().into_iter().flatten() {
+        for (_, method) in item.as_mapping().into_iter().flatten() {
+            assert_eq!(
+                method["x-amazon-apigateway-integration"]["$ref"],
+                "#/components/x-amazon-apigateway-integrations/watch"
+            );
+            watch_routes += 1;
+        }
+    }
+    let watch_routes_of_router = (css::api::ROUTES.iter())
+        .filter(|r| r.doc.starts_with("/v1/stream/") || r.doc.starts_with("/v1/subscriptions"))
+        .count();
+    assert_eq!(watch_routes, watch_routes_of_router);
+    let integration = text(&body["components"]["x-amazon-apigateway-integrations"]["watch"]);
+    let (fargate, lambda) = integration
+        .split_once("- type: aws_proxy")
+        .expect("two branches");
+    assert!(fargate.contains("FargateWatch") && fargate.contains("connectionType: VPC_LINK"));
+    assert!(
+        fargate.contains("!Ref WatchVpcLink") && fargate.contains("!GetAtt WatchDiscovery.Arn")
+    );
+    assert!(
+        fargate.contains("overwrite:header.x-css-caller: $context.identity.userArn"),
+        "{fargate}"
+    );
+    assert!(lambda.contains("${WatchFunction.Arn}"));
+    assert_eq!(
+        r["WatchFunctionApiPermission"]["Condition"], "LambdaWatch",
+        "css-watch is invoked by the API only as the lambda tier"
+    );
+    assert!(r["WatchFunction"]["Properties"].get("Events").is_none());
+
+    let task = &r["WatchTaskDefinition"]["Properties"];
+    assert_eq!(task["RuntimePlatform"]["CpuArchitecture"], "ARM64");
+    assert_eq!(t["Parameters"]["WatchTaskCpu"]["Default"], "256");
+    assert_eq!(t["Parameters"]["WatchTaskMemory"]["Default"], "512");
+    let container = &task["ContainerDefinitions"][0];
+    assert_eq!(text(&container["Image"]).trim(), "!Ref WatchImageUri");
+    let env: Vec<(String, String)> = (container["Environment"].as_sequence().expect("env"))
+        .iter()
+        .map(|e| {
+            (
+                e["Name"].as_str().expect("name").to_string(),
+                text(&e["Value"]).trim().to_string(),
+            )
+        })
+        .collect();
+    let value = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    assert_eq!(value("CSS_CALLER_HEADER").as_deref(), Some("x-css-caller"));
+    assert_eq!(value("CSS_COMPACTION_INTERVAL").as_deref(), Some("0s"));
+    assert_eq!(
+        value("CSS_CURSOR_TABLE").as_deref(),
+        Some("!Ref CursorTable")
+    );
+    // The store settings the functions get, the same.
+    let globals = &t["Globals"]["Function"]["Environment"]["Variables"];
+    for (k, v) in globals.as_mapping().into_iter().flatten() {
+        let k = k.as_str().expect("name");
+        if [
+            "CSS_ETCD_USERNAME",
+            "CSS_ETCD_PASSWORD",
+            "CSS_ETCD_CA_FILE",
+            "CSS_ETCD_CERT_FILE",
+            "CSS_ETCD_KEY_FILE",
+            "CSS_METRICS_NAMESPACE",
+        ]
+        .contains(&k)
+        {
+            // Empty, files of a Lambda layer, or EMF (server mode serves /metrics).
+            continue;
+        }
+        assert_eq!(value(k), Some(text(v).trim().to_string()), "{k}");
+    }
+    // Every name is a setting server mode reads.
+    let help = css_server::ServerConfig::command()
+        .render_long_help()
+        .to_string();
+    for (name, _) in env.iter().filter(|(n, _)| n.starts_with("CSS_")) {
+        assert!(help.contains(name.as_str()), "server mode reads no {name}");
+    }
+
+    // Groups: the tier admits the VPC link alone, on 3000; the link reaches
+    // only the tier; the tasks also carry the groups etcd admits.
+    let ingress = &r["WatchTaskIngress"]["Properties"];
+    assert_eq!(
+        text(&ingress["SourceSecurityGroupId"]).trim(),
+        "!Ref WatchLinkSecurityGroup"
+    );
+    assert_eq!(ingress["FromPort"].as_u64(), Some(3000));
+    assert!(r["WatchTaskSecurityGroup"]["Properties"]
+        .get("SecurityGroupIngress")
+        .is_none());
+    let link_out = &r["WatchLinkSecurityGroup"]["Properties"]["SecurityGroupEgress"];
+    assert_eq!(link_out.as_sequence().map(Vec::len), Some(1));
+    assert_eq!(
+        text(&link_out[0]["DestinationSecurityGroupId"]).trim(),
+        "!Ref WatchTaskSecurityGroup"
+    );
+    let groups = text(
+        &r["WatchService"]["Properties"]["NetworkConfiguration"]["AwsvpcConfiguration"]
+            ["SecurityGroups"],
+    );
+    assert!(
+        groups.contains("FunctionsSecurityGroup") && groups.contains("SecurityGroupIds"),
+        "{groups}"
+    );
+    assert_eq!(
+        r["WatchService"]["Properties"]["NetworkConfiguration"]["AwsvpcConfiguration"]
+            ["AssignPublicIp"],
+        "DISABLED"
+    );
+    // Every resource of the tier exists only with it.
+    for (name, res) in r.as_mapping().into_iter().flatten() {
+        let name = name.as_str().expect("name");
+        if name.starts_with("Watch")
+            && ![
+                "WatchFunction",
+                "WatchFunctionApiPermission",
+                "WatchLogGroup",
+                "WatchFunctionErrorsAlarm",
+                "WatchFunctionThrottlesAlarm",
+            ]
+            .contains(&name)
+        {
+            assert_eq!(res["Condition"], "FargateWatch", "{name}");
+        }
+    }
+    // The mode files check both tiers for cycles.
+    let modes = std::fs::read_to_string(root().join("deploy/cycle-modes.txt")).expect("modes");
+    assert!(modes.contains("WatchTier=fargate"));
 }
 
 #[test]
@@ -794,7 +950,8 @@ fn etcd_timeout_and_record_cache_fit_the_functions() {
 
 /// The project's own check (scripts/cfn-cycles.py): the SAM translator's
 /// output of template.yaml, conditions resolved for every mode of
-/// deploy/cycle-modes.txt (own etcd of 3 and of 1 member, a given etcd),
+/// deploy/cycle-modes.txt (own etcd of 3 and of 1 member, a given etcd;
+/// the lambda and the Fargate watch tier),
 /// and the nested etcd template as each mode passes it: no dependency
 /// cycle through Ref, GetAtt, Sub or DependsOn.
 #[test]
@@ -809,7 +966,7 @@ fn no_dependency_cycle_in_any_mode() {
     assert!(out.0, "{}", out.1);
     assert!(
         out.1.contains(
-            "no dependency cycle in 6 expanded templates (own-3, own-1, given, given-tls)"
+            "no dependency cycle in 9 expanded templates (own-3, own-1, given, given-tls, own-3-fargate, given-tls-fargate)"
         ),
         "{}",
         out.1

@@ -72,10 +72,11 @@ pub fn watch_batch(out: &PollOutput, store: &str) -> Result<String, StoreError> 
                 ChangeKind::Put => "PUT",
                 ChangeKind::Delete => "DELETE",
             };
+            // The same record reaches every watcher of a change: rendered once.
             Ok(format!(
                 r#"{{"type":"{kind}","revision":"{}","item":{}}}"#,
                 c.revision,
-                item(&c.record)?
+                c.record.rendered(item)?
             ))
         })
         .collect::<Result<Vec<_>, StoreError>>()?;

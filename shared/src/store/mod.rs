@@ -284,6 +284,11 @@ pub trait StateStore: Send + Sync {
     /// Every change of `kind` with revision >= `from_revision`.
     async fn watch(&self, kind: Kind, from_revision: i64) -> StoreResult<WatchStream>;
     async fn current_revision(&self) -> StoreResult<i64>;
+    /// Whether the store has reached `revision`: a cursor's check, which a
+    /// store that follows its changes answers without a read.
+    async fn has_revision(&self, revision: i64) -> StoreResult<bool> {
+        Ok(self.current_revision().await? >= revision)
+    }
     /// The oldest revision still readable (after the last compaction).
     async fn compacted_revision(&self) -> StoreResult<i64>;
     /// Drops history older than `revision`.

@@ -169,6 +169,8 @@ pub struct StoredRecord {
     pub create_revision: i64,
     pub value: Bytes,
     decoded: Arc<OnceLock<StoreResult<RecordMeta>>>,
+    /// Its rendering for watchers, made once for all clones (`rendered`).
+    rendering: Arc<OnceLock<StoreResult<String>>>,
 }
 
 impl PartialEq for StoredRecord {
@@ -206,6 +208,7 @@ impl StoredRecord {
             create_revision,
             value,
             decoded: Arc::default(),
+            rendering: Arc::default(),
         }
     }
 
@@ -216,6 +219,20 @@ impl StoredRecord {
             store_key,
             ..self.clone()
         }
+    }
+
+    /// `render(self)`, made on the first call only and shared by clones: a
+    /// watch window's record goes to every long poll waiting on it, and is
+    /// rendered once for all of them (lists render their own: the record
+    /// cache's weights count no rendering).
+    pub fn rendered(
+        &self,
+        render: impl FnOnce(&StoredRecord) -> StoreResult<String>,
+    ) -> StoreResult<&str> {
+        self.rendering
+            .get_or_init(|| render(self))
+            .as_deref()
+            .map_err(Clone::clone)
     }
 
     /// The decoded value (decoded on the first call only).

@@ -29,7 +29,12 @@ pub struct SharedWatchStore {
     tasks: Arc<Hub>,
     instances: Arc<Hub>,
     services: Arc<Hub>,
+    /// The identity read under way, which requests arriving meanwhile share.
+    identity_read: Mutex<Option<IdentityRead>>,
 }
+
+type IdentityRead =
+    futures::future::Shared<futures::future::BoxFuture<'static, StoreResult<String>>>;
 
 impl SharedWatchStore {
     pub fn new(inner: Arc<dyn StateStore>) -> SharedWatchStore {
@@ -38,6 +43,7 @@ impl SharedWatchStore {
             instances: Hub::new(inner.clone(), Kind::Instance),
             services: Hub::new(inner.clone(), Kind::Service),
             inner,
+            identity_read: Mutex::new(None),
         }
     }
 
@@ -305,8 +311,25 @@ impl StateStore for SharedWatchStore {
     async fn create_meta(&self, name: &str, value: Bytes) -> StoreResult<bool> {
         self.inner.create_meta(name, value).await
     }
+    /// Every long poll checks its cursor's store: a thousand watchers would
+    /// each read the identity. A request joins a read still under way (it
+    /// overlaps the request, as its own read would) and never one that has
+    /// finished, so no answer is older than the request.
     async fn identity(&self) -> StoreResult<String> {
-        self.inner.identity().await
+        use futures::FutureExt;
+        let read = {
+            let mut slot = self.identity_read.lock().unwrap_or_else(|e| e.into_inner());
+            match slot.as_ref() {
+                Some(r) if r.peek().is_none() => r.clone(),
+                _ => {
+                    let inner = self.inner.clone();
+                    let r = async move { inner.identity().await }.boxed().shared();
+                    *slot = Some(r.clone());
+                    r
+                }
+            }
+        };
+        read.await
     }
     async fn snapshot(&self) -> StoreResult<Option<super::SnapshotStream>> {
         self.inner.snapshot().await
@@ -337,6 +360,22 @@ impl StateStore for SharedWatchStore {
     }
     async fn current_revision(&self) -> StoreResult<i64> {
         self.inner.current_revision().await
+    }
+    /// A window that saw `revision` answers: every long poll resuming from
+    /// a cursor checks it, and a thousand of them would otherwise each read
+    /// the store's revision. A cursor past every window is read for.
+    async fn has_revision(&self, revision: i64) -> StoreResult<bool> {
+        let seen = [&self.tasks, &self.instances, &self.services]
+            .iter()
+            .any(|h| {
+                h.lock()
+                    .as_ref()
+                    .is_some_and(|w| w.failed.is_none() && w.progress >= revision)
+            });
+        if seen {
+            return Ok(true);
+        }
+        self.inner.has_revision(revision).await
     }
     async fn compacted_revision(&self) -> StoreResult<i64> {
         self.inner.compacted_revision().await

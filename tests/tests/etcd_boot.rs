@@ -129,16 +129,24 @@ async fn boot_script_installs_a_member_that_serves_mutual_tls() {
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     assert_eq!(refresh(), "", "unchanged: nothing replaced");
+    // The member's secret as the certificate function writes it.
+    let put_member = |certs: &css_certs::Issued| {
+        let value =
+            json!({"ca": certs.ca, "cert": certs.members[0].cert, "key": certs.members[0].key});
+        let (sm, id) = (sm.clone(), member_secret.clone());
+        async move {
+            let out = sm
+                .put_secret_value()
+                .secret_id(id)
+                .secret_string(value.to_string())
+                .send()
+                .await;
+            out.expect("member secret");
+        }
+    };
     let renewed =
         css_certs::issue("boot", &["127.0.0.1".parse().expect("ip")], &[]).expect("certs");
-    let value =
-        json!({"ca": renewed.ca, "cert": renewed.members[0].cert, "key": renewed.members[0].key});
-    sm.put_secret_value()
-        .secret_id(&member_secret)
-        .secret_string(value.to_string())
-        .send()
-        .await
-        .expect("renewed secret");
+    put_member(&renewed).await;
     let said = refresh();
     assert!(
         said.contains("replaced ca.pem member.pem member-key.pem"),
@@ -149,14 +157,7 @@ async fn boot_script_installs_a_member_that_serves_mutual_tls() {
     let key = std::fs::metadata(root.join("etc/etcd/pki/member-key.pem")).expect("key");
     assert_eq!(key.permissions().mode() & 0o777, 0o600, "still private");
     // Back to the first issue, which the client secret's CA signed.
-    let first =
-        json!({"ca": issued.ca, "cert": issued.members[0].cert, "key": issued.members[0].key});
-    sm.put_secret_value()
-        .secret_id(&member_secret)
-        .secret_string(first.to_string())
-        .send()
-        .await
-        .expect("secret");
+    put_member(&issued).await;
     assert!(refresh().contains("replaced"));
 
     // etcd runs from what the script wrote; the service reaches it with the

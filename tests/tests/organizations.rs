@@ -351,6 +351,7 @@ async fn one_store_for_every_member_account_and_region() {
     assert_eq!(instances, all_instances);
     // Status, per account and Region.
     let status = css::status::status(store.as_ref()).await;
+    css_tests::openapi::OpenApi::load().check("Status", &status);
     let accounts = status["accounts"].as_array().expect("accounts");
     assert_eq!(accounts.len(), 7, "{accounts:?}");
     for s in accounts {

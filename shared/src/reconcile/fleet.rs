@@ -15,7 +15,7 @@ use super::{Reconciler, RunError, Summary};
 use crate::ecs::members::Members;
 use crate::ecs::RunScope;
 use crate::model::Kind;
-use crate::store::{ClusterScope, ListRequest, StateStore};
+use crate::store::{ClusterScope, StateStore};
 
 /// One member's pass in a run.
 #[derive(Debug, Clone, Serialize)]
@@ -131,30 +131,15 @@ async fn purge_former(
     read: &[RunScope],
 ) -> Result<usize, crate::store::StoreError> {
     let mut deleted = 0;
-    for kind in [Kind::Task, Kind::Instance, Kind::Service] {
-        let mut req = ListRequest {
-            kind,
-            cluster: ClusterScope::All,
-            status: None,
-            start_after: None,
-            limit: 1000,
-            revision: None,
-        };
-        loop {
-            let page = store.list_keys(&req).await?;
-            req.revision = Some(page.revision);
-            req.start_after = page.keys.last().map(|k| k.store_key.clone());
-            for k in &page.keys {
-                let c = &k.key.cluster;
-                let kept = read
-                    .iter()
-                    .any(|p| p.account == c.account && p.region == c.region);
-                if !kept && store.delete_if_unchanged(&k.key, k.mod_revision).await? {
-                    deleted += 1;
-                }
-            }
-            if !page.more {
-                break;
+    for kind in Kind::ALL {
+        let (keys, _) = super::snapshot(store, kind, ClusterScope::All, None).await?;
+        for k in keys {
+            let c = &k.key.cluster;
+            let kept = read
+                .iter()
+                .any(|p| p.account == c.account && p.region == c.region);
+            if !kept && store.delete_if_unchanged(&k.key, k.mod_revision).await? {
+                deleted += 1;
             }
         }
     }

@@ -632,30 +632,14 @@ impl Run<'_, '_> {
             c.account == scope.account && c.region == scope.region && !listed.contains(c)
         };
         for kind in Kind::ALL {
-            let mut req = ListRequest {
-                kind,
-                cluster: ClusterScope::All,
-                status: None,
-                start_after: None,
-                limit: 1000,
-                revision: None,
-            };
-            let mut gone = Vec::new();
-            loop {
-                let page = match self.r.store.list_keys(&req).await {
-                    Ok(p) => p,
-                    Err(e) => {
-                        self.sum.error("*", "Snapshot", e);
-                        return;
-                    }
-                };
-                req.revision = Some(page.revision);
-                req.start_after = page.keys.last().map(|k| k.store_key.clone());
-                gone.extend(page.keys.into_iter().filter(|k| vanished(&k.key.cluster)));
-                if !page.more {
-                    break;
+            let gone: Vec<_> = match snapshot(self.r.store, kind, ClusterScope::All, None).await {
+                Ok((keys, _)) => keys,
+                Err(e) => {
+                    self.sum.error("*", "Snapshot", e);
+                    return;
                 }
-            }
+            };
+            let gone = gone.into_iter().filter(|k| vanished(&k.key.cluster));
             for k in gone {
                 let arn = k.key.cluster.arn();
                 self.delete(&k.key, k.mod_revision, &arn).await;

@@ -309,6 +309,17 @@ async fn measure(etcd: &EtcdServer, exe: &Path, watchers: usize, setup: &Setup<'
     let cores = (cpu_seconds(pid) - cpu_before) / elapsed.as_secs_f64();
     let etcd_cores = (cpu_seconds(etcd_pid) - etcd_before) / elapsed.as_secs_f64();
     let client_cores = (cpu_seconds(std::process::id()) - client_before) / elapsed.as_secs_f64();
+    // Late answers still count (a latency, not a loss): wait, up to 30 s,
+    // for every watcher to have seen the last write.
+    let last = acked.keys().max().copied().unwrap_or(0);
+    let caught_up = |s: &Seen| {
+        let s = s.lock().unwrap_or_else(|e| e.into_inner());
+        s.last().is_some_and(|(r, _)| *r >= last)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline && !seen.iter().all(caught_up) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     // Long polls end within their wait (the writes stopped).
     for l in loops {

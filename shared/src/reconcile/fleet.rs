@@ -145,3 +145,118 @@ async fn purge_former(
     }
     Ok(deleted)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::ecs::members::{Accounts, MemberSettings};
+    use crate::ecs::{EcsSource, SourceError};
+    use crate::reconcile::{BudgetSettings, Settings};
+    use crate::testing::{embedded, instance, task, Ecs, ACCOUNT, REGION};
+
+    const THROTTLED: &str = "999999999999";
+
+    /// Members over in-test ECS APIs: one account refuses every call's rate.
+    struct Fleet {
+        settings: MemberSettings,
+        healthy: Arc<Ecs>,
+        throttled: Arc<Ecs>,
+    }
+
+    #[async_trait]
+    impl Members for Fleet {
+        fn settings(&self) -> &MemberSettings {
+            &self.settings
+        }
+        async fn accounts(&self) -> Result<Vec<String>, SourceError> {
+            Ok(vec![THROTTLED.into()])
+        }
+        async fn source(&self, _: &RunScope, member: &RunScope) -> Arc<dyn EcsSource> {
+            match member.account.as_str() {
+                THROTTLED => self.throttled.clone(),
+                _ => self.healthy.clone(),
+            }
+        }
+    }
+
+    /// A member ECS throttles is reported, and the others' passes finish
+    /// with their own budgets untouched (no throttle, the configured rate).
+    #[tokio::test]
+    async fn a_throttled_member_neither_stops_nor_slows_the_others() {
+        let store = embedded();
+        let fleet = Fleet {
+            settings: MemberSettings {
+                accounts: Accounts::Listed(vec![THROTTLED.into()]),
+                regions: vec![REGION.into(), "eu-west-3".into()],
+                role_name: "css-member-read".into(),
+                ..MemberSettings::default()
+            },
+            healthy: Arc::new(Ecs::default().with(
+                "web",
+                vec![task("web", "t1", "RUNNING", 1)],
+                vec![instance("web", "i1", "ACTIVE", 1)],
+            )),
+            throttled: Arc::new(Ecs {
+                throttling: true,
+                ..Ecs::default()
+            }),
+        };
+        let home_ecs = Ecs::default();
+        let rate = 1000.0;
+        let home = Reconciler {
+            store: store.as_ref(),
+            source: &home_ecs,
+            scope: RunScope {
+                account: ACCOUNT.into(),
+                region: REGION.into(),
+            },
+            retention: std::time::Duration::from_secs(3600),
+            settings: Settings {
+                budget: BudgetSettings {
+                    calls_per_second: rate,
+                    burst: rate,
+                },
+                ..Settings::default()
+            },
+        };
+        let sum = run_with_members(&home, &fleet, None).await;
+        assert_eq!(
+            sum.members.len(),
+            3,
+            "(home account, eu-west-3) and the throttled account's two"
+        );
+        for m in &sum.members {
+            let s = &m.summary;
+            if m.account == THROTTLED {
+                assert!(!s.pass.complete);
+                assert!(s.calls.throttles >= 1, "{:?}", s.calls);
+                assert!(s.calls.rate < rate, "its own rate halved: {}", s.calls.rate);
+                assert_eq!(s.errors.len(), 1, "{:?}", s.errors);
+            } else {
+                assert!(s.pass.complete, "{}/{}", m.account, m.region);
+                assert_eq!(s.calls.throttles, 0);
+                assert_eq!(s.calls.rate, rate, "untouched by the other's throttles");
+                assert!(s.errors.is_empty(), "{:?}", s.errors);
+                assert_eq!(s.total.inserted, 2, "the task and the instance");
+            }
+        }
+        // The run reports the throttled member's two Regions, and only them.
+        assert_eq!(sum.errors.len(), 2, "{:?}", sum.errors);
+        for e in &sum.errors {
+            assert!(e.cluster.starts_with(THROTTLED), "{e}");
+            assert_eq!(e.operation, "ListClusters");
+        }
+        // No member list, no purge configured: nothing purged.
+        assert_eq!(sum.purged, None);
+        // Their places are kept apart: the throttled member's pass is under way.
+        let ns = namespace(&RunScope {
+            account: THROTTLED.into(),
+            region: REGION.into(),
+        });
+        assert!(ns.starts_with("members/999999999999/"));
+    }
+}

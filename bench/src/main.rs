@@ -91,6 +91,11 @@ enum What {
         /// Another css-server binary to measure in the same run (a baseline).
         #[arg(long)]
         against: Option<std::path::PathBuf>,
+        /// The CPUs the server may use (a `taskset -c` list, e.g. `0`): with
+        /// css-bench itself under `taskset -c 1`, the server has a core of
+        /// its own, as on a host of its own.
+        #[arg(long)]
+        server_cpus: Option<String>,
     },
     /// The store on 3 members with mutual TLS vs 1 plaintext member: ingest,
     /// filtered list, and a leader kill under a writer.
@@ -190,7 +195,8 @@ async fn main() {
             rate,
             secs,
             against,
-        } => watchers::run(&etcd, &sizes, rate, secs, against).await,
+            server_cpus,
+        } => watchers::run(&etcd, &sizes, rate, secs, against, server_cpus).await,
         What::Lambda => lambda::run(&etcd, cli.runs).await,
         What::Cluster => cluster::run(cli.runs).await,
         What::Memory => memory::run(&etcd, cli.runs).await,

@@ -82,7 +82,11 @@ async fn handler_run(
             .map(|ev| {
                 let (store, scope) = (store.clone(), &scope);
                 async move {
-                    let d = Describer { ecs, scope };
+                    let d = Describer {
+                        ecs,
+                        scope,
+                        members: None,
+                    };
                     let resp = handle_sqs_with(store.as_ref(), Some(d), ev)
                         .await
                         .expect("handler");

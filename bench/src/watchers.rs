@@ -33,10 +33,49 @@ struct Event {
     revision: String,
 }
 
+/// A watcher's connection: one HTTP/1 connection of its own, kept alive,
+/// without a client pool, so the watchers' own CPU (on the same two cores
+/// as the server) stays small beside the server's.
+struct Conn {
+    send: hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    host: String,
+}
+
+type ConnError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Conn {
+    async fn open(addr: &str) -> Result<Conn, ConnError> {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let (send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+        tokio::spawn(conn);
+        Ok(Conn {
+            send,
+            host: addr.to_string(),
+        })
+    }
+
+    async fn get(&mut self, path: &str) -> Result<Answer, ConnError> {
+        use http_body_util::BodyExt;
+        let req = hyper::Request::get(path)
+            .header(hyper::header::HOST, &self.host)
+            .body(http_body_util::Empty::new())?;
+        let resp =
+            tokio::time::timeout(Duration::from_secs(30), self.send.send_request(req)).await??;
+        if !resp.status().is_success() {
+            return Err(format!("status {}", resp.status()).into());
+        }
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok(serde_json::from_slice(&body)?)
+    }
+}
+
 /// The server under test, a process of its own (its RSS is the figure).
 struct Server {
     child: Child,
     base: String,
+    addr: String,
 }
 
 impl Drop for Server {
@@ -57,9 +96,17 @@ fn this_build() -> PathBuf {
         })
 }
 
-fn start_server(etcd: &EtcdServer, exe: &Path) -> Server {
+fn start_server(etcd: &EtcdServer, exe: &Path, cpus: Option<&str>) -> Server {
     let port = css_tests::etcd::free_port();
-    let child = Command::new(exe)
+    let mut cmd = match cpus {
+        Some(cpus) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", cpus]).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
+    let child = cmd
         .env("CSS_BIND", format!("127.0.0.1:{port}"))
         .env("CSS_ETCD_ENDPOINTS", etcd.endpoint())
         .env("CSS_COMPACTION_INTERVAL", "0s")
@@ -71,6 +118,7 @@ fn start_server(etcd: &EtcdServer, exe: &Path) -> Server {
     Server {
         child,
         base: format!("http://127.0.0.1:{port}"),
+        addr: format!("127.0.0.1:{port}"),
     }
 }
 
@@ -115,14 +163,18 @@ struct Figures {
 /// One watcher's deliveries: (revision, when its answer arrived).
 type Seen = Arc<Mutex<Vec<(i64, Instant)>>>;
 
-async fn measure(etcd: &EtcdServer, exe: &Path, watchers: usize, rate: u64, secs: u64) -> Figures {
-    let server = start_server(etcd, exe);
+/// How one size is measured.
+struct Setup<'a> {
+    rate: u64,
+    secs: u64,
+    server_cpus: Option<&'a str>,
+}
+
+async fn measure(etcd: &EtcdServer, exe: &Path, watchers: usize, setup: &Setup<'_>) -> Figures {
+    let (rate, secs) = (setup.rate, setup.secs);
+    let server = start_server(etcd, exe, setup.server_cpus);
     let store = etcd.store("/ecs-css/v1/").await;
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(watchers)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client");
+    let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while http
         .get(format!("{}/v1/ping", server.base))
@@ -138,30 +190,46 @@ async fn measure(etcd: &EtcdServer, exe: &Path, watchers: usize, rate: u64, secs
     let stop = Arc::new(AtomicBool::new(false));
     let answers = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    let ready = Arc::new(AtomicU64::new(0));
     let mut seen: Vec<Seen> = Vec::new();
     let mut loops = Vec::new();
     for _ in 0..watchers {
         let s: Seen = Arc::default();
         seen.push(s.clone());
-        let (http, base) = (http.clone(), server.base.clone());
+        let base = server.addr.clone();
         let (stop, answers, errors) = (stop.clone(), answers.clone(), errors.clone());
+        let ready = ready.clone();
         loops.push(tokio::spawn(async move {
             let mut since = start;
+            let mut conn: Option<Conn> = None;
+            // The first poll answers at once: the watcher is connected.
+            let mut wait = 0;
             while !stop.load(Ordering::Relaxed) {
-                let url = format!("{base}/v1/stream/tasks?cluster=watchers&since={since}&wait=20");
-                let got = match http.get(url).send().await {
-                    Ok(r) => r.json::<Answer>().await,
-                    Err(e) => Err(e),
+                let path = format!("/v1/stream/tasks?cluster=watchers&since={since}&wait={wait}");
+                let got = match conn.as_mut() {
+                    Some(c) => c.get(&path).await,
+                    None => match Conn::open(&base).await {
+                        Ok(c) => {
+                            conn = Some(c);
+                            continue;
+                        }
+                        Err(e) => Err(e),
+                    },
                 };
                 let v = match got {
                     Ok(v) => v,
                     Err(_) => {
+                        conn = None;
                         errors.fetch_add(1, Ordering::Relaxed);
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 };
                 let now = Instant::now();
+                if wait == 0 {
+                    wait = 20;
+                    ready.fetch_add(1, Ordering::Relaxed);
+                }
                 answers.fetch_add(1, Ordering::Relaxed);
                 let mut s = s.lock().unwrap_or_else(|e| e.into_inner());
                 for ev in &v.events {
@@ -173,8 +241,13 @@ async fn measure(etcd: &EtcdServer, exe: &Path, watchers: usize, rate: u64, secs
             }
         }));
     }
-    // Every watcher waiting before the first write.
-    tokio::time::sleep(Duration::from_millis(500 + watchers as u64 / 5)).await;
+    // Every watcher connected and waiting before the first write.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while ready.load(Ordering::Relaxed) < watchers as u64 {
+        assert!(Instant::now() < deadline, "watchers never all connected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let answers_before = answers.load(Ordering::Relaxed);
 
     // The writer: `rate` changes a second, acknowledged times by revision.
@@ -221,6 +294,11 @@ async fn measure(etcd: &EtcdServer, exe: &Path, watchers: usize, rate: u64, secs
             Ok(UpsertOutcome::Inserted { revision } | UpsertOutcome::Updated { revision }) => {
                 acked.insert(revision, Instant::now());
             }
+            // The client sent the write again (its answer was late) and
+            // found it applied: acknowledged now.
+            Ok(UpsertOutcome::Unchanged { mod_revision }) => {
+                acked.insert(mod_revision, Instant::now());
+            }
             other => panic!("write: {other:?}"),
         }
     }
@@ -231,6 +309,17 @@ async fn measure(etcd: &EtcdServer, exe: &Path, watchers: usize, rate: u64, secs
     let cores = (cpu_seconds(pid) - cpu_before) / elapsed.as_secs_f64();
     let etcd_cores = (cpu_seconds(etcd_pid) - etcd_before) / elapsed.as_secs_f64();
     let client_cores = (cpu_seconds(std::process::id()) - client_before) / elapsed.as_secs_f64();
+    // Late answers still count (a latency, not a loss): wait, up to 30 s,
+    // for every watcher to have seen the last write.
+    let last = acked.keys().max().copied().unwrap_or(0);
+    let caught_up = |s: &Seen| {
+        let s = s.lock().unwrap_or_else(|e| e.into_inner());
+        s.last().is_some_and(|(r, _)| *r >= last)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline && !seen.iter().all(caught_up) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     // Long polls end within their wait (the writes stopped).
     for l in loops {
@@ -299,23 +388,34 @@ pub async fn run(
     rate: u64,
     secs: u64,
     against: Option<PathBuf>,
+    server_cpus: Option<String>,
 ) {
+    let setup = Setup {
+        rate,
+        secs,
+        server_cpus: server_cpus.as_deref(),
+    };
     println!("# Watchers: one server-mode process, N long-poll watchers, {rate} writes/s");
     println!();
     println!(
         "css-server (release) on a local etcd; each watcher loops on one filtered stream\n\
-         (cluster=watchers, wait=20) from the same revision; writes go to etcd {rate}/s for {secs} s.\n\
-         Latency: write acknowledged -> the answer carrying it received, every (watcher, write).\n"
+         (cluster=watchers, wait=20) on an HTTP/1 connection of its own, from the same revision,\n\
+         every watcher connected before the first write; writes go to etcd {rate}/s for {secs} s.\n\
+         Latency: write acknowledged -> the answer carrying it received, every (watcher, write).\n\
+         Server CPUs: {}.\n",
+        server_cpus
+            .as_deref()
+            .unwrap_or("shared with etcd and the watchers")
     );
     println!("| watchers | server | p50 ms | p99 ms | max ms | answers/s | CPU cores: server / etcd / watchers | RSS idle MiB | RSS peak MiB | KiB per watcher | saw every write | errors |");
     println!("|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|");
     let this = this_build();
     let mut ratios = Vec::new();
     for &n in sizes {
-        let f = measure(etcd, &this, n, rate, secs).await;
+        let f = measure(etcd, &this, n, &setup).await;
         row("this build", &f);
         if let Some(base) = &against {
-            let b = measure(etcd, base, n, rate, secs).await;
+            let b = measure(etcd, base, n, &setup).await;
             row("baseline", &b);
             ratios.push((n, b.p50 / f.p50, b.p99 / f.p99));
         }

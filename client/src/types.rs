@@ -265,6 +265,14 @@ pub struct Filters {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollout_state: Option<String>,
+    /// Of this account (12 digits).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// Of this Region (e.g. eu-west-1).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 impl Filters {
@@ -281,6 +289,8 @@ impl Filters {
             ("service", &self.service),
             ("schedulingStrategy", &self.scheduling_strategy),
             ("rolloutState", &self.rollout_state),
+            ("account", &self.account),
+            ("region", &self.region),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.clone().map(|v| (k, v)))

@@ -736,11 +736,29 @@ async fn cli_services() {
         .collect();
     assert_eq!(lines.len(), 2, "{wide}");
     assert_eq!(&lines[1][..2], ["shop", "old"]);
+    assert_eq!(&lines[0][8..10], ["ACCOUNT", "REGION"], "{wide}");
     assert_eq!(
-        &lines[1][8..12],
-        ["1", "REPLICA", "FARGATE", "old:10"],
+        &lines[1][8..14],
+        [ACCOUNT, "eu-west-1", "1", "REPLICA", "FARGATE", "old:10"],
         "{wide}"
     );
+    // --account and --region: every service is this account's, in eu-west-1.
+    let all = run(&["services", "--no-headers"]).await;
+    assert!(all.lines().count() >= 3, "{all}");
+    let mine = run(&[
+        "services",
+        "--no-headers",
+        "--account",
+        ACCOUNT,
+        "--region",
+        "eu-west-1",
+    ])
+    .await;
+    assert_eq!(mine, all);
+    let none = run(&["services", "--no-headers", "--account", "999999999999"]).await;
+    assert_eq!(none.trim(), "");
+    let none = run(&["services", "--no-headers", "--region", "ap-south-1"]).await;
+    assert_eq!(none.trim(), "");
     let daemons = run(&[
         "services",
         "--scheduling-strategy",
@@ -813,4 +831,87 @@ async fn next_line(
     line.expect("a line within 20 s")
         .expect("stdout")
         .expect("not closed")
+}
+
+/// `--account` and `--region` on tasks and instances, and the ACCOUNT and
+/// REGION columns of `-o wide`, over two accounts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_account_and_region() {
+    let s = TestServer::start(None, &[]).await;
+    let other = "999988887777";
+    write(
+        &s.server,
+        &[
+            task("shop", "a1", "RUNNING", 1),
+            task_event(&task_detail("shop", other, "b1", "RUNNING", 1, true)),
+            task_event(&task_detail("shop", other, "b2", "RUNNING", 1, true)),
+            instance_event(&instance_detail("shop", ACCOUNT, "i-a", "ACTIVE", 1)),
+            instance_event(&instance_detail("shop", other, "i-b", "ACTIVE", 1)),
+        ],
+    )
+    .await;
+    let run = |args: &'static [&'static str]| cssctl_ok(&s.base, args);
+    let ids = |out: String| -> Vec<String> {
+        let mut v: Vec<String> = out
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1).map(String::from))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        ids(run(&["tasks", "--no-headers"]).await),
+        ["a1", "b1", "b2"]
+    );
+    assert_eq!(
+        ids(run(&["tasks", "--no-headers", "--account", ACCOUNT]).await),
+        ["a1"]
+    );
+    assert_eq!(
+        ids(run(&["tasks", "--no-headers", "--account", "999988887777"]).await),
+        ["b1", "b2"]
+    );
+    assert_eq!(
+        ids(run(&["tasks", "--no-headers", "--region", REGION]).await),
+        ["a1", "b1", "b2"]
+    );
+    assert!(ids(run(&["tasks", "--no-headers", "--region", "ap-south-1"]).await).is_empty());
+    assert_eq!(
+        ids(run(&[
+            "instances",
+            "--no-headers",
+            "--account",
+            "999988887777",
+            "--region",
+            REGION
+        ])
+        .await),
+        ["i-b"]
+    );
+    // -o wide: the ARN's account and Region.
+    let wide = run(&["tasks", "-o", "wide", "--account", "999988887777"]).await;
+    let lines: Vec<Vec<&str>> = wide
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(&lines[0][7..9], ["ACCOUNT", "REGION"], "{wide}");
+    assert!(
+        lines[1..].iter().all(|l| l[7] == other && l[8] == REGION),
+        "{wide}"
+    );
+    let wide = run(&["instances", "-o", "wide", "--account", ACCOUNT]).await;
+    let lines: Vec<Vec<&str>> = wide
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(&lines[0][7..9], ["ACCOUNT", "REGION"], "{wide}");
+    assert_eq!(&lines[1][7..9], [ACCOUNT, REGION], "{wide}");
+    // A bad value is the service's 400, naming the parameter (exit code 5).
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cssctl"))
+        .args(["--endpoint", &s.base, "tasks", "--account", "12"])
+        .output()
+        .await
+        .expect("cssctl");
+    assert_eq!(out.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("'account'"));
 }

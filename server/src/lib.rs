@@ -176,6 +176,10 @@ impl Server {
         }
         let mut rx = stopped.clone();
         let http = tokio::spawn(async move {
+            // Answers are small and latency is the point: no Nagle delay.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = rx.wait_for(|s| *s).await;

@@ -43,9 +43,12 @@ pub async fn poll(
     ecs: Option<(Arc<dyn EcsSource>, RunScope)>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // Server mode reads its own account and Region (members: the stack's
+    // css-ingest and css-reconcile).
     let describer = ecs.as_ref().map(|(ecs, scope)| Describer {
         ecs: ecs.as_ref(),
         scope,
+        members: None,
     });
     let mut backoff = Duration::from_millis(500);
     loop {

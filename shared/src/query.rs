@@ -99,7 +99,7 @@ pub async fn list(store: &dyn StateStore, q: &ListQuery) -> Result<ListOutput, Q
         }
     }
     let output = |records, revision, after| output(records, revision, after, filters, &id);
-    let exact = !filters.needs_fields();
+    let exact = !filters.post_filtered();
     let mut req = ListRequest {
         kind: filters.kind,
         cluster: filters.cluster.clone(),

@@ -10,6 +10,7 @@ use tokio::sync::OnceCell;
 use crate::config::{self, ConfigError, StoreArgs};
 use crate::cursor::{CursorStore, DynamoCursorStore, EmbeddedCursorStore};
 use crate::ecs::aws::{caller_account, AwsEcs};
+use crate::ecs::members::AwsMembers;
 use crate::ecs::{EcsSource, RunScope, SourceError};
 use crate::store::{SharedWatchStore, StateStore};
 
@@ -188,6 +189,18 @@ pub async fn build(
         ecs,
         sdk,
     })
+}
+
+/// The member accounts' and Regions' ECS API (`CSS_MEMBER_*`, README
+/// "Organizations"); None when only the home account and Region are read.
+/// `single_attempt`: reconcile's clients (its budget retries).
+pub fn members(
+    sdk: &aws_config::SdkConfig,
+    single_attempt: bool,
+) -> Result<Option<Arc<AwsMembers>>, SetupError> {
+    let settings = config::MemberArgs::from_env()?.settings()?;
+    let wanted = settings.any() || settings.purge_former;
+    Ok(wanted.then(|| Arc::new(AwsMembers::new(settings, sdk.clone(), single_attempt))))
 }
 
 /// A Lambda's start: settings from the environment, JSON logs, metrics as

@@ -16,6 +16,7 @@ use crate::store::StateStore;
 const RECONCILE: &str = "status/reconcile";
 const INGEST: &str = "status/ingest";
 const PASS: &str = "status/reconcile-pass";
+const MEMBERS: &str = "status/members";
 /// Ingest records its last batch at most this often per process (each
 /// record is a store write).
 pub const INGEST_RECORD_INTERVAL: Duration = Duration::from_secs(10);
@@ -40,6 +41,31 @@ pub async fn record_reconcile(store: &dyn StateStore, summary: Value) {
 /// After the run that completed a reconcile pass: the pass's figures.
 pub async fn record_pass(store: &dyn StateStore, pass: Value) {
     put(store, PASS, pass).await;
+}
+
+/// Each member's pass of the last run (`entries`: objects with `account`,
+/// `region` and `pass.complete`), each kept with the time of its last
+/// finished pass, as `GET /v1/status` shows them under `accounts`.
+pub async fn record_members(store: &dyn StateStore, entries: Vec<Value>) {
+    let before = recorded(store, MEMBERS).await;
+    let at = now();
+    let entries: Vec<Value> = entries
+        .into_iter()
+        .map(|mut e| {
+            e["lastRun"] = Value::String(at.clone());
+            e["lastCompletedPass"] = if e["pass"]["complete"] == true {
+                Value::String(at.clone())
+            } else {
+                // Kept from the record before, if that member had one.
+                (before.as_array().into_iter().flatten())
+                    .find(|b| b["account"] == e["account"] && b["region"] == e["region"])
+                    .map(|b| b["lastCompletedPass"].clone())
+                    .unwrap_or(Value::Null)
+            };
+            e
+        })
+        .collect();
+    put(store, MEMBERS, Value::Array(entries)).await;
 }
 
 /// An ingest batch, as status shows it.
@@ -107,6 +133,8 @@ pub async fn status(store: &dyn StateStore) -> Value {
         // Written by the backup itself (crate::backup): the last good one.
         "lastBackup": recorded(store, "backup/last").await,
         "ingest": recorded(store, INGEST).await,
+        // Member accounts and Regions (README "Organizations"), each pass.
+        "accounts": recorded(store, MEMBERS).await,
     })
 }
 

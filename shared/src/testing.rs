@@ -144,6 +144,8 @@ pub struct Ecs {
     /// DescribeServices calls and the names each asked for.
     pub described_services: Mutex<Vec<Vec<String>>>,
     pub failing: Vec<&'static str>,
+    /// Every call refused as ECS refuses a rate (ThrottlingException).
+    pub throttling: bool,
     pub calls: AtomicU64,
     pub mid_run: Mutex<Option<(Arc<EmbeddedStore>, Value)>>,
 }
@@ -163,6 +165,9 @@ impl Ecs {
 
     fn call(&self, operation: &'static str) -> Result<(), SourceError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
+        if self.throttling {
+            return Err(SourceError::throttled(operation, "Rate exceeded"));
+        }
         match self.failing.contains(&operation) {
             true => Err(SourceError::new(operation, "injected")),
             false => Ok(()),

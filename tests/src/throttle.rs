@@ -1,6 +1,9 @@
 //! A proxy in front of a real AWS API server (moto) that refuses every n-th
 //! request as ECS refuses a rate (HTTP 400, `ThrottlingException`), so that
-//! a real SDK client meets throttling; moto itself never throttles.
+//! a real SDK client meets throttling; moto itself never throttles. It can
+//! also refuse STS AssumeRole into one account as STS refuses a role that is
+//! missing or does not trust the caller (403 `AccessDenied`): moto's STS
+//! assumes any role, existing or not.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -27,12 +30,28 @@ struct Proxy {
     throttled: Arc<AtomicU64>,
     forwarded: Arc<AtomicU64>,
     client: reqwest::Client,
+    /// AssumeRole into this account is refused.
+    refused_account: Option<String>,
 }
 
 impl ThrottlingProxy {
     /// Refuses every `every`-th request (1: all of them) to `upstream`.
     pub async fn start(upstream: &str, every: u64) -> ThrottlingProxy {
+        Self::start_with(upstream, every, None).await
+    }
+
+    /// Forwards everything but STS AssumeRole into `account` (refused).
+    pub async fn refusing_roles_in(upstream: &str, account: &str) -> ThrottlingProxy {
+        Self::start_with(upstream, u64::MAX, Some(account.to_string())).await
+    }
+
+    async fn start_with(
+        upstream: &str,
+        every: u64,
+        refused_account: Option<String>,
+    ) -> ThrottlingProxy {
         let proxy = Proxy {
+            refused_account,
             upstream: upstream.trim_end_matches('/').to_string(),
             every: every.max(1),
             seen: Arc::default(),
@@ -71,6 +90,16 @@ async fn forward(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let text = String::from_utf8_lossy(&body);
+    if (p.refused_account.as_deref())
+        .is_some_and(|a| text.contains("Action=AssumeRole") && text.contains(a))
+    {
+        p.throttled.fetch_add(1, Ordering::SeqCst);
+        let body = "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type>\
+            <Code>AccessDenied</Code><Message>User is not authorized to perform: sts:AssumeRole</Message>\
+            </Error><RequestId>refused</RequestId></ErrorResponse>";
+        return (StatusCode::FORBIDDEN, [("content-type", "text/xml")], body).into_response();
+    }
     let n = p.seen.fetch_add(1, Ordering::SeqCst) + 1;
     if n % p.every == 0 {
         p.throttled.fetch_add(1, Ordering::SeqCst);

@@ -550,6 +550,7 @@ async fn server_mode_reconciles_on_its_interval() {
 
 fn setup() -> css::lambda::ReconcileSetup {
     css::lambda::ReconcileSetup {
+        members: None,
         retention: Duration::from_secs(3600),
         settings: css::reconcile::Settings::default(),
         backups: None,

@@ -73,6 +73,7 @@ async fn a_pass_cut_by_deadlines_resumes_and_ends_like_one_uninterrupted_pass() 
     // The scheduled function, its invocations 250 ms long at 20 calls a
     // second and a burst of 2 (about 6 calls each): the pass takes several.
     let setup = ReconcileSetup {
+        members: None,
         retention: Duration::from_secs(3600),
         settings: Settings {
             budget: BudgetSettings {

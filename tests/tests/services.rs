@@ -513,7 +513,11 @@ fn state(v: &Value) -> Value {
 
 async fn ingest(store: &dyn StateStore, ecs: &dyn EcsSource, bodies: &[String]) -> Vec<String> {
     let scope = moto_scope();
-    let d = Describer { ecs, scope: &scope };
+    let d = Describer {
+        ecs,
+        scope: &scope,
+        members: None,
+    };
     let resp = css::lambda::handle_sqs_with(store, Some(d), sqs_event(bodies))
         .await
         .unwrap();

@@ -41,6 +41,7 @@ async fn status_reports_the_store_and_the_last_runs() {
         let event = json!({});
         let arn = "arn:aws:lambda:us-east-1:123456789012:function:css-reconcile";
         let setup = css::lambda::ReconcileSetup {
+            members: None,
             retention: Duration::from_secs(3600),
             settings: css::reconcile::Settings::default(),
             backups: None,

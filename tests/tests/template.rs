@@ -350,6 +350,96 @@ fn every_setting_the_functions_read_is_set() {
     assert!(!global.contains("CSS_CURSOR_TABLE"));
 }
 
+/// The member settings (README "Organizations") reach the two functions
+/// that read other accounts, from the stack's parameters.
+#[test]
+fn member_settings_reach_reconcile_and_ingest() {
+    let t = template();
+    let cmd = css::config::MemberArgs::augment_args(Command::new("css"));
+    let read: BTreeSet<String> = cmd
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(read.len(), 5, "{read:?}");
+    for (function, wanted) in [
+        ("ReconcileFunction", read.clone()),
+        (
+            "IngestFunction",
+            read.iter()
+                .filter(|e| *e != "CSS_PURGE_FORMER_MEMBERS")
+                .cloned()
+                .collect(),
+        ),
+    ] {
+        let vars = &t["Resources"][function]["Properties"]["Environment"]["Variables"];
+        let set: BTreeSet<String> = (vars.as_mapping().into_iter().flatten())
+            .filter_map(|(k, _)| {
+                k.as_str()
+                    .filter(|k| k.starts_with("CSS_MEMBER") || k.starts_with("CSS_PURGE"))
+                    .map(String::from)
+            })
+            .collect();
+        assert_eq!(set, wanted, "{function}");
+    }
+    let vars = &t["Resources"]["ReconcileFunction"]["Properties"]["Environment"]["Variables"];
+    for (var, param) in [
+        ("CSS_MEMBER_ACCOUNTS", "MemberAccounts"),
+        ("CSS_MEMBER_REGIONS", "MemberRegions"),
+        ("CSS_MEMBER_ROLE_NAME", "MemberRoleName"),
+        ("CSS_MEMBER_EXTERNAL_ID", "MemberExternalId"),
+        ("CSS_PURGE_FORMER_MEMBERS", "PurgeFormerMembers"),
+    ] {
+        assert_eq!(text(&vars[var]).trim(), format!("!Ref {param}"));
+    }
+    // Every value the parameters allow is one the code reads.
+    let p = &t["Parameters"];
+    for accounts in [
+        "",
+        "ORGANIZATION",
+        "111111111111",
+        "111111111111,222222222222",
+    ] {
+        assert!(
+            css::ecs::members::Accounts::parse(accounts).is_ok(),
+            "{accounts}"
+        );
+    }
+    let regions = regex::Regex::new(
+        p["MemberRegions"]["AllowedPattern"]
+            .as_str()
+            .expect("pattern"),
+    )
+    .expect("regex");
+    for r in [
+        "",
+        "eu-west-1",
+        "us-east-1,eu-west-1",
+        "us-gov-west-1,ap-southeast-2",
+    ] {
+        assert!(regions.is_match(r), "{r}");
+        assert!(css::ecs::members::parse_regions(r).is_ok(), "{r}");
+    }
+    for bad in ["eu-west", "eu-west-1,", "EU-WEST-1"] {
+        assert!(!regions.is_match(bad), "{bad}");
+    }
+    for purge in ["false", "true"] {
+        assert!(p["PurgeFormerMembers"]["AllowedValues"]
+            .as_sequence()
+            .expect("values")
+            .iter()
+            .any(|v| v == purge));
+        let args = css::config::MemberArgs::augment_args(Command::new("css"))
+            .try_get_matches_from(["css", "--purge-former-members", purge])
+            .expect("a value the template allows");
+        assert_eq!(
+            args.get_one::<bool>("purge_former_members"),
+            Some(&(purge == "true"))
+        );
+    }
+    assert_eq!(p["MemberRoleName"]["Default"], "css-member-read");
+}
+
 /// The cursor table carries the owner index the quota counts through, and
 /// the watch function may query it.
 #[test]
@@ -966,8 +1056,20 @@ fn no_dependency_cycle_in_any_mode() {
     assert!(out.0, "{}", out.1);
     assert!(
         out.1.contains(
-            "no dependency cycle in 9 expanded templates (own-3, own-1, given, given-tls, own-3-fargate, given-tls-fargate)"
+            "no dependency cycle in 12 expanded templates (own-3, own-1, given, given-tls, own-3-fargate, given-tls-fargate, own-3-members, given-organization)"
         ),
+        "{}",
+        out.1
+    );
+    let out = cycles(&[
+        "deploy/member/template.yaml",
+        "--modes",
+        "deploy/member/cycle-modes.txt",
+    ]);
+    assert!(out.0, "{}", out.1);
+    assert!(
+        out.1
+            .contains("no dependency cycle in 2 expanded templates (role-region, other-region)"),
         "{}",
         out.1
     );
@@ -1231,9 +1333,10 @@ fn grants(t: &Value, function: &str, action: &str) -> Vec<Value> {
 }
 
 #[test]
-fn services_are_read_only_in_the_stacks_account_and_region() {
+fn services_are_read_only_in_the_stacks_account_and_members_through_their_role() {
     let t = template();
-    let own_services = "arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:service/*";
+    // Any Region of the stack's own account (MemberRegions may name others).
+    let own_services = "arn:${AWS::Partition}:ecs:*:${AWS::AccountId}:service/*";
     for function in ["IngestFunction", "ReconcileFunction"] {
         let g = grants(&t, function, "ecs:DescribeServices");
         assert_eq!(g.len(), 1, "{function}: {g:?}");
@@ -1242,17 +1345,275 @@ fn services_are_read_only_in_the_stacks_account_and_region() {
             format!("!Sub {own_services}"),
             "{function}"
         );
+        // Other accounts only through their read role, and only with members.
+        let assume = member_grants(&t, function, "sts:AssumeRole");
+        assert_eq!(assume.len(), 1, "{function}: {assume:?}");
+        assert_eq!(
+            text(&assume[0]["Resource"]).trim(),
+            "!Sub arn:${AWS::Partition}:iam::*:role/${MemberRoleName}"
+        );
     }
     let list = grants(&t, "ReconcileFunction", "ecs:ListServices");
     assert_eq!(list.len(), 1);
     assert_eq!(
         text(&list[0]["Condition"]["ArnLike"]["ecs:cluster"]).trim(),
-        "!Sub arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:cluster/*"
+        "!Sub arn:${AWS::Partition}:ecs:*:${AWS::AccountId}:cluster/*"
     );
     assert!(grants(&t, "IngestFunction", "ecs:ListServices").is_empty());
+    assert_eq!(
+        member_grants(&t, "ReconcileFunction", "organizations:ListAccounts").len(),
+        1
+    );
+    assert!(member_grants(&t, "IngestFunction", "organizations:ListAccounts").is_empty());
     for function in ["ApiFunction", "WatchFunction"] {
         assert!(grants(&t, function, "ecs:DescribeServices").is_empty());
+        assert!(member_grants(&t, function, "sts:AssumeRole").is_empty());
     }
+}
+
+/// The condition and branches of an `!If`.
+fn if_branches(v: &Value) -> Option<&Vec<Value>> {
+    match v {
+        Value::Tagged(t) if t.tag == "If" => t.value.as_sequence(),
+        _ => None,
+    }
+}
+
+/// Statements granted only under a condition (`!If [C, statement, NoValue]`).
+fn member_grants(t: &Value, function: &str, action: &str) -> Vec<Value> {
+    statements(t, function)
+        .into_iter()
+        .filter_map(|s| {
+            let when = if_branches(&s)?;
+            assert_eq!(text(&when[2]).trim(), "!Ref AWS::NoValue", "{function}");
+            let granted = &when[1];
+            (granted["Action"] == action).then(|| granted.clone())
+        })
+        .collect()
+}
+
+/// Every kind of ECS event the ingest reads reaches the queue, from this
+/// account and (with members) from the central bus.
+#[test]
+fn every_ecs_event_the_ingest_reads_is_routed_to_the_queue() {
+    let t = template();
+    let read = [
+        css::events::TASK_STATE_CHANGE,
+        css::events::INSTANCE_STATE_CHANGE,
+        css::events::SERVICE_ACTION,
+        css::events::DEPLOYMENT_STATE_CHANGE,
+    ];
+    for rule in ["EcsEventsRule", "MemberEventsRule"] {
+        let p = &t["Resources"][rule]["Properties"];
+        let types: Vec<&str> = (p["EventPattern"]["detail-type"].as_sequence())
+            .expect("detail-type")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(types, read, "{rule}");
+        assert_eq!(p["EventPattern"]["source"][0], "aws.ecs");
+        assert_eq!(
+            text(&p["Targets"][0]["Arn"]).trim(),
+            "!GetAtt EventsQueue.Arn",
+            "{rule}"
+        );
+    }
+    // The member template forwards the same events.
+    let m = load("deploy/member/template.yaml");
+    let forwarded = &m["Resources"]["ForwardEcsEvents"]["Properties"]["EventPattern"];
+    assert_eq!(
+        forwarded,
+        &t["Resources"]["EcsEventsRule"]["Properties"]["EventPattern"]
+    );
+    // The queue and the rules' dead-letter queue admit both rules.
+    for policy in ["EventsQueuePolicy", "RuleDeadLetterQueuePolicy"] {
+        let arns = text(
+            &t["Resources"][policy]["Properties"]["PolicyDocument"]["Statement"][0]["Condition"]
+                ["ArnEquals"]["aws:SourceArn"],
+        );
+        assert!(
+            arns.contains("!GetAtt EcsEventsRule.Arn"),
+            "{policy}: {arns}"
+        );
+        assert!(
+            arns.contains("HasMembers") && arns.contains("!GetAtt MemberEventsRule.Arn"),
+            "{policy}: {arns}"
+        );
+    }
+}
+
+/// The central bus admits the organization (aws:PrincipalOrgID) or the
+/// listed accounts, nobody else; ORGANIZATION needs the organization's id.
+#[test]
+fn the_central_bus_admits_only_the_organization_or_the_listed_accounts() {
+    let t = template();
+    let r = &t["Resources"];
+    for name in [
+        "CentralEventBus",
+        "CentralEventBusPolicy",
+        "MemberEventsRule",
+    ] {
+        assert_eq!(r[name]["Condition"], "HasMembers", "{name}");
+    }
+    let p = &r["CentralEventBusPolicy"]["Properties"];
+    assert_eq!(text(&p["EventBusName"]).trim(), "!Ref CentralEventBus");
+    let choice = if_branches(&p["Statement"]).expect("Statement: !If");
+    assert_eq!(choice[0], "BusAdmitsOrganization");
+    let (org, listed) = (&choice[1], &choice[2]);
+    for s in [org, listed] {
+        assert_eq!(s["Effect"], "Allow");
+        assert_eq!(s["Action"], "events:PutEvents");
+        assert_eq!(text(&s["Resource"]).trim(), "!GetAtt CentralEventBus.Arn");
+    }
+    assert_eq!(org["Principal"], "*");
+    assert_eq!(
+        text(&org["Condition"]["StringEquals"]["aws:PrincipalOrgID"]).trim(),
+        "!Ref OrganizationId"
+    );
+    assert!(listed.get("Condition").is_none());
+    assert_eq!(
+        text(&listed["Principal"]["AWS"]).trim().replace('\n', " "),
+        "!Split - ',' - !Ref MemberAccounts"
+    );
+    let c = &t["Conditions"];
+    assert!(text(&c["BusAdmitsOrganization"]).contains("OrganizationId"));
+    let rule = &t["Rules"]["OrganizationMembersNeedTheOrganization"];
+    assert!(text(rule).contains("ORGANIZATION") && text(rule).contains("OrganizationId"));
+    let p = &t["Parameters"];
+    let accounts = p["MemberAccounts"]["AllowedPattern"]
+        .as_str()
+        .expect("pattern");
+    let accounts = regex::Regex::new(accounts).expect("regex");
+    for ok in [
+        "",
+        "ORGANIZATION",
+        "111111111111",
+        "111111111111,222222222222",
+    ] {
+        assert!(accounts.is_match(ok), "{ok}");
+    }
+    for bad in [
+        "1111",
+        "organization",
+        "111111111111,",
+        "111111111111 222222222222",
+    ] {
+        assert!(!accounts.is_match(bad), "{bad}");
+    }
+}
+
+/// The member template: a read role with ecs:List*/Describe* only, which
+/// only the central stack's reconcile and ingest roles may assume (and, when
+/// set, with the external id); a forwarding role that may only put events
+/// on the central bus; both created in one Region per account.
+#[test]
+fn the_member_role_is_read_only_and_trusts_only_the_central_roles() {
+    let m = load("deploy/member/template.yaml");
+    let r = &m["Resources"];
+    let role = &r["ReadRole"];
+    assert_eq!(role["Condition"], "CreatesRoles");
+    assert_eq!(r["ForwardRole"]["Condition"], "CreatesRoles");
+    assert!(r["ForwardEcsEvents"].get("Condition").is_none());
+    let trust = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+        .as_sequence()
+        .expect("trust");
+    assert_eq!(trust.len(), 1);
+    assert_eq!(trust[0]["Effect"], "Allow");
+    assert_eq!(trust[0]["Action"], "sts:AssumeRole");
+    assert_eq!(
+        text(&trust[0]["Principal"]["AWS"]).trim(),
+        "!Ref CentralRoleArns"
+    );
+    assert_eq!(
+        trust[0]["Principal"].as_mapping().map(|p| p.len()),
+        Some(1),
+        "no other principal"
+    );
+    let cond = text(&trust[0]["Condition"]);
+    assert!(cond.contains("HasExternalId") && cond.contains("sts:ExternalId"));
+    let mut actions = Vec::new();
+    for p in role["Properties"]["Policies"]
+        .as_sequence()
+        .expect("policies")
+    {
+        for s in p["PolicyDocument"]["Statement"]
+            .as_sequence()
+            .expect("statements")
+        {
+            assert_eq!(s["Effect"], "Allow");
+            for a in s["Action"].as_sequence().expect("actions") {
+                actions.push(a.as_str().expect("action").to_string());
+            }
+            if s["Sid"] == "DescribeEcs" {
+                for res in s["Resource"].as_sequence().expect("resources") {
+                    assert!(text(res).contains(":${AWS::AccountId}:"), "{res:?}");
+                }
+            }
+        }
+    }
+    actions.sort();
+    assert_eq!(
+        actions,
+        [
+            "ecs:DescribeContainerInstances",
+            "ecs:DescribeServices",
+            "ecs:DescribeTasks",
+            "ecs:ListClusters",
+            "ecs:ListContainerInstances",
+            "ecs:ListServices",
+            "ecs:ListTasks",
+        ]
+    );
+    // Every call the central stack makes through it is granted.
+    let calls = actions_of_source();
+    for call in &calls {
+        assert!(actions.contains(call), "{call} is made but not granted");
+    }
+    let fwd = &r["ForwardRole"]["Properties"];
+    assert_eq!(
+        fwd["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["Service"],
+        "events.amazonaws.com"
+    );
+    let put = &fwd["Policies"][0]["PolicyDocument"]["Statement"];
+    assert_eq!(put.as_sequence().map(Vec::len), Some(1));
+    assert_eq!(put[0]["Action"], "events:PutEvents");
+    assert_eq!(text(&put[0]["Resource"]).trim(), "!Ref CentralEventBusArn");
+    // The central stack tells the members whom to trust and where to send.
+    let t = template();
+    let out = text(&t["Outputs"]["MemberTrustedRoleArns"]["Value"]);
+    assert!(out.contains("ReconcileFunctionRole.Arn") && out.contains("IngestFunctionRole.Arn"));
+    assert_eq!(
+        text(&t["Outputs"]["CentralEventBusArn"]["Value"]).trim(),
+        "!GetAtt CentralEventBus.Arn"
+    );
+    assert_eq!(
+        m["Parameters"]["RoleName"]["Default"],
+        t["Parameters"]["MemberRoleName"]["Default"]
+    );
+}
+
+/// The ECS operations `EcsSource` makes (what a member's role must allow).
+fn actions_of_source() -> Vec<String> {
+    let src = std::fs::read_to_string(root().join("shared/src/ecs/aws.rs")).expect("aws.rs");
+    let mut out = BTreeSet::new();
+    for (call, action) in [
+        (".list_clusters()", "ecs:ListClusters"),
+        (".list_container_instances()", "ecs:ListContainerInstances"),
+        (
+            ".describe_container_instances()",
+            "ecs:DescribeContainerInstances",
+        ),
+        (".list_tasks()", "ecs:ListTasks"),
+        (".describe_tasks()", "ecs:DescribeTasks"),
+        (".list_services()", "ecs:ListServices"),
+        (".describe_services()", "ecs:DescribeServices"),
+    ] {
+        if src.contains(call) {
+            out.insert(action.to_string());
+        }
+    }
+    assert_eq!(out.len(), 7, "the calls of ecs/aws.rs moved: {out:?}");
+    out.into_iter().collect()
 }
 
 /// Every metric-math alarm fills its inputs: an input with no datapoint in

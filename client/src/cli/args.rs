@@ -170,9 +170,9 @@ pub(super) fn foreign_flag(cli: &Cli) -> Option<(&'static str, &'static str, &'s
         ),
     ];
     let (i, name, takes) = match kind {
-        ResourceArg::Tasks => (0, "tasks", "--cluster, --status, --desired-status, --started-by, --group, --launch-type, --container-instance and --service"),
-        ResourceArg::Instances => (1, "container instances", "--cluster and --status"),
-        ResourceArg::Services => (2, "services", "--cluster, --status, --launch-type, --scheduling-strategy and --rollout-state"),
+        ResourceArg::Tasks => (0, "tasks", "--cluster, --status, --desired-status, --started-by, --group, --launch-type, --container-instance, --service, --account and --region"),
+        ResourceArg::Instances => (1, "container instances", "--cluster, --status, --account and --region"),
+        ResourceArg::Services => (2, "services", "--cluster, --status, --launch-type, --scheduling-strategy, --rollout-state, --account and --region"),
     };
     (flags.into_iter())
         .find(|(_, given, taken)| *given && !taken[i])

@@ -23,6 +23,17 @@ fn task_definition(arn: Option<&str>) -> String {
     })
 }
 
+/// The account and Region of an ARN (`arn:aws:ecs:REGION:ACCOUNT:...`).
+fn place(arn: &str) -> [String; 2] {
+    let f: Vec<&str> = arn.split(':').collect();
+    let at = |i: usize| {
+        f.get(i)
+            .filter(|v| !v.is_empty())
+            .map_or("-".to_string(), |v| v.to_string())
+    };
+    [at(4), at(3)]
+}
+
 fn opt(s: &Option<String>) -> String {
     s.clone().unwrap_or_else(|| "-".into())
 }
@@ -47,7 +58,13 @@ impl Row for Task {
             "CLUSTER", "TASK", "LAST", "DESIRED", "GROUP", "LAUNCH", "AGE",
         ];
         if wide {
-            h.extend(["TASK DEFINITION", "INSTANCE", "VERSION"]);
+            h.extend([
+                "ACCOUNT",
+                "REGION",
+                "TASK DEFINITION",
+                "INSTANCE",
+                "VERSION",
+            ]);
         }
         h
     }
@@ -63,6 +80,7 @@ impl Row for Task {
             age(t.created_at.as_deref(), now),
         ];
         if wide {
+            r.extend(place(&t.task_arn));
             r.push(task_definition(t.task_definition_arn.as_deref()));
             r.push(
                 t.container_instance_arn
@@ -81,7 +99,7 @@ impl Row for ContainerInstance {
             "CLUSTER", "INSTANCE", "STATUS", "RUNNING", "PENDING", "AGENT", "AGE",
         ];
         if wide {
-            h.extend(["EC2 INSTANCE", "VERSION"]);
+            h.extend(["ACCOUNT", "REGION", "EC2 INSTANCE", "VERSION"]);
         }
         h
     }
@@ -101,6 +119,7 @@ impl Row for ContainerInstance {
             age(i.registered_at.as_deref(), now),
         ];
         if wide {
+            r.extend(place(&i.container_instance_arn));
             r.push(opt(&i.ec2_instance_id));
             r.push(item.metadata.entity_version.clone());
         }
@@ -119,6 +138,8 @@ impl Row for Service {
         ];
         if wide {
             h.extend([
+                "ACCOUNT",
+                "REGION",
                 "DEPLOYMENTS",
                 "STRATEGY",
                 "LAUNCH",
@@ -152,6 +173,7 @@ impl Row for Service {
             age(created, now),
         ];
         if wide {
+            r.extend(place(&s.service_arn));
             r.push(s.deployments.len().to_string());
             r.push(opt(&s.scheduling_strategy));
             r.push(opt(&s.launch_type));

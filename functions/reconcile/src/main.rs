@@ -15,6 +15,7 @@ async fn main() -> Result<(), Error> {
     })
     .await?;
     let backups = args.backups(parts.sdk().await);
+    let members = css::setup::members(parts.sdk().await, true)?;
     let ecs = parts.ecs.ok_or(ConfigError::Missing("the ECS API"))?;
     let store = parts.store;
     let setup = ReconcileSetup {
@@ -22,6 +23,7 @@ async fn main() -> Result<(), Error> {
         settings: args.reconcile_settings(),
         backups,
         etcd_quota_bytes: args.etcd_quota_bytes,
+        members: members.map(|m| m as _),
     };
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let (store, ecs, setup) = (store.clone(), &ecs, &setup);

@@ -320,6 +320,7 @@ async fn apply(store: &dyn StateStore, fleet: &mut Fleet) {
         let describer = Describer {
             ecs: &ecs,
             scope: &scope,
+            members: None,
         };
         let started = std::time::Instant::now();
         let outcome = css::ingest::apply(store, Some(describer), &batch).await;

@@ -8,10 +8,12 @@ use clap::Args;
 
 mod aws;
 mod logging;
+mod members;
 mod secrets;
 
 pub use aws::{aws_http_client, aws_sdk_config, region};
 pub use logging::init_logging;
+pub use members::MemberArgs;
 
 use crate::store::etcd::EtcdSettings;
 use crate::store::{EmbeddedStore, EtcdStore, StateStore, StoreError};

@@ -105,7 +105,7 @@ pub struct AwsEcs {
     calls: Arc<AtomicU64>,
 }
 
-fn err(operation: &'static str, e: impl std::error::Error) -> SourceError {
+pub(crate) fn err(operation: &'static str, e: impl std::error::Error) -> SourceError {
     SourceError::new(
         operation,
         aws_sdk_ecs::error::DisplayErrorContext(e).to_string(),

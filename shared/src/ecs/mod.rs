@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use serde_json::value::RawValue;
 
 pub mod aws;
+pub mod members;
 
 /// DescribeServices takes at most 10 names.
 pub const DESCRIBE_SERVICES_BATCH: usize = 10;
@@ -112,7 +113,7 @@ pub trait EcsSource: Send + Sync {
 
 /// The account and region whose ECS API a process reads: a reconcile run
 /// touches only their records, and the ingest describes only their services.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RunScope {
     pub account: String,
     pub region: String,

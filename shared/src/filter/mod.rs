@@ -60,6 +60,10 @@ pub struct Filters {
     pub scheduling_strategy: Option<&'static str>,
     /// Services with any deployment in this rolloutState.
     pub rollout_state: Option<&'static str>,
+    /// Entities of this account (12 digits).
+    pub account: Option<String>,
+    /// Entities of this Region.
+    pub region: Option<String>,
 }
 
 impl Filters {
@@ -76,7 +80,15 @@ impl Filters {
             service: None,
             scheduling_strategy: None,
             rollout_state: None,
+            account: None,
+            region: None,
         }
+    }
+
+    /// True when the store's range read returns more than matches: the
+    /// list checks each record (`matches`).
+    pub fn post_filtered(&self) -> bool {
+        self.needs_fields() || self.account.is_some() || self.region.is_some()
     }
 
     /// True when filters beyond cluster and status need the entity's fields.
@@ -110,6 +122,12 @@ impl Filters {
     }
 
     fn cluster_matches(&self, key: &EntityKey) -> bool {
+        let c = &key.cluster;
+        if self.account.as_ref().is_some_and(|a| *a != c.account)
+            || self.region.as_ref().is_some_and(|r| *r != c.region)
+        {
+            return false;
+        }
         match &self.cluster {
             ClusterScope::All => true,
             ClusterScope::Named(n) => key.cluster.name == *n,

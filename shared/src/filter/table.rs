@@ -5,7 +5,7 @@
 
 use super::{Filters, ResourceRef};
 use crate::model::{
-    is_cluster_name, is_resource_id, Arn, ClusterId, Fields, Kind, ROLLOUT_STATES,
+    is_cluster_name, is_region_name, is_resource_id, Arn, ClusterId, Fields, Kind, ROLLOUT_STATES,
     SCHEDULING_STRATEGIES,
 };
 use crate::store::ClusterScope;
@@ -204,6 +204,37 @@ pub const FILTERS: &[FilterDef] = &[
                 })
             })
         }),
+    },
+    FilterDef {
+        name: "account",
+        kinds: ALL_KINDS,
+        era: Era::Later,
+        parse: |f, v| {
+            if v.len() != 12 || !v.bytes().all(|b| b.is_ascii_digit()) {
+                return Err("'account' must be an AWS account id (12 digits)".into());
+            }
+            f.account = Some(v.to_string());
+            Ok(())
+        },
+        set: |f| f.account.is_some(),
+        value: |f| f.account.clone(),
+        // The record's key decides (`Filters::matches`).
+        matches: None,
+    },
+    FilterDef {
+        name: "region",
+        kinds: ALL_KINDS,
+        era: Era::Later,
+        parse: |f, v| {
+            if !is_region_name(v) {
+                return Err("'region' must be an AWS Region name such as eu-west-1".into());
+            }
+            f.region = Some(v.to_string());
+            Ok(())
+        },
+        set: |f| f.region.is_some(),
+        value: |f| f.region.clone(),
+        matches: None,
     },
 ];
 

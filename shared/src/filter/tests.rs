@@ -188,8 +188,96 @@ fn fingerprints_differ_with_every_filter() {
             cluster: ClusterScope::Named("x".into()),
             ..all.clone()
         },
+        Filters {
+            account: Some(ACCOUNT.into()),
+            ..all.clone()
+        },
+        Filters {
+            region: Some(REGION.into()),
+            ..all.clone()
+        },
     ];
     let prints: std::collections::HashSet<u64> =
         variants.iter().map(Filters::fingerprint).collect();
     assert_eq!(prints.len(), variants.len());
+}
+
+/// `account` and `region` match the record's key, in every kind, with or
+/// without other filters; every form is read or refused by the table.
+#[test]
+fn account_and_region_match_the_records_place() {
+    let records = [
+        running_task(),
+        record(instance("web", "i1", "ACTIVE", 1), Kind::Instance),
+        record(
+            crate::testing::service(
+                "web",
+                "api",
+                "ACTIVE",
+                &["COMPLETED"],
+                "2026-01-01T00:00:00Z",
+            ),
+            Kind::Service,
+        ),
+    ];
+    for r in &records {
+        let kind = r.key.kind;
+        let f = |account: Option<&str>, region: Option<&str>| Filters {
+            account: account.map(String::from),
+            region: region.map(String::from),
+            ..Filters::all(kind)
+        };
+        assert!(f(Some(ACCOUNT), None).matches(r), "{kind:?}");
+        assert!(f(None, Some(REGION)).matches(r), "{kind:?}");
+        assert!(f(Some(ACCOUNT), Some(REGION)).matches(r), "{kind:?}");
+        assert!(!f(Some("999999999999"), None).matches(r), "{kind:?}");
+        assert!(!f(None, Some("ap-south-2")).matches(r), "{kind:?}");
+        assert!(!f(Some(ACCOUNT), Some("ap-south-2")).matches(r), "{kind:?}");
+        assert!(f(Some(ACCOUNT), None).post_filtered());
+        assert!(f(None, Some(REGION)).post_filtered());
+        assert!(!f(None, None).post_filtered());
+    }
+    let parse = |name: &str, v: &str| {
+        let def = FILTERS.iter().find(|d| d.name == name).expect("filter");
+        assert!(def.takes(Kind::Task) && def.takes(Kind::Instance) && def.takes(Kind::Service));
+        let mut f = Filters::all(Kind::Task);
+        def.parse(&mut f, v).map(|()| f)
+    };
+    assert_eq!(
+        parse("account", "123456789012").unwrap().account.as_deref(),
+        Some("123456789012")
+    );
+    for bad in [
+        "",
+        "12345678901",
+        "1234567890123",
+        "12345678901a",
+        "arn:aws:iam::123456789012:root",
+    ] {
+        let e = parse("account", bad).expect_err(bad);
+        assert!(e.contains("'account'"), "{e}");
+    }
+    for good in [
+        "eu-west-1",
+        "us-east-1",
+        "us-gov-west-1",
+        "ap-southeast-2",
+        "cn-north-1",
+        "il-central-1",
+    ] {
+        assert_eq!(parse("region", good).unwrap().region.as_deref(), Some(good));
+    }
+    for bad in [
+        "",
+        "eu",
+        "eu-west",
+        "EU-WEST-1",
+        "eu-west-1a",
+        "eu_west_1",
+        "west-1",
+        "eu--1",
+    ] {
+        let e = parse("region", bad).expect_err(bad);
+        assert!(e.contains("'region'"), "{e}");
+    }
 }

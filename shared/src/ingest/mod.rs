@@ -12,9 +12,10 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use crate::ecs::members::Members;
 use crate::ecs::{EcsSource, RunScope, SourceError};
 use crate::events::{self, Change, ServiceRef};
-use crate::model::{Entity, EntityKey};
+use crate::model::{ClusterId, Entity, EntityKey};
 use crate::store::{StateStore, StoreError, Upsert, UpsertOutcome};
 
 mod services;
@@ -22,11 +23,44 @@ mod services;
 use services::Counted;
 
 /// Where the ingest describes the services that events name: the ECS API
-/// of its own account and region (events of others are acknowledged only).
+/// of its own account and region, and of the members' (README
+/// "Organizations") through their role; events of others are acknowledged
+/// only.
 #[derive(Clone, Copy)]
 pub struct Describer<'a> {
     pub ecs: &'a dyn EcsSource,
     pub scope: &'a RunScope,
+    pub members: Option<&'a dyn Members>,
+}
+
+impl Describer<'_> {
+    /// Whether services of this cluster are described here.
+    pub fn reads(&self, c: &ClusterId) -> bool {
+        let home = c.account == self.scope.account && c.region == self.scope.region;
+        home || (self.members)
+            .is_some_and(|m| m.settings().reads(self.scope, &c.account, &c.region))
+    }
+
+    /// DescribeServices in the cluster's own account and Region.
+    pub(crate) async fn describe_services(
+        &self,
+        c: &ClusterId,
+        names: &[String],
+    ) -> Result<crate::ecs::ServicesAnswer, SourceError> {
+        if c.account == self.scope.account && c.region == self.scope.region {
+            return self.ecs.describe_services(&c.arn(), names).await;
+        }
+        let Some(members) = self.members.filter(|_| self.reads(c)) else {
+            let message = format!("{} is not read here", c.arn());
+            return Err(SourceError::new("DescribeServices", message));
+        };
+        let member = RunScope {
+            account: c.account.clone(),
+            region: c.region.clone(),
+        };
+        let ecs = members.source(self.scope, &member).await;
+        ecs.describe_services(&c.arn(), names).await
+    }
 }
 
 /// One message to apply: its id (for batch item failures) and body.
@@ -184,10 +218,10 @@ pub async fn apply(
                     out.stats.ignored += 1;
                     continue;
                 };
-                let own = |s: &ServiceRef| {
-                    s.cluster.account == d.scope.account && s.cluster.region == d.scope.region
-                };
-                let services: Vec<ServiceRef> = services.into_iter().filter(own).collect();
+                let services: Vec<ServiceRef> = services
+                    .into_iter()
+                    .filter(|s| d.reads(&s.cluster))
+                    .collect();
                 if services.is_empty() {
                     out.stats.foreign += 1;
                     continue;

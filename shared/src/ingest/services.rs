@@ -73,9 +73,8 @@ pub(super) async fn apply(
     let futs: Vec<BoxFuture<'_, Answer<'_>>> = calls
         .into_iter()
         .map(|(c, names)| {
-            let ecs = d.ecs;
             async move {
-                let answer = ecs.describe_services(&c.arn(), &names).await;
+                let answer = d.describe_services(c, &names).await;
                 (c, names, answer)
             }
             .boxed()

@@ -13,7 +13,11 @@ fn scope() -> RunScope {
 
 async fn run(store: &dyn StateStore, ecs: &Ecs, bodies: &[String]) -> BatchOutcome {
     let scope = scope();
-    let d = Describer { ecs, scope: &scope };
+    let d = Describer {
+        ecs,
+        scope: &scope,
+        members: None,
+    };
     apply(store, Some(d), &messages(bodies)).await
 }
 

@@ -4,8 +4,10 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::backup::Backups;
+use crate::ecs::members::Members;
 use crate::reconcile::{
-    EcsSource, Reconciler, RunError, RunScope, Settings, SourceError, DEADLINE_MARGIN,
+    run_with_members, EcsSource, Reconciler, RunError, RunScope, Settings, SourceError,
+    DEADLINE_MARGIN,
 };
 use crate::store::StateStore;
 
@@ -49,6 +51,9 @@ pub struct ReconcileSetup {
     pub backups: Option<Backups>,
     /// etcd's space quota (member health is reported against it).
     pub etcd_quota_bytes: i64,
+    /// Member accounts and Regions, each a pass of its own (README
+    /// "Organizations"); None: the function's own account and Region alone.
+    pub members: Option<std::sync::Arc<dyn Members>>,
 }
 
 /// When a run invoked with `deadline_ms` (Lambda's deadline, milliseconds
@@ -85,15 +90,17 @@ pub async fn handle_scheduled_event(
     if let Err(e) = crate::health::tick(store, setup.etcd_quota_bytes).await {
         tracing::warn!(error = %e, "member health not read");
     }
-    let mut summary = Reconciler {
+    let reconciler = Reconciler {
         store,
         source,
         scope,
         retention: setup.retention,
         settings: setup.settings,
-    }
-    .run_until(deadline)
-    .await;
+    };
+    let mut summary = match &setup.members {
+        Some(m) => run_with_members(&reconciler, m.as_ref(), deadline).await,
+        None => reconciler.run_until(deadline).await,
+    };
     summary.errors.extend(backup_failed);
     summary.record(store).await;
     crate::metrics::flush();

@@ -94,6 +94,7 @@ async fn a_failed_record_without_a_message_id_fails_the_whole_batch() {
 
 fn setup() -> crate::lambda::ReconcileSetup {
     crate::lambda::ReconcileSetup {
+        members: None,
         retention: std::time::Duration::from_secs(3600),
         settings: crate::reconcile::Settings::default(),
         backups: None,

@@ -48,6 +48,18 @@ fn is_account(s: &str) -> bool {
 }
 
 /// Cluster names: up to 255 letters, digits, hyphens and underscores.
+/// A Region name as AWS writes them: `eu-west-1`, `us-gov-east-1`.
+pub fn is_region_name(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    let letters = |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase());
+    parts.len() >= 3
+        && parts[0].len() == 2
+        && parts[..parts.len() - 1].iter().all(letters)
+        && parts[parts.len() - 1].len() <= 2
+        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
+        && !parts[parts.len() - 1].is_empty()
+}
+
 pub fn is_cluster_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 255

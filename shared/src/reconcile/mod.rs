@@ -31,10 +31,12 @@ use crate::store::{
 pub use crate::ecs::{aws, EcsSource, RunScope, ServicesAnswer, SourceError};
 
 pub mod budget;
+pub mod fleet;
 mod pass;
 mod summary;
 mod verify;
 pub use budget::{BudgetSettings, Budgeted, CallFigures};
+pub use fleet::{run_with_members, MemberRun};
 use pass::{Carry, ClusterState, PassState, StepState};
 pub use summary::{KindCounts, PassProgress, RunError, Summary};
 use verify::{Mark, Marks};
@@ -133,6 +135,8 @@ enum End {
 /// One run (an invocation): the pass's budget, deadline and figures.
 struct Run<'r, 'a> {
     r: &'r Reconciler<'a>,
+    /// The namespace of the pass's meta names.
+    ns: &'r str,
     budget: Budgeted<'a>,
     deadline: Option<Instant>,
     marks: Marks,
@@ -148,15 +152,35 @@ impl Reconciler<'_> {
     /// A run that stops at `deadline`, saving its place for the next one.
     pub async fn run_until(&self, deadline: Option<Instant>) -> Summary {
         let started = Instant::now();
+        let mut sum = self.pass_until("", deadline).await;
+        self.compact(&mut sum).await;
+        sum.duration_ms = started.elapsed().as_millis() as u64;
+        sum
+    }
+
+    /// Checkpoints and compacts history (once a run, after its passes).
+    pub async fn compact(&self, sum: &mut Summary) {
+        match checkpoint_and_compact(self.store, self.retention, SystemTime::now()).await {
+            Ok(report) => sum.compaction = Some(report),
+            Err(e) => sum.error("*", "Compact", e),
+        }
+    }
+
+    /// Goes on with the pass whose state is kept under `ns` (a member's
+    /// namespace of meta names; "" for the home account and Region) until
+    /// `deadline`; no compaction.
+    pub async fn pass_until(&self, ns: &str, deadline: Option<Instant>) -> Summary {
+        let started = Instant::now();
         let calls_before = self.source.api_calls();
         let mut run = Run {
             r: self,
+            ns,
             budget: Budgeted::new(self.source, self.settings.budget),
             deadline,
-            marks: Marks::load(self.store).await,
+            marks: Marks::load(self.store, ns).await,
             sum: Summary::default(),
         };
-        let mut state = match PassState::load(self.store).await {
+        let mut state = match PassState::load(self.store, ns).await {
             Ok(s) => s.unwrap_or_else(PassState::new),
             Err(e) => {
                 run.sum.error("*", "PassState", e);
@@ -165,7 +189,7 @@ impl Reconciler<'_> {
         };
         state.invocations += 1;
         let complete = run.pass(&mut state).await;
-        run.marks.save(self.store).await;
+        run.marks.save(self.store, ns).await;
         let mut sum = run.sum;
         sum.calls = run.budget.figures();
         for (kind, counts) in &sum.kinds {
@@ -175,17 +199,15 @@ impl Reconciler<'_> {
         state.errors += sum.errors.len();
         sum.pass = PassProgress::of(&state, complete);
         let saved = if complete {
-            crate::status::record_pass(self.store, sum.pass.completed(&state)).await;
-            PassState::clear(self.store).await
+            if ns.is_empty() {
+                crate::status::record_pass(self.store, sum.pass.completed(&state)).await;
+            }
+            PassState::clear(self.store, ns).await
         } else {
-            state.save(self.store).await
+            state.save(self.store, ns).await
         };
         if let Err(e) = saved {
             sum.error("*", "PassState", e);
-        }
-        match checkpoint_and_compact(self.store, self.retention, SystemTime::now()).await {
-            Ok(report) => sum.compaction = Some(report),
-            Err(e) => sum.error("*", "Compact", e),
         }
         sum.api_calls = self.source.api_calls() - calls_before;
         sum.duration_ms = started.elapsed().as_millis() as u64;
@@ -230,7 +252,7 @@ impl Run<'_, '_> {
                 End::Done => {
                     state.next_cluster += 1;
                     // A checkpoint: a crash redoes at most the next cluster.
-                    if let Err(e) = state.save(self.r.store).await {
+                    if let Err(e) = state.save(self.r.store, self.ns).await {
                         self.sum.error(&arn, "PassState", e);
                     }
                 }
@@ -253,7 +275,7 @@ impl Run<'_, '_> {
                 return End::Done;
             }
         };
-        let mut carry = match Carry::load(self.r.store, cs.carry_chunks).await {
+        let mut carry = match Carry::load(self.r.store, self.ns, cs.carry_chunks).await {
             Ok(c) => c,
             Err(e) => {
                 // Without what it carried, the cluster starts again.
@@ -271,7 +293,7 @@ impl Run<'_, '_> {
                 }
                 Err(st) => {
                     cs.paused = Some(st);
-                    match carry.save(self.r.store).await {
+                    match carry.save(self.r.store, self.ns).await {
                         Ok(n) => cs.carry_chunks = n,
                         Err(e) => {
                             self.sum.error(arn, "PassState", e);
@@ -610,30 +632,14 @@ impl Run<'_, '_> {
             c.account == scope.account && c.region == scope.region && !listed.contains(c)
         };
         for kind in Kind::ALL {
-            let mut req = ListRequest {
-                kind,
-                cluster: ClusterScope::All,
-                status: None,
-                start_after: None,
-                limit: 1000,
-                revision: None,
-            };
-            let mut gone = Vec::new();
-            loop {
-                let page = match self.r.store.list_keys(&req).await {
-                    Ok(p) => p,
-                    Err(e) => {
-                        self.sum.error("*", "Snapshot", e);
-                        return;
-                    }
-                };
-                req.revision = Some(page.revision);
-                req.start_after = page.keys.last().map(|k| k.store_key.clone());
-                gone.extend(page.keys.into_iter().filter(|k| vanished(&k.key.cluster)));
-                if !page.more {
-                    break;
+            let gone: Vec<_> = match snapshot(self.r.store, kind, ClusterScope::All, None).await {
+                Ok((keys, _)) => keys,
+                Err(e) => {
+                    self.sum.error("*", "Snapshot", e);
+                    return;
                 }
-            }
+            };
+            let gone = gone.into_iter().filter(|k| vanished(&k.key.cluster));
             for k in gone {
                 let arn = k.key.cluster.arn();
                 self.delete(&k.key, k.mod_revision, &arn).await;

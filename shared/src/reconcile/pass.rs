@@ -102,21 +102,29 @@ impl PassState {
     }
 
     /// The pass under way, if one is.
-    pub async fn load(store: &dyn StateStore) -> Result<Option<PassState>, PassStateError> {
-        match store.get_meta(STATE).await? {
+    /// `ns`: the member's namespace of meta names ("" for the home pass).
+    pub async fn load(
+        store: &dyn StateStore,
+        ns: &str,
+    ) -> Result<Option<PassState>, PassStateError> {
+        match store.get_meta(&format!("{ns}{STATE}")).await? {
             Some(b) if !b.is_empty() => Ok(Some(serde_json::from_slice(&b)?)),
             _ => Ok(None),
         }
     }
 
-    pub async fn save(&self, store: &dyn StateStore) -> Result<(), PassStateError> {
+    pub async fn save(&self, store: &dyn StateStore, ns: &str) -> Result<(), PassStateError> {
         let bytes = serde_json::to_vec(self)?;
-        Ok(store.put_meta(STATE, Bytes::from(bytes)).await?)
+        Ok(store
+            .put_meta(&format!("{ns}{STATE}"), Bytes::from(bytes))
+            .await?)
     }
 
     /// The pass is over: the next run starts a new one.
-    pub async fn clear(store: &dyn StateStore) -> Result<(), PassStateError> {
-        Ok(store.put_meta(STATE, Bytes::new()).await?)
+    pub async fn clear(store: &dyn StateStore, ns: &str) -> Result<(), PassStateError> {
+        Ok(store
+            .put_meta(&format!("{ns}{STATE}"), Bytes::new())
+            .await?)
     }
 }
 
@@ -151,16 +159,20 @@ pub(super) async fn get_chunks(
 
 impl Carry {
     /// Saves the carry; the number of chunks goes in `ClusterState`.
-    pub async fn save(&self, store: &dyn StateStore) -> Result<usize, PassStateError> {
+    pub async fn save(&self, store: &dyn StateStore, ns: &str) -> Result<usize, PassStateError> {
         let bytes = serde_json::to_vec(self)?;
-        Ok(put_chunks(store, CARRY, &bytes).await?)
+        Ok(put_chunks(store, &format!("{ns}{CARRY}"), &bytes).await?)
     }
 
-    pub async fn load(store: &dyn StateStore, chunks: usize) -> Result<Carry, PassStateError> {
+    pub async fn load(
+        store: &dyn StateStore,
+        ns: &str,
+        chunks: usize,
+    ) -> Result<Carry, PassStateError> {
         if chunks == 0 {
             return Ok(Carry::default());
         }
-        let bytes = get_chunks(store, CARRY, chunks).await?;
+        let bytes = get_chunks(store, &format!("{ns}{CARRY}"), chunks).await?;
         Ok(serde_json::from_slice(&bytes)?)
     }
 }

@@ -108,6 +108,12 @@ pub struct Summary {
     pub compaction: Option<CompactionReport>,
     /// Per kind (`tasks`, `instances`, `services`).
     pub kinds: BTreeMap<&'static str, KindCounts>,
+    /// Each member account and Region's pass (README "Organizations").
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<super::fleet::MemberRun>,
+    /// Records of former members deleted (`PurgeFormerMembers`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purged: Option<usize>,
 }
 
 impl Summary {

@@ -41,24 +41,27 @@ impl Marks {
     }
 
     /// Unreadable or missing marks cost one full describe, nothing else.
-    pub async fn load(store: &dyn StateStore) -> Marks {
-        let chunks = match store.get_meta(MARKS).await {
+    pub async fn load(store: &dyn StateStore, ns: &str) -> Marks {
+        let chunks = match store.get_meta(&format!("{ns}{MARKS}")).await {
             Ok(Some(b)) => std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok()),
             _ => None,
         };
         let Some(chunks) = chunks else {
             return Marks::default();
         };
-        match get_chunks(store, MARK_CHUNKS, chunks).await {
+        match get_chunks(store, &format!("{ns}{MARK_CHUNKS}"), chunks).await {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
             Err(_) => Marks::default(),
         }
     }
 
-    pub async fn save(&self, store: &dyn StateStore) {
+    pub async fn save(&self, store: &dyn StateStore, ns: &str) {
         let bytes = serde_json::to_vec(self).unwrap_or_default();
-        let saved = match put_chunks(store, MARK_CHUNKS, &bytes).await {
-            Ok(n) => store.put_meta(MARKS, Bytes::from(n.to_string())).await,
+        let saved = match put_chunks(store, &format!("{ns}{MARK_CHUNKS}"), &bytes).await {
+            Ok(n) => {
+                let chunks = Bytes::from(n.to_string());
+                store.put_meta(&format!("{ns}{MARKS}"), chunks).await
+            }
             Err(e) => Err(e),
         };
         if let Err(e) = saved {
@@ -127,7 +130,7 @@ mod tests {
                 marks.0.insert(Marks::key(kind, &arn), mark);
             }
         }
-        marks.save(&store).await;
+        marks.save(&store, "").await;
         let chunks = store
             .get_meta(MARKS)
             .await
@@ -140,7 +143,7 @@ mod tests {
             .unwrap_or(0);
         // 30,000 marks of about 130 bytes: several chunks of 512 KiB.
         assert!(chunks > 1, "{chunks} chunks");
-        let loaded = Marks::load(&store).await;
+        let loaded = Marks::load(&store, "").await;
         assert_eq!(loaded.0, marks.0);
     }
 

@@ -75,6 +75,17 @@ async fn emf_child() {
     summary.pass.clusters = 7;
     summary.pass.clusters_done = 7;
     summary.pass.complete = true;
+    // A member account's pass in the same run: its figures count too.
+    let mut member = css::reconcile::Summary::default();
+    member.total.inserted = 2;
+    member.total.deleted = 1;
+    member.calls.by_operation = [("ListTasks".to_string(), 3)].into();
+    member.calls.throttles = 1;
+    summary.members.push(css::reconcile::MemberRun {
+        account: "111111111111".into(),
+        region: "eu-west-1".into(),
+        summary: member,
+    });
     summary.record(store.as_ref()).await;
     css::metrics::flush();
 }
@@ -234,8 +245,9 @@ fn emf_lines_from_the_handlers() {
     assert!(seen["ingest_records"]
         .iter()
         .any(|(d, _, _)| d.get("outcome").map(String::as_str) == Some("describe_failed")));
-    // css-reconcile: a run with deletes alone still writes every drift counter.
-    for (change, n) in [("inserted", 0.0), ("updated", 0.0), ("deleted", 3.0)] {
+    // css-reconcile: every drift counter written, zeros too; a member's
+    // pass counts with the home one.
+    for (change, n) in [("inserted", 2.0), ("updated", 0.0), ("deleted", 4.0)] {
         assert!(
             seen["reconcile_drift"]
                 .iter()
@@ -251,13 +263,13 @@ fn emf_lines_from_the_handlers() {
     // Calls by operation, throttles, the pass's progress.
     assert_eq!(
         value("reconcile_calls", Some(("operation", "ListTasks"))),
-        4.0
+        7.0
     );
     assert_eq!(
         value("reconcile_calls", Some(("operation", "ListClusters"))),
         1.0
     );
-    assert_eq!(value("reconcile_throttles", None), 2.0);
+    assert_eq!(value("reconcile_throttles", None), 3.0);
     assert_eq!(value("reconcile_pass_clusters", None), 7.0);
     assert_eq!(value("reconcile_pass_clusters_done", None), 7.0);
     assert_eq!(value("reconcile_passes_completed", None), 1.0);

@@ -383,6 +383,19 @@ async fn one_store_for_every_member_account_and_region() {
     assert_eq!(tasks, expected);
     // A member whose role is refused is a member still: never purged.
     assert!(tasks.contains(&gone_task));
+    // With former members purged, the ingest stores no stranger's event
+    // (acknowledged and counted), and still a member's.
+    let purging = AwsMembers::new(settings(true), sdk.clone(), false);
+    let describer = Describer {
+        ecs: &home_ingest,
+        scope: &home(),
+        members: Some(&purging),
+    };
+    let again = [task_body(&stranger_task), task_body(&a.tasks[0])];
+    let out = css::ingest::apply(store.as_ref(), Some(describer), &messages(&again)).await;
+    assert!(out.failures.is_empty(), "{:?}", out.failures);
+    assert_eq!(out.stats.foreign, 1);
+    assert_eq!(arns(store.as_ref(), Kind::Task).await, expected);
 
     // 4. `account` and `region` on every list, stream and subscription.
     let app = api::router(AppState {

@@ -364,13 +364,7 @@ fn member_settings_reach_reconcile_and_ingest() {
     assert_eq!(read.len(), 5, "{read:?}");
     for (function, wanted) in [
         ("ReconcileFunction", read.clone()),
-        (
-            "IngestFunction",
-            read.iter()
-                .filter(|e| *e != "CSS_PURGE_FORMER_MEMBERS")
-                .cloned()
-                .collect(),
-        ),
+        ("IngestFunction", read.clone()),
     ] {
         let vars = &t["Resources"][function]["Properties"]["Environment"]["Variables"];
         let set: BTreeSet<String> = (vars.as_mapping().into_iter().flatten())
@@ -382,15 +376,17 @@ fn member_settings_reach_reconcile_and_ingest() {
             .collect();
         assert_eq!(set, wanted, "{function}");
     }
-    let vars = &t["Resources"]["ReconcileFunction"]["Properties"]["Environment"]["Variables"];
-    for (var, param) in [
-        ("CSS_MEMBER_ACCOUNTS", "MemberAccounts"),
-        ("CSS_MEMBER_REGIONS", "MemberRegions"),
-        ("CSS_MEMBER_ROLE_NAME", "MemberRoleName"),
-        ("CSS_MEMBER_EXTERNAL_ID", "MemberExternalId"),
-        ("CSS_PURGE_FORMER_MEMBERS", "PurgeFormerMembers"),
-    ] {
-        assert_eq!(text(&vars[var]).trim(), format!("!Ref {param}"));
+    for function in ["ReconcileFunction", "IngestFunction"] {
+        let vars = &t["Resources"][function]["Properties"]["Environment"]["Variables"];
+        for (var, param) in [
+            ("CSS_MEMBER_ACCOUNTS", "MemberAccounts"),
+            ("CSS_MEMBER_REGIONS", "MemberRegions"),
+            ("CSS_MEMBER_ROLE_NAME", "MemberRoleName"),
+            ("CSS_MEMBER_EXTERNAL_ID", "MemberExternalId"),
+            ("CSS_PURGE_FORMER_MEMBERS", "PurgeFormerMembers"),
+        ] {
+            assert_eq!(text(&vars[var]).trim(), format!("!Ref {param}"));
+        }
     }
     // Every value the parameters allow is one the code reads.
     let p = &t["Parameters"];

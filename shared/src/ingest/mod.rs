@@ -41,6 +41,12 @@ impl Describer<'_> {
             .is_some_and(|m| m.settings().reads(self.scope, &c.account, &c.region))
     }
 
+    /// Whether records of accounts and Regions not read here are purged
+    /// (`CSS_PURGE_FORMER_MEMBERS`): then their events are not stored.
+    pub fn purges_others(&self) -> bool {
+        self.members.is_some_and(|m| m.settings().purge_former)
+    }
+
     /// DescribeServices in the cluster's own account and Region.
     pub(crate) async fn describe_services(
         &self,
@@ -102,7 +108,8 @@ pub struct IngestStats {
     pub ignored: usize,
     pub malformed: usize,
     pub store_failures: usize,
-    /// Service events of other accounts or regions: acknowledged, not described.
+    /// Service events of other accounts or regions: acknowledged, not
+    /// described; with former members purged, any event of theirs.
     pub foreign: usize,
     /// Service events whose describe failed (retried).
     pub describe_failures: usize,
@@ -205,6 +212,12 @@ pub async fn apply(
         };
         match events::parse(body) {
             Ok(Change::Upsert { entity, time }) => {
+                // With former members purged, the view is the members alone:
+                // other accounts' events are acknowledged and counted.
+                if describer.is_some_and(|d| d.purges_others() && !d.reads(&entity.key.cluster)) {
+                    out.stats.foreign += 1;
+                    continue;
+                }
                 if let Some(t) = time {
                     times.insert(i, t);
                 }

@@ -121,7 +121,15 @@ impl Summary {
     /// metrics (every drift counter, zeros included), the status document,
     /// and one JSON log line of its figures.
     pub async fn record(&self, store: &dyn StateStore) {
-        let t = &self.total;
+        // The metrics count every member's pass too (drift anywhere alarms).
+        let mut t = self.total;
+        let mut calls = self.calls.clone();
+        let mut api_calls = self.api_calls;
+        for m in &self.members {
+            t.add(&m.summary.total);
+            calls.add(&m.summary.calls);
+            api_calls += m.summary.api_calls;
+        }
         let compacted_to = self.compaction.as_ref().and_then(|c| c.compacted_to);
         crate::metrics::reconcile(&crate::metrics::ReconcileFigures {
             inserted: t.inserted as u64,
@@ -129,9 +137,9 @@ impl Summary {
             deleted: t.deleted as u64,
             unchanged: t.unchanged as u64,
             errors: self.errors.len() as u64,
-            api_calls: self.api_calls,
-            calls: self.calls.by_operation.clone(),
-            throttles: self.calls.throttles,
+            api_calls,
+            calls: calls.by_operation,
+            throttles: calls.throttles,
             clusters_done: self.pass.clusters_done as u64,
             clusters: self.pass.clusters as u64,
             pass_complete: self.pass.complete,

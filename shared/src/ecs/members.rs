@@ -35,7 +35,7 @@ impl Accounts {
         }
         let mut out: Vec<String> = Vec::new();
         for a in v.split(',').map(str::trim) {
-            if a.len() != 12 || !a.bytes().all(|b| b.is_ascii_digit()) {
+            if !crate::model::is_account(a) {
                 return Err(format!(
                     "{a:?} is not an account id (12 digits); give account ids, comma-separated, or ORGANIZATION"
                 ));

@@ -5,8 +5,8 @@
 
 use super::{Filters, ResourceRef};
 use crate::model::{
-    is_cluster_name, is_region_name, is_resource_id, Arn, ClusterId, Fields, Kind, ROLLOUT_STATES,
-    SCHEDULING_STRATEGIES,
+    is_account, is_cluster_name, is_region_name, is_resource_id, Arn, ClusterId, Fields, Kind,
+    ROLLOUT_STATES, SCHEDULING_STRATEGIES,
 };
 use crate::store::ClusterScope;
 
@@ -210,7 +210,7 @@ pub const FILTERS: &[FilterDef] = &[
         kinds: ALL_KINDS,
         era: Era::Later,
         parse: |f, v| {
-            if v.len() != 12 || !v.bytes().all(|b| b.is_ascii_digit()) {
+            if !is_account(v) {
                 return Err("'account' must be an AWS account id (12 digits)".into());
             }
             f.account = Some(v.to_string());

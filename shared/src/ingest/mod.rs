@@ -36,9 +36,13 @@ pub struct Describer<'a> {
 impl Describer<'_> {
     /// Whether services of this cluster are described here.
     pub fn reads(&self, c: &ClusterId) -> bool {
-        let home = c.account == self.scope.account && c.region == self.scope.region;
-        home || (self.members)
-            .is_some_and(|m| m.settings().reads(self.scope, &c.account, &c.region))
+        self.is_home(c)
+            || (self.members).is_some_and(|m| m.settings().reads(self.scope, &c.account, &c.region))
+    }
+
+    /// The process's own account and Region.
+    fn is_home(&self, c: &ClusterId) -> bool {
+        c.account == self.scope.account && c.region == self.scope.region
     }
 
     /// Whether records of accounts and Regions not read here are purged
@@ -53,7 +57,7 @@ impl Describer<'_> {
         c: &ClusterId,
         names: &[String],
     ) -> Result<crate::ecs::ServicesAnswer, SourceError> {
-        if c.account == self.scope.account && c.region == self.scope.region {
+        if self.is_home(c) {
             return self.ecs.describe_services(&c.arn(), names).await;
         }
         let Some(members) = self.members.filter(|_| self.reads(c)) else {

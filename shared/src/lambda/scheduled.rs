@@ -31,7 +31,7 @@ pub fn function_scope(invoked_function_arn: &str, region: &str) -> Result<RunSco
     let account = invoked_function_arn
         .split(':')
         .nth(4)
-        .filter(|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|a| crate::model::is_account(a))
         .ok_or_else(|| {
             let message = format!("no account in the function ARN {invoked_function_arn:?}");
             SourceError::new("Invoke", message)

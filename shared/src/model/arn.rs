@@ -43,7 +43,8 @@ fn is_region(s: &str) -> bool {
         })
 }
 
-fn is_account(s: &str) -> bool {
+/// An AWS account id: 12 digits.
+pub fn is_account(s: &str) -> bool {
     s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
 }
 

@@ -7,7 +7,7 @@
 mod arn;
 mod entity;
 
-pub use arn::{is_cluster_name, is_region_name, is_resource_id, Arn, ClusterId};
+pub use arn::{is_account, is_cluster_name, is_region_name, is_resource_id, Arn, ClusterId};
 pub use entity::{Entity, EntityKey, Fields, Stamp, UNKNOWN_STATUS};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

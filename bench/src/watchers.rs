@@ -7,7 +7,7 @@
 //! answers per second, the server's RSS per watcher, and whether every
 //! watcher saw every write.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -204,7 +204,7 @@ struct Figures {
     etcd_cores: f64,
     client_cores: f64,
     complete: usize,
-    errors: u64,
+    errors: BTreeMap<String, u64>,
 }
 
 /// One watcher's deliveries: (revision, when its answer arrived).
@@ -236,7 +236,8 @@ async fn measure(etcd: &EtcdServer, exe: &Path, watchers: usize, setup: &Setup<'
     let start = store.current_revision().await.expect("revision");
     let stop = Arc::new(AtomicBool::new(false));
     let answers = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
+    // Failed polls by what failed (the first words of the error).
+    let errors: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
     let ready = Arc::new(AtomicU64::new(0));
     let mut seen: Vec<Seen> = Vec::new();
     let mut loops = Vec::new();
@@ -265,9 +266,14 @@ async fn measure(etcd: &EtcdServer, exe: &Path, watchers: usize, setup: &Setup<'
                 };
                 let v = match got {
                     Ok(v) => v,
-                    Err(_) => {
+                    Err(e) => {
                         conn = None;
-                        errors.fetch_add(1, Ordering::Relaxed);
+                        let kind: String = e.to_string().chars().take(40).collect();
+                        *errors
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .entry(kind)
+                            .or_default() += 1;
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
@@ -387,6 +393,7 @@ async fn measure(etcd: &EtcdServer, exe: &Path, watchers: usize, setup: &Setup<'
     }
     assert!(!lat.is_empty(), "no watcher saw any write");
     let rss_peak = *rss_peak.lock().unwrap_or_else(|e| e.into_inner());
+    let failed = errors.lock().unwrap_or_else(|e| e.into_inner()).clone();
     Figures {
         watchers,
         p50: percentile(&mut lat, 0.5),
@@ -399,7 +406,7 @@ async fn measure(etcd: &EtcdServer, exe: &Path, watchers: usize, setup: &Setup<'
         etcd_cores,
         client_cores,
         complete,
-        errors: errors.load(Ordering::Relaxed),
+        errors: failed,
     }
 }
 
@@ -419,8 +426,11 @@ fn row(label: &str, f: &Figures) {
         (f.rss_peak - f.rss_idle).max(0.0) * 1024.0 / f.watchers as f64,
         f.complete,
         f.watchers,
-        f.errors
+        f.errors.values().sum::<u64>()
     );
+    if !f.errors.is_empty() {
+        println!("errors ({label}, {} watchers): {:?}", f.watchers, f.errors);
+    }
 }
 
 /// `against`: another css-server binary (a baseline build), measured in
@@ -441,7 +451,7 @@ pub async fn run(
     println!("# Watchers: one server-mode process, N long-poll watchers, {rate} writes/s");
     println!();
     println!(
-        "css-server (release) on a local etcd; each watcher loops on one filtered stream\n\
+        "css-server (the build beside css-bench) on a local etcd; each watcher loops on one filtered stream\n\
          (cluster=watchers, wait=20) on an HTTP/1 connection of its own, from the same revision,\n\
          every watcher connected before the first write; writes go to etcd {rate}/s for {secs} s.\n\
          Latency: write acknowledged -> the answer carrying it received, every (watcher, write).\n\

@@ -91,7 +91,10 @@ async fn long_polls_share_the_reads_of_their_cursor_checks() {
         assert!(out.revision >= second, "{} < {second}", out.revision);
     }
     let spent = etcd.ranges_served().await as u64 - before;
-    assert!(spent < 60, "{spent} range requests for 200 polls starting now");
+    assert!(
+        spent < 60,
+        "{spent} range requests for 200 polls starting now"
+    );
 
     // 200 concurrent identity checks share reads; all agree.
     let before = etcd.ranges_served().await as u64;

@@ -7,7 +7,7 @@
 //! answers per second, the server's RSS per watcher, and whether every
 //! watcher saw every write.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,27 +18,54 @@ use css::model::Kind;
 use css::store::{StateStore, Upsert, UpsertOutcome};
 use css_tests::fixtures::{entity, task_detail, ACCOUNT};
 use css_tests::EtcdServer;
-use serde::Deserialize;
 
-/// What a watcher reads of an answer: the revisions (items are skipped
-/// unparsed, so the watchers' own CPU stays small beside the server's).
-#[derive(Deserialize)]
+/// What a watcher reads of an answer: its events' revisions and its own.
 struct Answer {
-    events: Vec<Event>,
-    revision: String,
+    events: Vec<i64>,
+    revision: i64,
 }
 
-#[derive(Deserialize)]
-struct Event {
-    revision: String,
+impl Answer {
+    /// Found by the answer's framing (each event starts
+    /// `{"type":"PUT","revision":"<n>"` or DELETE, and the answer's revision
+    /// follows the events array), never parsing the items: a real watcher
+    /// runs elsewhere, and here its CPU would be taken from the server's.
+    fn read(body: &[u8]) -> Result<Answer, ConnError> {
+        use memchr::memmem;
+        let number = |at: usize| -> Result<i64, ConnError> {
+            let digits = body[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+            Ok(std::str::from_utf8(&body[at..at + digits])?.parse()?)
+        };
+        if !body.starts_with(br#"{"events":["#) {
+            return Err("not a watch answer".into());
+        }
+        let mut events = Vec::new();
+        for head in [
+            &br#"{"type":"PUT","revision":""#[..],
+            &br#"{"type":"DELETE","revision":""#[..],
+        ] {
+            for at in memmem::find_iter(body, head) {
+                events.push(number(at + head.len())?);
+            }
+        }
+        events.sort_unstable();
+        let tail = br#"],"revision":""#;
+        let at = memmem::rfind(body, tail).ok_or("an answer without its revision")?;
+        Ok(Answer {
+            events,
+            revision: number(at + tail.len())?,
+        })
+    }
 }
 
-/// A watcher's connection: one HTTP/1 connection of its own, kept alive,
-/// without a client pool, so the watchers' own CPU (on the same two cores
-/// as the server) stays small beside the server's.
+/// A watcher's connection: one keep-alive HTTP/1.1 connection written and
+/// read in the watcher's own task (no client pool, no connection task), as
+/// a load generator such as wrk does, so the watchers' CPU (on the same two
+/// cores as the server) stays small beside the server's.
 struct Conn {
-    send: hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    tcp: tokio::net::TcpStream,
     host: String,
+    buf: Vec<u8>,
 }
 
 type ConnError = Box<dyn std::error::Error + Send + Sync>;
@@ -47,27 +74,47 @@ impl Conn {
     async fn open(addr: &str) -> Result<Conn, ConnError> {
         let tcp = tokio::net::TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
-        let (send, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
-        tokio::spawn(conn);
         Ok(Conn {
-            send,
+            tcp,
             host: addr.to_string(),
+            buf: Vec::with_capacity(16 << 10),
         })
     }
 
     async fn get(&mut self, path: &str) -> Result<Answer, ConnError> {
-        use http_body_util::BodyExt;
-        let req = hyper::Request::get(path)
-            .header(hyper::header::HOST, &self.host)
-            .body(http_body_util::Empty::new())?;
-        let resp =
-            tokio::time::timeout(Duration::from_secs(30), self.send.send_request(req)).await??;
-        if !resp.status().is_success() {
-            return Err(format!("status {}", resp.status()).into());
+        tokio::time::timeout(Duration::from_secs(30), self.exchange(path)).await?
+    }
+
+    async fn exchange(&mut self, path: &str) -> Result<Answer, ConnError> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let req = format!("GET {path} HTTP/1.1\r\nhost: {}\r\n\r\n", self.host);
+        self.tcp.write_all(req.as_bytes()).await?;
+        self.buf.clear();
+        loop {
+            if self.tcp.read_buf(&mut self.buf).await? == 0 {
+                return Err("the server closed the connection".into());
+            }
+            let mut headers = [httparse::EMPTY_HEADER; 16];
+            let mut resp = httparse::Response::new(&mut headers);
+            let httparse::Status::Complete(head) = resp.parse(&self.buf)? else {
+                continue;
+            };
+            let status = resp.code.unwrap_or(0);
+            let length = resp
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .and_then(|h| std::str::from_utf8(h.value).ok()?.parse::<usize>().ok())
+                .ok_or("an answer without content-length")?;
+            if self.buf.len() < head + length {
+                self.buf.reserve(head + length - self.buf.len());
+                continue;
+            }
+            if !(200..300).contains(&status) {
+                return Err(format!("status {status}").into());
+            }
+            return Answer::read(&self.buf[head..head + length]);
         }
-        let body = resp.into_body().collect().await?.to_bytes();
-        Ok(serde_json::from_slice(&body)?)
     }
 }
 
@@ -157,7 +204,7 @@ struct Figures {
     etcd_cores: f64,
     client_cores: f64,
     complete: usize,
-    errors: u64,
+    errors: BTreeMap<String, u64>,
 }
 
 /// One watcher's deliveries: (revision, when its answer arrived).
@@ -189,7 +236,8 @@ async fn measure(etcd: &EtcdServer, exe: &Path, watchers: usize, setup: &Setup<'
     let start = store.current_revision().await.expect("revision");
     let stop = Arc::new(AtomicBool::new(false));
     let answers = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
+    // Failed polls by what failed (the first words of the error).
+    let errors: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
     let ready = Arc::new(AtomicU64::new(0));
     let mut seen: Vec<Seen> = Vec::new();
     let mut loops = Vec::new();
@@ -218,9 +266,14 @@ async fn measure(etcd: &EtcdServer, exe: &Path, watchers: usize, setup: &Setup<'
                 };
                 let v = match got {
                     Ok(v) => v,
-                    Err(_) => {
+                    Err(e) => {
                         conn = None;
-                        errors.fetch_add(1, Ordering::Relaxed);
+                        let kind: String = e.to_string().chars().take(40).collect();
+                        *errors
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .entry(kind)
+                            .or_default() += 1;
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
@@ -232,12 +285,8 @@ async fn measure(etcd: &EtcdServer, exe: &Path, watchers: usize, setup: &Setup<'
                 }
                 answers.fetch_add(1, Ordering::Relaxed);
                 let mut s = s.lock().unwrap_or_else(|e| e.into_inner());
-                for ev in &v.events {
-                    if let Ok(r) = ev.revision.parse() {
-                        s.push((r, now));
-                    }
-                }
-                since = v.revision.parse().unwrap_or(since);
+                s.extend(v.events.iter().map(|r| (*r, now)));
+                since = v.revision;
             }
         }));
     }
@@ -344,6 +393,7 @@ async fn measure(etcd: &EtcdServer, exe: &Path, watchers: usize, setup: &Setup<'
     }
     assert!(!lat.is_empty(), "no watcher saw any write");
     let rss_peak = *rss_peak.lock().unwrap_or_else(|e| e.into_inner());
+    let failed = errors.lock().unwrap_or_else(|e| e.into_inner()).clone();
     Figures {
         watchers,
         p50: percentile(&mut lat, 0.5),
@@ -356,7 +406,7 @@ async fn measure(etcd: &EtcdServer, exe: &Path, watchers: usize, setup: &Setup<'
         etcd_cores,
         client_cores,
         complete,
-        errors: errors.load(Ordering::Relaxed),
+        errors: failed,
     }
 }
 
@@ -376,8 +426,11 @@ fn row(label: &str, f: &Figures) {
         (f.rss_peak - f.rss_idle).max(0.0) * 1024.0 / f.watchers as f64,
         f.complete,
         f.watchers,
-        f.errors
+        f.errors.values().sum::<u64>()
     );
+    if !f.errors.is_empty() {
+        println!("errors ({label}, {} watchers): {:?}", f.watchers, f.errors);
+    }
 }
 
 /// `against`: another css-server binary (a baseline build), measured in
@@ -398,7 +451,7 @@ pub async fn run(
     println!("# Watchers: one server-mode process, N long-poll watchers, {rate} writes/s");
     println!();
     println!(
-        "css-server (release) on a local etcd; each watcher loops on one filtered stream\n\
+        "css-server (the build beside css-bench) on a local etcd; each watcher loops on one filtered stream\n\
          (cluster=watchers, wait=20) on an HTTP/1 connection of its own, from the same revision,\n\
          every watcher connected before the first write; writes go to etcd {rate}/s for {secs} s.\n\
          Latency: write acknowledged -> the answer carrying it received, every (watcher, write).\n\
@@ -427,5 +480,61 @@ pub async fn run(
         for (n, p50, p99) in ratios {
             println!("| {n} | {p50:.1}x | {p99:.1}x |");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use css::api::render::watch_batch;
+    use css::model::Kind;
+    use css::store::embedded::EmbeddedStore;
+    use css::store::{StateStore, Upsert};
+    use css::watch::{Change, ChangeKind, PollOutput};
+    use css_tests::fixtures::{entity, task_detail, ACCOUNT};
+
+    use super::Answer;
+
+    /// The watchers read answers by their framing: the server's own
+    /// rendering, PUT and DELETE, with and without events.
+    #[tokio::test]
+    async fn a_watcher_reads_the_revisions_the_server_renders() {
+        let store = EmbeddedStore::new("/ecs-css/v1/");
+        let e = entity(
+            Kind::Task,
+            &task_detail("web", ACCOUNT, "t1", "RUNNING", 2, true),
+        );
+        store
+            .upsert_if_newer(Upsert::event(&e))
+            .await
+            .expect("stored");
+        let rec = store.get(&e.key, None).await.expect("read").expect("there");
+        let change = |kind, revision| Change {
+            kind,
+            revision,
+            record: rec.clone(),
+        };
+        for (changes, revision) in [
+            (vec![], 41),
+            (vec![change(ChangeKind::Put, 42)], 42),
+            (
+                vec![
+                    change(ChangeKind::Delete, 43),
+                    change(ChangeKind::Put, 44),
+                    change(ChangeKind::Put, 44),
+                ],
+                45,
+            ),
+        ] {
+            let want: Vec<i64> = changes.iter().map(|c| c.revision).collect();
+            let out = PollOutput {
+                changes,
+                revision,
+                more: false,
+            };
+            let body = watch_batch(&out, "ab12").expect("rendered");
+            let got = Answer::read(body.as_bytes()).expect("read");
+            assert_eq!((got.events, got.revision), (want, revision), "{body}");
+        }
+        assert!(Answer::read(br#"{"items":[]}"#).is_err());
     }
 }

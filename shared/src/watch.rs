@@ -149,7 +149,7 @@ pub async fn check_ack(store: &dyn StateStore, ack: i64) -> Result<(), WatchErro
 
 pub async fn poll(store: &dyn StateStore, req: &PollRequest) -> Result<PollOutput, WatchError> {
     let since = match req.since {
-        None => store.current_revision().await?,
+        None => store.recent_revision().await?,
         Some(since) if store.has_revision(since).await? => since,
         Some(since) => {
             // Read, not assumed: the store may have moved on since.
@@ -179,7 +179,7 @@ pub async fn poll(store: &dyn StateStore, req: &PollRequest) -> Result<PollOutpu
         let batch = match timeout_at(until, watcher.next()).await {
             Ok(b) => b?,
             Err(_) if bookmark_target.is_none() => {
-                let target = store.current_revision().await?;
+                let target = store.recent_revision().await?;
                 watcher.request_progress().await?;
                 bookmark_target = Some((target, Instant::now() + PROGRESS_GRACE));
                 continue;

@@ -298,6 +298,8 @@ async fn server_mode_serves_prometheus_text() {
         "/v1/tasks?cluster=web",
         "/v1/stream/tasks?wait=0",
         "/v1/tasks?status=bogus",
+        "/v1/tasks/web/nosuchtask",
+        "/v1/nosuchroute",
     ] {
         srv.get(path).await;
     }
@@ -334,6 +336,17 @@ async fn server_mode_serves_prometheus_text() {
         sum("http_requests", Some(("status", "4xx"))) >= 1.0,
         "{text}"
     );
+    // Requests by route as the router names it; no route: "unmatched"
+    // (read off the text: the parser splits a label value holding braces).
+    for line in [
+        r#"http_requests{route="/v1/tasks",status="2xx"} 1"#,
+        r#"http_requests{route="/v1/tasks",status="4xx"} 1"#,
+        r#"http_requests{route="/v1/stream/tasks",status="2xx"} 1"#,
+        r#"http_requests{route="/v1/tasks/{*rest}",status="4xx"} 1"#,
+        r#"http_requests{route="unmatched",status="4xx"} 1"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line}: {text}");
+    }
     assert!(
         sum("ingest_records", Some(("outcome", "applied"))) > 0.0,
         "the demo ingests: {text}"

@@ -1,8 +1,8 @@
 //! Server mode's shared store watch also spares etcd the reads every long
 //! poll would make (counted by etcd itself, `etcd_mvcc_range_total`): a
 //! cursor inside the watch window is resumed without reading the store's
-//! revision, and requests arriving while an identity read is under way share
-//! it; a request after a read ended reads again, so a replaced identity is
+//! revision, and requests arriving while an identity read (or, for a poll
+//! starting now or a bookmark, a revision read) is under way share it; a request after a read ended reads again, so a replaced identity is
 //! seen at once.
 
 use std::sync::Arc;
@@ -70,6 +70,31 @@ async fn long_polls_share_the_reads_of_their_cursor_checks() {
     // A cursor ahead of every window is still read for, and refused.
     let ahead = poll(store.as_ref(), &req(second + 1000)).await;
     assert!(ahead.is_err(), "a cursor ahead of the store was accepted");
+
+    // 200 long polls starting now whose waits end at once (watchers
+    // reconnecting after a restart): their start and their bookmark's
+    // target share reads of the store's revision (before: three each, 600
+    // ranges). Each answers at the revision written before it, or later.
+    let before = etcd.ranges_served().await as u64;
+    let polls = (0..200).map(|_| {
+        let store = store.clone();
+        let r = PollRequest {
+            since: None,
+            wait: Duration::ZERO,
+            ..req(0)
+        };
+        async move { poll(store.as_ref(), &r).await }
+    });
+    for out in futures::future::join_all(polls).await {
+        let out = out.expect("poll");
+        assert!(out.changes.is_empty());
+        assert!(out.revision >= second, "{} < {second}", out.revision);
+    }
+    let spent = etcd.ranges_served().await as u64 - before;
+    assert!(
+        spent < 60,
+        "{spent} range requests for 200 polls starting now"
+    );
 
     // 200 concurrent identity checks share reads; all agree.
     let before = etcd.ranges_served().await as u64;

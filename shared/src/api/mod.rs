@@ -150,16 +150,13 @@ where
 /// access-log line (route, status, latency, caller) at info.
 async fn measure(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let started = std::time::Instant::now();
-    let route = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let route = route_label(req.extensions().get::<axum::extract::MatchedPath>());
     let method = req.method().clone();
     let caller = req.extensions().get::<Caller>().map(|c| c.0.clone());
     let resp = next.run(req).await;
     let took = started.elapsed();
     let status = resp.status().as_u16();
-    crate::metrics::http(&route, status, took);
+    crate::metrics::http(route, status, took);
     tracing::info!(
         %method,
         route,
@@ -169,6 +166,19 @@ async fn measure(req: axum::extract::Request, next: axum::middleware::Next) -> R
         "request"
     );
     resp
+}
+
+/// The route's path as a metric label: a static string for every route
+/// (a label is then never allocated per request), "unmatched" otherwise.
+fn route_label(matched: Option<&axum::extract::MatchedPath>) -> &'static str {
+    let Some(path) = matched.map(|m| m.as_str()) else {
+        return "unmatched";
+    };
+    ROUTES
+        .iter()
+        .map(|r| r.path)
+        .find(|p| *p == path)
+        .unwrap_or("other")
 }
 
 async fn not_found() -> ApiError {

@@ -284,6 +284,13 @@ pub trait StateStore: Send + Sync {
     /// Every change of `kind` with revision >= `from_revision`.
     async fn watch(&self, kind: Kind, from_revision: i64) -> StoreResult<WatchStream>;
     async fn current_revision(&self) -> StoreResult<i64>;
+    /// The store's revision, read by a read that overlaps this call (it may
+    /// have started before it): for a long poll starting now or a bookmark's
+    /// target, where a revision a moment older is as good. Never for
+    /// checking a revision a client holds (it may be newer than that read).
+    async fn recent_revision(&self) -> StoreResult<i64> {
+        self.current_revision().await
+    }
     /// Whether the store has reached `revision`: a cursor's check, which a
     /// store that follows its changes answers without a read.
     async fn has_revision(&self, revision: i64) -> StoreResult<bool> {

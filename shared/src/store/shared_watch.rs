@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::future::{BoxFuture, Shared};
+use futures::FutureExt;
 use tokio::sync::{watch, Notify};
 
 use super::{
@@ -30,20 +32,59 @@ pub struct SharedWatchStore {
     instances: Arc<Hub>,
     services: Arc<Hub>,
     /// The identity read under way, which requests arriving meanwhile share.
-    identity_read: Mutex<Option<IdentityRead>>,
+    identity_read: SharedRead<String>,
+    /// The revision read under way (`recent_revision`), shared likewise.
+    revision_read: Arc<SharedRead<i64>>,
 }
 
-type IdentityRead =
-    futures::future::Shared<futures::future::BoxFuture<'static, StoreResult<String>>>;
+/// A read that concurrent callers share: a call joins a read still under
+/// way (it overlaps the call, as its own read would) and never one that has
+/// finished. A thousand long polls arriving together make one read, not a
+/// thousand (after a restart, or when their waits end at once).
+struct SharedRead<T: Clone>(Mutex<Option<Shared<BoxFuture<'static, StoreResult<T>>>>>);
+
+impl<T: Clone + Send + Sync + 'static> SharedRead<T> {
+    fn new() -> Self {
+        SharedRead(Mutex::new(None))
+    }
+
+    async fn read<F>(&self, start: impl FnOnce() -> F) -> StoreResult<T>
+    where
+        F: std::future::Future<Output = StoreResult<T>> + Send + 'static,
+    {
+        let read = {
+            let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            match slot.as_ref() {
+                Some(r) if r.peek().is_none() => r.clone(),
+                _ => {
+                    let r = start().boxed().shared();
+                    *slot = Some(r.clone());
+                    r
+                }
+            }
+        };
+        read.await
+    }
+}
+
+/// The store's revision through `shared`.
+async fn recent(shared: &SharedRead<i64>, store: &Arc<dyn StateStore>) -> StoreResult<i64> {
+    let store = store.clone();
+    shared
+        .read(|| async move { store.current_revision().await })
+        .await
+}
 
 impl SharedWatchStore {
     pub fn new(inner: Arc<dyn StateStore>) -> SharedWatchStore {
+        let revision_read = Arc::new(SharedRead::new());
         SharedWatchStore {
-            tasks: Hub::new(inner.clone(), Kind::Task),
-            instances: Hub::new(inner.clone(), Kind::Instance),
-            services: Hub::new(inner.clone(), Kind::Service),
+            tasks: Hub::new(inner.clone(), Kind::Task, revision_read.clone()),
+            instances: Hub::new(inner.clone(), Kind::Instance, revision_read.clone()),
+            services: Hub::new(inner.clone(), Kind::Service, revision_read.clone()),
             inner,
-            identity_read: Mutex::new(None),
+            identity_read: SharedRead::new(),
+            revision_read,
         }
     }
 
@@ -67,6 +108,8 @@ struct Hub {
     /// Asks the pump for a progress batch from its store watch.
     progress_wanted: Arc<Notify>,
     pump: Mutex<Option<tokio::task::AbortHandle>>,
+    /// The store's shared revision read (bookmark targets).
+    revision_read: Arc<SharedRead<i64>>,
 }
 
 impl Drop for Hub {
@@ -117,7 +160,11 @@ impl Window {
 }
 
 impl Hub {
-    fn new(inner: Arc<dyn StateStore>, kind: Kind) -> Arc<Hub> {
+    fn new(
+        inner: Arc<dyn StateStore>,
+        kind: Kind,
+        revision_read: Arc<SharedRead<i64>>,
+    ) -> Arc<Hub> {
         Arc::new(Hub {
             kind,
             inner,
@@ -126,6 +173,7 @@ impl Hub {
             changed: watch::Sender::new(0),
             progress_wanted: Arc::new(Notify::new()),
             pump: Mutex::new(None),
+            revision_read,
         })
     }
 
@@ -272,7 +320,7 @@ impl Watcher for SharedWatcher {
         if let Some(own) = self.own.as_mut() {
             return own.request_progress().await;
         }
-        self.target = Some(self.hub.inner.current_revision().await?);
+        self.target = Some(recent(&self.hub.revision_read, &self.hub.inner).await?);
         self.hub.progress_wanted.notify_one();
         Ok(())
     }
@@ -312,24 +360,13 @@ impl StateStore for SharedWatchStore {
         self.inner.create_meta(name, value).await
     }
     /// Every long poll checks its cursor's store: a thousand watchers would
-    /// each read the identity. A request joins a read still under way (it
-    /// overlaps the request, as its own read would) and never one that has
-    /// finished, so no answer is older than the request.
+    /// each read the identity. A request joins a read still under way, so no
+    /// answer is older than the request's own read would be.
     async fn identity(&self) -> StoreResult<String> {
-        use futures::FutureExt;
-        let read = {
-            let mut slot = self.identity_read.lock().unwrap_or_else(|e| e.into_inner());
-            match slot.as_ref() {
-                Some(r) if r.peek().is_none() => r.clone(),
-                _ => {
-                    let inner = self.inner.clone();
-                    let r = async move { inner.identity().await }.boxed().shared();
-                    *slot = Some(r.clone());
-                    r
-                }
-            }
-        };
-        read.await
+        let inner = self.inner.clone();
+        self.identity_read
+            .read(|| async move { inner.identity().await })
+            .await
     }
     async fn snapshot(&self) -> StoreResult<Option<super::SnapshotStream>> {
         self.inner.snapshot().await
@@ -360,6 +397,9 @@ impl StateStore for SharedWatchStore {
     }
     async fn current_revision(&self) -> StoreResult<i64> {
         self.inner.current_revision().await
+    }
+    async fn recent_revision(&self) -> StoreResult<i64> {
+        recent(&self.revision_read, &self.inner).await
     }
     /// A window that saw `revision` answers: every long poll resuming from
     /// a cursor checks it, and a thousand of them would otherwise each read

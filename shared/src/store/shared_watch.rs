@@ -360,8 +360,8 @@ impl StateStore for SharedWatchStore {
         self.inner.create_meta(name, value).await
     }
     /// Every long poll checks its cursor's store: a thousand watchers would
-    /// each read the identity. A request joins a read still under way, so no
-    /// answer is older than the request's own read would be.
+    /// each read the identity. A request joins a read still under way, never
+    /// one that has finished (`SharedRead`).
     async fn identity(&self) -> StoreResult<String> {
         let inner = self.inner.clone();
         self.identity_read

@@ -240,7 +240,13 @@ impl Members {
             async move {
                 let ask = async {
                     let c = self.client(i).await?;
-                    op(c).await
+                    match op(c.clone()).await {
+                        // A member that restarted closed the connection the
+                        // first request still went out on; the channel
+                        // reconnects for the next. A member down fails again.
+                        Err(e) if is_member_failure(&e) => op(c).await,
+                        r => r,
+                    }
                 };
                 let res = match tokio::time::timeout(timeout, ask).await {
                     Ok(r) => r.map_err(|e| e.to_string()),

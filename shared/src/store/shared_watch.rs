@@ -69,9 +69,11 @@ impl<T: Clone + Send + Sync + 'static> SharedRead<T> {
 
 /// The store's revision through `shared`.
 async fn recent(shared: &SharedRead<i64>, store: &Arc<dyn StateStore>) -> StoreResult<i64> {
-    let store = store.clone();
     shared
-        .read(|| async move { store.current_revision().await })
+        .read(|| {
+            let store = store.clone();
+            async move { store.current_revision().await }
+        })
         .await
 }
 
@@ -363,9 +365,11 @@ impl StateStore for SharedWatchStore {
     /// each read the identity. A request joins a read still under way, never
     /// one that has finished (`SharedRead`).
     async fn identity(&self) -> StoreResult<String> {
-        let inner = self.inner.clone();
         self.identity_read
-            .read(|| async move { inner.identity().await })
+            .read(|| {
+                let inner = self.inner.clone();
+                async move { inner.identity().await }
+            })
             .await
     }
     async fn snapshot(&self) -> StoreResult<Option<super::SnapshotStream>> {

@@ -23,6 +23,7 @@ pub mod embedded;
 pub mod etcd;
 mod keys;
 mod record;
+mod shared_read;
 pub mod shared_watch;
 
 pub use embedded::EmbeddedStore;

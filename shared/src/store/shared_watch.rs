@@ -13,10 +13,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::future::{BoxFuture, Shared};
-use futures::FutureExt;
 use tokio::sync::{watch, Notify};
 
+use super::shared_read::SharedRead;
 use super::{
     EntityKey, KeyPage, ListPage, ListRequest, StateStore, StoreError, StoreResult, StoredRecord,
     Upsert, UpsertOutcome, WatchBatch, WatchEvent, WatchStream, Watcher,
@@ -35,36 +34,6 @@ pub struct SharedWatchStore {
     identity_read: SharedRead<String>,
     /// The revision read under way (`recent_revision`), shared likewise.
     revision_read: Arc<SharedRead<i64>>,
-}
-
-/// A read that concurrent callers share: a call joins a read still under
-/// way (it overlaps the call, as its own read would) and never one that has
-/// finished. A thousand long polls arriving together make one read, not a
-/// thousand (after a restart, or when their waits end at once).
-struct SharedRead<T: Clone>(Mutex<Option<Shared<BoxFuture<'static, StoreResult<T>>>>>);
-
-impl<T: Clone + Send + Sync + 'static> SharedRead<T> {
-    fn new() -> Self {
-        SharedRead(Mutex::new(None))
-    }
-
-    async fn read<F>(&self, start: impl FnOnce() -> F) -> StoreResult<T>
-    where
-        F: std::future::Future<Output = StoreResult<T>> + Send + 'static,
-    {
-        let read = {
-            let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            match slot.as_ref() {
-                Some(r) if r.peek().is_none() => r.clone(),
-                _ => {
-                    let r = start().boxed().shared();
-                    *slot = Some(r.clone());
-                    r
-                }
-            }
-        };
-        read.await
-    }
 }
 
 /// The store's revision through `shared`.

@@ -94,7 +94,7 @@ pub struct PollOutput {
 
 /// What one change means to a filtered watcher, if anything.
 fn translate(filters: &Filters, ev: &WatchEvent) -> Option<Change> {
-    let before = ev.prev.as_ref().filter(|p| filters.matches(p));
+    let before = || ev.prev.as_ref().filter(|p| filters.matches(p));
     let change = |kind, record: &StoredRecord| Change {
         kind,
         revision: ev.revision,
@@ -103,8 +103,8 @@ fn translate(filters: &Filters, ev: &WatchEvent) -> Option<Change> {
     match (ev.event_type, &ev.record) {
         (EventType::Put, Some(new)) if filters.matches(new) => Some(change(ChangeKind::Put, new)),
         // Stopped matching: gone from this watcher's view, as it is now.
-        (EventType::Put, Some(new)) => before.map(|_| change(ChangeKind::Delete, new)),
-        _ => before.map(|last| change(ChangeKind::Delete, last)),
+        (EventType::Put, Some(new)) => before().map(|_| change(ChangeKind::Delete, new)),
+        _ => before().map(|last| change(ChangeKind::Delete, last)),
     }
 }
 
@@ -203,20 +203,21 @@ pub async fn poll(store: &dyn StateStore, req: &PollRequest) -> Result<PollOutpu
                 out.more = true;
                 return Ok(out);
             }
-            let these: Vec<Change> = events[i..end]
+            let before = out.changes.len();
+            let mut size = 0;
+            for c in events[i..end]
                 .iter()
                 .filter_map(|ev| translate(&req.filters, ev))
-                .collect();
-            let mut size = 0;
-            for c in &these {
+            {
                 size += item_size(&c.record)? + EVENT_OVERHEAD;
+                out.changes.push(c);
             }
-            if !out.changes.is_empty() && bytes + size > MAX_ITEMS_BYTES {
+            if before > 0 && bytes + size > MAX_ITEMS_BYTES {
+                out.changes.truncate(before);
                 out.more = true;
                 return Ok(out);
             }
             bytes += size;
-            out.changes.extend(these);
             out.revision = rev;
             i = end;
         }

@@ -20,7 +20,6 @@ fn put(prev: Option<StoredRecord>, new: StoredRecord) -> WatchEvent {
     WatchEvent {
         event_type: EventType::Put,
         revision: new.mod_revision,
-        key: new.key.clone(),
         record: Some(new),
         prev,
     }
@@ -30,7 +29,6 @@ fn delete(prev: StoredRecord, revision: i64) -> WatchEvent {
     WatchEvent {
         event_type: EventType::Delete,
         revision,
-        key: prev.key.clone(),
         record: None,
         prev: Some(prev),
     }

@@ -202,6 +202,7 @@ fn iam_app(per_owner: usize) -> axum::Router {
         subscription_ttl: api::DEFAULT_SUBSCRIPTION_TTL,
         subscriptions_per_owner: per_owner,
         etcd_quota_bytes: 4 << 30,
+        answers: Default::default(),
     })
 }
 

@@ -25,6 +25,7 @@ fn app(store: Arc<dyn StateStore>) -> axum::Router {
         subscription_ttl: api::DEFAULT_SUBSCRIPTION_TTL,
         subscriptions_per_owner: api::DEFAULT_SUBSCRIPTIONS_PER_OWNER,
         etcd_quota_bytes: 4 << 30,
+        answers: Default::default(),
     })
 }
 

@@ -405,6 +405,7 @@ async fn one_store_for_every_member_account_and_region() {
         subscription_ttl: api::DEFAULT_SUBSCRIPTION_TTL,
         subscriptions_per_owner: 100,
         etcd_quota_bytes: 4 << 30,
+        answers: Default::default(),
     });
     let now: BTreeSet<String> = [
         arns(store.as_ref(), Kind::Task).await,

@@ -276,7 +276,7 @@ async fn record_revisions(store: &dyn StateStore) -> Vec<(EntityKey, i64)> {
     assert!(!records.is_empty());
     records
         .into_iter()
-        .map(|r| (r.key, r.mod_revision))
+        .map(|r| (r.key.clone(), r.mod_revision))
         .collect()
 }
 

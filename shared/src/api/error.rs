@@ -43,8 +43,9 @@ impl From<QueryError> for ApiError {
     }
 }
 
-pub fn json_response(status: StatusCode, body: String) -> Response {
-    let mut resp = (status, body).into_response();
+pub fn json_response(status: StatusCode, body: impl Into<axum::body::Body>) -> Response {
+    let mut resp = Response::new(body.into());
+    *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

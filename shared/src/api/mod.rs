@@ -17,7 +17,9 @@ use crate::query::{self, ListQuery, QueryError};
 use crate::setup::Parts;
 use crate::store::{StateStore, StoreError};
 
+pub mod answers;
 mod error;
+mod measure;
 pub mod params;
 pub mod render;
 mod routes;
@@ -55,6 +57,8 @@ pub struct AppState {
     pub subscriptions_per_owner: usize,
     /// etcd's space quota, what status reports the database size against.
     pub etcd_quota_bytes: i64,
+    /// Stream answers shared by the watchers asking the same question.
+    pub answers: Arc<answers::Answers>,
 }
 
 pub const DEFAULT_SUBSCRIPTION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -70,6 +74,7 @@ impl AppState {
             subscription_ttl: DEFAULT_SUBSCRIPTION_TTL,
             subscriptions_per_owner: args.subscriptions_per_owner as usize,
             etcd_quota_bytes: args.etcd_quota_bytes,
+            answers: Arc::default(),
         }
     }
 
@@ -82,6 +87,7 @@ impl AppState {
             subscription_ttl: DEFAULT_SUBSCRIPTION_TTL,
             subscriptions_per_owner: DEFAULT_SUBSCRIPTIONS_PER_OWNER,
             etcd_quota_bytes: 4 << 30,
+            answers: Arc::default(),
         }
     }
 }
@@ -128,7 +134,7 @@ pub fn router(state: AppState) -> Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn(measure))
+        .layer(measure::MeasureLayer)
         .with_state(state)
 }
 
@@ -144,41 +150,6 @@ where
         _ => MethodFilter::GET,
     };
     axum::routing::on(filter, handler)
-}
-
-/// Counts every request by route and status class, times it, and writes one
-/// access-log line (route, status, latency, caller) at info.
-async fn measure(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let started = std::time::Instant::now();
-    let route = route_label(req.extensions().get::<axum::extract::MatchedPath>());
-    let method = req.method().clone();
-    let caller = req.extensions().get::<Caller>().map(|c| c.0.clone());
-    let resp = next.run(req).await;
-    let took = started.elapsed();
-    let status = resp.status().as_u16();
-    crate::metrics::http(route, status, took);
-    tracing::info!(
-        %method,
-        route,
-        status,
-        latency_ms = took.as_secs_f64() * 1000.0,
-        principal = caller.as_deref().unwrap_or("-"),
-        "request"
-    );
-    resp
-}
-
-/// The route's path as a metric label: a static string for every route
-/// (a label is then never allocated per request), "unmatched" otherwise.
-fn route_label(matched: Option<&axum::extract::MatchedPath>) -> &'static str {
-    let Some(path) = matched.map(|m| m.as_str()) else {
-        return "unmatched";
-    };
-    ROUTES
-        .iter()
-        .map(|r| r.path)
-        .find(|p| *p == path)
-        .unwrap_or("other")
 }
 
 async fn not_found() -> ApiError {
@@ -236,7 +207,7 @@ async fn list_services(
 }
 
 async fn list(s: &AppState, kind: Kind, q: Option<&str>) -> Result<Response, ApiError> {
-    let p = Params::parse(q, &params::with_filters(kind, &["limit", "nextToken"]))?;
+    let p = Params::parse_with_filters(q, kind, &["limit", "nextToken"])?;
     let query = ListQuery {
         filters: params::filters(kind, &p)?,
         limit: p.limit()?,

@@ -2,6 +2,7 @@
 //! refused, and the list filters parsed from them (docs/reference.md#http-api). Every error
 //! names its parameter.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use super::ApiError;
@@ -20,21 +21,40 @@ pub fn bad(name: &str, message: impl Into<String>) -> ApiError {
     }
 }
 
-/// Query parameters: each known at most once, unknown ones refused.
+/// Query parameters: each known at most once, unknown ones refused. Borrowed
+/// from the query string unless percent-decoding changed them.
 #[derive(Debug, Default)]
-pub struct Params(Vec<(String, String)>);
+pub struct Params<'q>(Vec<(Cow<'q, str>, Cow<'q, str>)>);
 
-impl Params {
-    pub fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Params, ApiError> {
-        let mut out: Vec<(String, String)> = Vec::new();
+impl<'q> Params<'q> {
+    pub fn parse(raw: Option<&'q str>, allowed: &[&str]) -> Result<Params<'q>, ApiError> {
+        Params::parse_if(raw, |k| allowed.contains(&k))
+    }
+
+    /// `kind`'s filter parameters plus `extra` (limit, since, ...).
+    pub fn parse_with_filters(
+        raw: Option<&'q str>,
+        kind: Kind,
+        extra: &[&str],
+    ) -> Result<Params<'q>, ApiError> {
+        Params::parse_if(raw, |k| {
+            extra.contains(&k) || crate::filter::takes_param(kind, k)
+        })
+    }
+
+    fn parse_if(
+        raw: Option<&'q str>,
+        allowed: impl Fn(&str) -> bool,
+    ) -> Result<Params<'q>, ApiError> {
+        let mut out: Vec<(Cow<'q, str>, Cow<'q, str>)> = Vec::new();
         for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
-            if !allowed.contains(&k.as_ref()) {
+            if !allowed(&k) {
                 return Err(bad(&k, format!("unknown query parameter '{k}'")));
             }
             if out.iter().any(|(seen, _)| *seen == k) {
                 return Err(bad(&k, format!("query parameter '{k}' is repeated")));
             }
-            out.push((k.into_owned(), v.into_owned()));
+            out.push((k, v));
         }
         Ok(Params(out))
     }
@@ -43,7 +63,7 @@ impl Params {
         self.0
             .iter()
             .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_ref())
     }
 
     /// An integer parameter within `range`, or `default` when absent.
@@ -106,18 +126,6 @@ pub fn parse_cluster(name: &str, value: &str) -> Result<ClusterScope, ApiError> 
     crate::filter::cluster_scope(name, value).map_err(|m| bad(name, m))
 }
 
-/// Filter parameters per kind (`filter::FILTERS` declares them).
-pub fn filter_params(kind: Kind) -> Vec<&'static str> {
-    crate::filter::params_of(kind)
-}
-
-/// The filter parameters of `kind` plus `extra` (limit, since, ...).
-pub fn with_filters(kind: Kind, extra: &[&'static str]) -> Vec<&'static str> {
-    let mut allowed = filter_params(kind);
-    allowed.extend(extra);
-    allowed
-}
-
 /// A task, container instance or service by ARN (either format) or bare id
 /// (a service's id is its name).
 pub fn resource_ref(name: &str, kind: Kind, v: &str) -> Result<ResourceRef, ApiError> {
@@ -125,7 +133,7 @@ pub fn resource_ref(name: &str, kind: Kind, v: &str) -> Result<ResourceRef, ApiE
 }
 
 /// The list filters from query parameters, as `filter::FILTERS` reads them.
-pub fn filters(kind: Kind, p: &Params) -> Result<Filters, ApiError> {
+pub fn filters(kind: Kind, p: &Params<'_>) -> Result<Filters, ApiError> {
     let mut f = Filters::all(kind);
     for def in crate::filter::FILTERS.iter().filter(|d| d.takes(kind)) {
         if let Some(v) = p.get(def.name) {

@@ -1,7 +1,7 @@
 use super::*;
 
 fn parse(kind: Kind, query: &str) -> Result<Filters, ApiError> {
-    filters(kind, &Params::parse(Some(query), &filter_params(kind))?)
+    filters(kind, &Params::parse_with_filters(Some(query), kind, &[])?)
 }
 
 fn refused(kind: Kind, query: &str) -> String {
@@ -137,7 +137,9 @@ fn container_instances_by_arn_in_either_format_or_id() {
 
 #[test]
 fn limits_waits_and_revisions_are_bounded() {
-    let p = |q: &str| Params::parse(Some(q), &["limit", "wait", "since"]).unwrap();
+    fn p(q: &str) -> Params<'_> {
+        Params::parse(Some(q), &["limit", "wait", "since"]).unwrap()
+    }
     assert_eq!(p("").limit().unwrap(), DEFAULT_LIMIT);
     assert_eq!(p("limit=1000").limit().unwrap(), 1000);
     for bad in ["limit=0", "limit=1001", "limit=x", "limit=-1"] {

@@ -1,40 +1,62 @@
 //! JSON answers, spliced from the records' stored entity JSON (never
 //! re-serialized: ECS's fields and their order are kept byte for byte).
+//! Each answer is written into one string sized for it: a long poll is
+//! answered a thousand times a second, so nothing is allocated per item.
+
+use std::fmt::Write;
 
 use crate::query::ListOutput;
 use crate::store::{StoreError, StoredRecord};
 use crate::watch::{ChangeKind, PollOutput};
 
+/// Room for what surrounds an item's entity JSON, or an event's item.
+const WRAPPING: usize = 64;
+
 /// `{"metadata":{"entityVersion":"<rev>"},"entity":<ECS JSON>}`.
 pub fn item(record: &StoredRecord) -> Result<String, StoreError> {
-    let meta = record.meta()?;
-    let entity = meta.entity.get();
-    let mut s = String::with_capacity(entity.len() + 64);
-    s.push_str(r#"{"metadata":{"entityVersion":""#);
-    s.push_str(&record.mod_revision.to_string());
-    s.push_str(r#""},"entity":"#);
-    s.push_str(entity);
-    s.push('}');
+    let entity = record.meta()?.entity.get();
+    let mut s = String::with_capacity(entity.len() + WRAPPING);
+    push_item(&mut s, record)?;
     Ok(s)
 }
 
-/// `{"<field>":[items...],"revision":"<rev>"` without the closing brace.
-fn array_and_revision(field: &str, items: &[String], revision: i64) -> String {
-    let size: usize = items.iter().map(|i| i.len() + 1).sum();
-    let mut s = String::with_capacity(size + 128);
+fn push_item(s: &mut String, record: &StoredRecord) -> Result<(), StoreError> {
+    s.push_str(r#"{"metadata":{"entityVersion":""#);
+    push_int(s, record.mod_revision);
+    s.push_str(r#""},"entity":"#);
+    s.push_str(record.meta()?.entity.get());
+    s.push('}');
+    Ok(())
+}
+
+fn push_int(s: &mut String, n: i64) {
+    // Writing to a String cannot fail.
+    let _ = write!(s, "{n}");
+}
+
+/// `{"<field>":[items...],"revision":"<rev>"` without the closing brace;
+/// `size` is the items' bytes, `push` writes one.
+fn array_and_revision<T>(
+    field: &str,
+    items: &[T],
+    size: usize,
+    revision: i64,
+    mut push: impl FnMut(&mut String, &T) -> Result<(), StoreError>,
+) -> Result<String, StoreError> {
+    let mut s = String::with_capacity(size + items.len() + 2 * WRAPPING);
     s.push_str(r#"{""#);
     s.push_str(field);
     s.push_str(r#"":["#);
-    for (i, item) in items.iter().enumerate() {
+    for (i, it) in items.iter().enumerate() {
         if i > 0 {
             s.push(',');
         }
-        s.push_str(item);
+        push(&mut s, it)?;
     }
     s.push_str(r#"],"revision":""#);
-    s.push_str(&revision.to_string());
+    push_int(&mut s, revision);
     s.push('"');
-    s
+    Ok(s)
 }
 
 /// `,"store":"<id>"`: the store's identity, in every list and watch answer.
@@ -46,12 +68,11 @@ fn store_field(s: &mut String, store: &str) {
 
 /// `{"items":[...],"revision":"<rev>","store":"<id>","nextToken"?:"..."}`.
 pub fn list_page(out: &ListOutput) -> Result<String, StoreError> {
-    let items = out
-        .records
-        .iter()
-        .map(item)
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut s = array_and_revision("items", &items, out.revision);
+    let mut size = 0;
+    for r in &out.records {
+        size += r.meta()?.entity.get().len() + WRAPPING;
+    }
+    let mut s = array_and_revision("items", &out.records, size, out.revision, push_item)?;
     store_field(&mut s, &out.store);
     if let Some(t) = &out.next_token {
         s.push_str(r#","nextToken":""#);
@@ -64,23 +85,23 @@ pub fn list_page(out: &ListOutput) -> Result<String, StoreError> {
 
 /// `{"events":[{"type","revision","item"}...],"revision":"<rev>","store":"<id>","more":bool}`.
 pub fn watch_batch(out: &PollOutput, store: &str) -> Result<String, StoreError> {
-    let events = out
-        .changes
-        .iter()
-        .map(|c| {
-            let kind = match c.kind {
-                ChangeKind::Put => "PUT",
-                ChangeKind::Delete => "DELETE",
-            };
-            // The same record reaches every watcher of a change: rendered once.
-            Ok(format!(
-                r#"{{"type":"{kind}","revision":"{}","item":{}}}"#,
-                c.revision,
-                c.record.rendered(item)?
-            ))
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    let mut s = array_and_revision("events", &events, out.revision);
+    // The same record reaches every watcher of a change: its item is
+    // rendered once (`rendered`) and copied into each answer.
+    let mut size = 0;
+    for c in &out.changes {
+        size += c.record.rendered(item)?.len() + WRAPPING;
+    }
+    let mut s = array_and_revision("events", &out.changes, size, out.revision, |s, c| {
+        s.push_str(match c.kind {
+            ChangeKind::Put => r#"{"type":"PUT","revision":""#,
+            ChangeKind::Delete => r#"{"type":"DELETE","revision":""#,
+        });
+        push_int(s, c.revision);
+        s.push_str(r#"","item":"#);
+        s.push_str(c.record.rendered(item)?);
+        s.push('}');
+        Ok(())
+    })?;
     store_field(&mut s, store);
     s.push_str(r#","more":"#);
     s.push_str(if out.more { "true" } else { "false" });

@@ -10,6 +10,7 @@ use axum::http::{Extensions, StatusCode, Uri};
 use axum::response::Response;
 use serde_json::{json, Value};
 
+use super::answers::Question;
 use super::params::{self, Params};
 use super::{json_response, render, ApiError, AppState, Caller, Identity};
 use crate::cursor::{owner_of, CursorStore, Subscription};
@@ -19,13 +20,17 @@ use crate::watch::{check_ack, poll, subscription_start, PollOutput, PollRequest,
 
 /// A watch answer, counted by why it was sent: events to deliver, the
 /// limit (more to come), or the wait ending with nothing.
-fn answer(out: &PollOutput, store: &str) -> Result<Response, ApiError> {
+fn count(out: &PollOutput) {
     let cause = match (out.more, out.changes.is_empty()) {
         (true, _) => "limit",
         (false, false) => "events",
         (false, true) => "timeout",
     };
     crate::metrics::watch_answer(cause, out.changes.len(), out.revision);
+}
+
+fn answer(out: &PollOutput, store: &str) -> Result<Response, ApiError> {
+    count(out);
     Ok(json_response(
         StatusCode::OK,
         render::watch_batch(out, store)?,
@@ -100,10 +105,7 @@ async fn same_store(s: &AppState, theirs: Option<&str>, ours: &str) -> Result<()
 }
 
 async fn stream(s: &AppState, kind: Kind, q: Option<&str>) -> Result<Response, ApiError> {
-    let p = Params::parse(
-        q,
-        &params::with_filters(kind, &["since", "store", "wait", "limit"]),
-    )?;
+    let p = Params::parse_with_filters(q, kind, &["since", "store", "wait", "limit"])?;
     // Every parameter checked (400) before the cursor is judged (410).
     let req = PollRequest {
         filters: params::filters(kind, &p)?,
@@ -114,7 +116,18 @@ async fn stream(s: &AppState, kind: Kind, q: Option<&str>) -> Result<Response, A
     let id = s.store.identity().await?;
     same_store(s, p.get("store"), &id).await?;
     let out = poll(s.store.as_ref(), &req).await?;
-    answer(&out, &id)
+    count(&out);
+    let question = Question {
+        kind,
+        store: &id,
+        query: q.unwrap_or_default(),
+        revision: out.revision,
+        more: out.more,
+    };
+    let body = s
+        .answers
+        .get_or_render(question, || render::watch_batch(&out, &id))?;
+    Ok(json_response(StatusCode::OK, body))
 }
 
 /// Who owns what the caller creates: the IAM caller API Gateway vouches
@@ -157,10 +170,7 @@ fn subscription_filters(
     let query: String = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(filters)
         .finish();
-    params::filters(
-        kind,
-        &Params::parse(Some(&query), &params::filter_params(kind))?,
-    )
+    params::filters(kind, &Params::parse_with_filters(Some(&query), kind, &[])?)
 }
 
 fn bad_body(name: &str, message: impl Into<String>) -> ApiError {

@@ -11,7 +11,7 @@
 
 mod table;
 
-pub use table::{cluster_scope, params_of, resource_ref, Era, FilterDef, FILTERS};
+pub use table::{cluster_scope, resource_ref, takes_param, Era, FilterDef, FILTERS};
 
 use crate::model::{Arn, EntityKey, Fields, Kind};
 use crate::store::{ClusterScope, StoredRecord};

@@ -250,11 +250,9 @@ impl FilterDef {
 }
 
 /// The filter parameters of `kind`, in the table's order.
-pub fn params_of(kind: Kind) -> Vec<&'static str> {
-    (FILTERS.iter())
-        .filter(|d| d.takes(kind))
-        .map(|d| d.name)
-        .collect()
+/// Whether `name` is a filter parameter of `kind`.
+pub fn takes_param(kind: Kind, name: &str) -> bool {
+    FILTERS.iter().any(|d| d.name == name && d.takes(kind))
 }
 
 fn eq(want: &Option<String>, got: &Option<String>) -> bool {

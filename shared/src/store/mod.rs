@@ -215,7 +215,6 @@ pub enum EventType {
 pub struct WatchEvent {
     pub event_type: EventType,
     pub revision: i64,
-    pub key: EntityKey,
     /// The record after a put; None after a delete.
     pub record: Option<StoredRecord>,
     /// The record before the change, if it existed.

@@ -157,20 +157,34 @@ pub fn decode_value(value: &[u8]) -> Result<Cow<'_, [u8]>, String> {
     }
 }
 
-/// One record as read from the store. Its value is decoded at most once,
-/// on first use (filters, rendering and the version guard share it, and so
-/// do clones: the etcd store's record cache hands out clones).
+/// One record as read from the store: a shared handle, so the copies a
+/// watch window hands to every long poll and the record cache hands to
+/// every list cost a reference count, not the key's five strings. Its value
+/// is decoded at most once, on first use (filters, rendering and the version
+/// guard share it).
 #[derive(Debug, Clone)]
-pub struct StoredRecord {
+pub struct StoredRecord(Arc<RecordData>);
+
+/// What a `StoredRecord` shares (its fields are read through the handle).
+#[derive(Debug)]
+pub struct RecordData {
     pub key: EntityKey,
     /// The store key it was read under (primary or index): the page cursor.
     pub store_key: String,
     pub mod_revision: i64,
     pub create_revision: i64,
     pub value: Bytes,
+    /// Shared with the same record under another store key (`under`).
     decoded: Arc<OnceLock<StoreResult<RecordMeta>>>,
-    /// Its rendering for watchers, made once for all clones (`rendered`).
-    rendering: Arc<OnceLock<StoreResult<String>>>,
+    /// Its rendering for watchers, made once (`rendered`).
+    rendering: OnceLock<StoreResult<String>>,
+}
+
+impl std::ops::Deref for StoredRecord {
+    type Target = RecordData;
+    fn deref(&self) -> &RecordData {
+        &self.0
+    }
 }
 
 impl PartialEq for StoredRecord {
@@ -201,24 +215,29 @@ impl StoredRecord {
         create_revision: i64,
         value: Bytes,
     ) -> StoredRecord {
-        StoredRecord {
+        StoredRecord(Arc::new(RecordData {
             key,
             store_key,
             mod_revision,
             create_revision,
             value,
             decoded: Arc::default(),
-            rendering: Arc::default(),
-        }
+            rendering: OnceLock::new(),
+        }))
     }
 
     /// The same record (and its decoding) under another store key: the
     /// page cursor of the list that found it.
     pub fn under(&self, store_key: String) -> StoredRecord {
-        StoredRecord {
+        StoredRecord(Arc::new(RecordData {
+            key: self.key.clone(),
             store_key,
-            ..self.clone()
-        }
+            mod_revision: self.mod_revision,
+            create_revision: self.create_revision,
+            value: self.value.clone(),
+            decoded: self.decoded.clone(),
+            rendering: OnceLock::new(),
+        }))
     }
 
     /// `render(self)`, made on the first call only and shared by clones: a

@@ -34,7 +34,6 @@ impl EmbeddedWatcher {
             revision: c.revision,
             record: c.put.clone().map(record),
             prev: c.prev.clone().map(record),
-            key,
         })
     }
 }

@@ -170,7 +170,6 @@ impl Watcher for EtcdWatcher {
                 events.push(WatchEvent {
                     event_type,
                     revision: kv.mod_revision(),
-                    key,
                     record,
                     prev,
                 });

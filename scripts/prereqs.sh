@@ -2,7 +2,7 @@
 # Installs what building and testing need, idempotently; where it cannot,
 # stops with one line saying what is missing and how to get it.
 #   scripts/prereqs.sh run    # build and run server mode
-#   scripts/prereqs.sh test   # also etcd and the Python tools (venv, scripts/requirements.lock)
+#   scripts/prereqs.sh test   # also etcd, podman with arm64 emulation, the Python tools (venv, scripts/requirements.lock)
 #   scripts/prereqs.sh sam    # the Python tools (SAM CLI, cfn-lint, cargo-lambda) and the aarch64 target
 # Debian packages come from apt-get (as root); Python tools go into the
 # virtual environment of scripts/venv.sh, never into the system Python.
@@ -30,6 +30,13 @@ if [ "$mode" = test ]; then
   # The container image test builds and runs the Dockerfile with podman.
   command -v podman >/dev/null 2>&1 || apt_pkgs+=(podman)
   command -v runc >/dev/null 2>&1 || apt_pkgs+=(runc)
+  # ... and its arm64 image under qemu's user-mode emulation, on a base made
+  # from Debian's arm64 cross libraries.
+  if [ "$(uname -m)" = x86_64 ]; then
+    [ -e /usr/libexec/qemu-binfmt/aarch64-binfmt-P ] || apt_pkgs+=(qemu-user-static)
+    [ -e /usr/aarch64-linux-gnu/lib/libc.so.6 ] || apt_pkgs+=(libc6-arm64-cross)
+    [ -e /usr/aarch64-linux-gnu/lib/libgcc_s.so.1 ] || apt_pkgs+=(libgcc-s1-arm64-cross)
+  fi
 fi
 if [ "$mode" = sam ]; then
   command -v file >/dev/null 2>&1 || apt_pkgs+=(file)
@@ -77,9 +84,22 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-if [ "$mode" = sam ]; then
-  rustup target list --installed 2>/dev/null | grep -q aarch64-unknown-linux-gnu \
-    || rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1 \
-    || die "the aarch64 Rust target: run 'rustup target add aarch64-unknown-linux-gnu'"
+# The arm64 builds: the Lambda functions (sam) and the arm64 image's server (test).
+rustup target list --installed 2>/dev/null | grep -q aarch64-unknown-linux-gnu \
+  || rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1 \
+  || die "the aarch64 Rust target: run 'rustup target add aarch64-unknown-linux-gnu'"
+
+# arm64 binaries run through qemu, registered with the kernel's binfmt_misc
+# (flag F: the container finds the interpreter too). Debian registers it with
+# systemd-binfmt, which machines without systemd do not run.
+if [ "$mode" = test ] && [ "$(uname -m)" = x86_64 ] && [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+  how="run 'sudo mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; sudo sh -c \"cat /usr/lib/binfmt.d/qemu-aarch64.conf > /proc/sys/fs/binfmt_misc/register\"'"
+  [ "$(id -u)" = 0 ] || die "arm64 emulation for the container image test: $how"
+  [ -e /proc/sys/fs/binfmt_misc/register ] \
+    || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null \
+    || die "arm64 emulation for the container image test (binfmt_misc cannot be mounted): $how"
+  cat /usr/lib/binfmt.d/qemu-aarch64.conf > /proc/sys/fs/binfmt_misc/register 2>/dev/null \
+    || [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] \
+    || die "arm64 emulation for the container image test (the qemu-aarch64 registration was refused): $how"
 fi
 exit 0

@@ -4,7 +4,11 @@
 //! compose.yaml configures its `css` service (with the demo fleet, its one
 //! setting) against a local etcd: it answers lists, watches and /metrics,
 //! passes its own health check, runs as a non-root user and stops cleanly.
-//! Run with --nocapture for the image's size.
+//! Both platforms the Dockerfile names: linux/amd64 natively, linux/arm64
+//! under qemu's user-mode emulation (binfmt_misc; scripts/prereqs.sh test
+//! sets it up), from an arm64 binary cargo-lambda cross-builds and a base made
+//! from Debian's arm64 cross libraries. Run with --nocapture for the images'
+//! sizes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -62,29 +66,17 @@ fn server_binary() -> PathBuf {
     target.join("debug/css-server")
 }
 
-/// A runtime base like distroless/cc: the C libraries `binary` links (from
-/// the host's Debian packages), CA certificates, a nonroot user, /tmp.
-fn runtime_base(binary: &Path, dir: &Path) -> String {
-    let fs = dir.join("rootfs");
+/// A runtime base like distroless/cc for `arch`: `libs` (path on this host,
+/// path in the image), CA certificates, a nonroot user, /tmp.
+fn runtime_base(arch: &str, libs: &[(PathBuf, String)], dir: &Path) -> String {
+    let fs = dir.join(format!("rootfs-{arch}"));
     let put = |from: &Path, to: &str| {
         let dest = fs.join(to.trim_start_matches('/'));
         std::fs::create_dir_all(dest.parent().expect("parent")).expect("dir");
         std::fs::copy(from, &dest).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
     };
-    let ldd = ok(
-        Command::new("ldd").arg(binary).output().expect("ldd"),
-        "ldd",
-    );
-    for line in ldd.lines() {
-        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or the
-        // interpreter's "/lib64/ld-linux-x86-64.so.2 (0x...)".
-        let path = match line.split_once("=>") {
-            Some((_, right)) => right.split_whitespace().next(),
-            None => line.split_whitespace().next(),
-        };
-        if let Some(p) = path.filter(|p| p.starts_with('/')) {
-            put(Path::new(p), p);
-        }
+    for (from, to) in libs {
+        put(from, to);
     }
     put(
         Path::new("/etc/ssl/certs/ca-certificates.crt"),
@@ -98,7 +90,7 @@ fn runtime_base(binary: &Path, dir: &Path) -> String {
     .expect("passwd");
     std::fs::write(etc.join("group"), "root:x:0:\nnonroot:x:65532:\n").expect("group");
     std::fs::create_dir_all(fs.join("tmp")).expect("tmp");
-    let tarball = dir.join("rootfs.tar");
+    let tarball = dir.join(format!("rootfs-{arch}.tar"));
     ok(
         Command::new("tar")
             .arg("-cf")
@@ -110,12 +102,80 @@ fn runtime_base(binary: &Path, dir: &Path) -> String {
             .expect("tar"),
         "tar",
     );
-    let name = "localhost/css-test-runtime:latest";
+    let name = format!("localhost/css-test-runtime:{arch}");
     ok(
-        podman(&["import", &tarball.to_string_lossy(), name]),
+        podman(&["import", "--arch", arch, &tarball.to_string_lossy(), &name]),
         "podman import",
     );
-    name.to_string()
+    name
+}
+
+/// The C libraries a host binary links, where `ldd` finds them (the same
+/// path in the image).
+fn host_libraries(binary: &Path) -> Vec<(PathBuf, String)> {
+    let ldd = ok(
+        Command::new("ldd").arg(binary).output().expect("ldd"),
+        "ldd",
+    );
+    ldd.lines()
+        .filter_map(|line| {
+            // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or the
+            // interpreter's "/lib64/ld-linux-x86-64.so.2 (0x...)".
+            let path = match line.split_once("=>") {
+                Some((_, right)) => right.split_whitespace().next(),
+                None => line.split_whitespace().next(),
+            };
+            path.filter(|p| p.starts_with('/'))
+                .map(|p| (PathBuf::from(p), p.to_string()))
+        })
+        .collect()
+}
+
+/// Where Debian's arm64 cross libraries are (libc6-arm64-cross,
+/// libgcc-s1-arm64-cross).
+const ARM64_LIBS: &str = "/usr/aarch64-linux-gnu/lib";
+
+/// The libraries an arm64 binary needs (its interpreter and NEEDED entries,
+/// as `readelf` lists them) plus libgcc_s, as distroless/cc has, from the
+/// cross libraries into the image's /lib.
+fn arm64_libraries(binary: &Path) -> Vec<(PathBuf, String)> {
+    let readelf = |flag: &str| {
+        ok(
+            Command::new("readelf")
+                .arg(flag)
+                .arg(binary)
+                .output()
+                .expect("readelf"),
+            "readelf",
+        )
+    };
+    let dynamic = readelf("-d");
+    let mut names: Vec<String> = dynamic
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| l.split('[').nth(1)?.split(']').next().map(str::to_string))
+        .collect();
+    let headers = readelf("-l");
+    let interpreter = headers
+        .lines()
+        .find_map(|l| l.split("interpreter: ").nth(1)?.split(']').next())
+        .expect("an interpreter: a dynamically linked binary")
+        .to_string();
+    assert_eq!(interpreter, "/lib/ld-linux-aarch64.so.1");
+    names.push("ld-linux-aarch64.so.1".into());
+    names.push("libgcc_s.so.1".into());
+    names
+        .into_iter()
+        .map(|n| {
+            let from = Path::new(ARM64_LIBS).join(&n);
+            assert!(
+                from.exists(),
+                "{} is missing: run scripts/prereqs.sh test (apt libc6-arm64-cross libgcc-s1-arm64-cross)",
+                from.display()
+            );
+            (from, format!("/lib/{n}"))
+        })
+        .collect()
 }
 
 /// compose.yaml's `css` environment, with `${VAR:-default}` resolved from
@@ -154,11 +214,11 @@ fn compose_environment(set: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 /// Removed when the test ends, so runs do not pile up images.
-struct Image(&'static str);
+struct Image(String);
 
 impl Drop for Image {
     fn drop(&mut self) {
-        let _ = podman(&["rmi", "-f", self.0]);
+        let _ = podman(&["rmi", "-f", &self.0]);
     }
 }
 
@@ -170,40 +230,109 @@ impl Drop for Container {
     }
 }
 
+/// css-server for arm64 as cargo-lambda cross-builds it (release, zig as
+/// the linker), built here if missing or older than its sources (CI builds
+/// it beside the Lambda functions, while their arm64 build is at hand).
+fn arm64_binary() -> PathBuf {
+    let binary = root().join("target/lambda/css-server/bootstrap");
+    let built = std::fs::metadata(&binary).and_then(|m| m.modified()).ok();
+    let sources = ["Cargo.toml", "Cargo.lock", "shared", "server"]
+        .iter()
+        .filter_map(|p| newest(&root().join(p)))
+        .max();
+    if built.is_none() || sources > built {
+        let status = Command::new("cargo")
+            .args([
+                "lambda",
+                "build",
+                "--release",
+                "--arm64",
+                "--bin",
+                "css-server",
+            ])
+            .current_dir(root())
+            .status();
+        match status {
+            Ok(s) => assert!(s.success(), "cargo lambda build --arm64 failed"),
+            Err(e) => panic!("cargo lambda cannot run ({e}): run scripts/prereqs.sh sam"),
+        }
+    }
+    binary
+}
+
+/// The newest modification time under `path` (a file, or a tree).
+fn newest(path: &Path) -> Option<std::time::SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .filter_map(|e| newest(&e.ok()?.path()))
+        .max()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_image_serves_lists_watches_and_metrics_as_non_root() {
     let dir = tempfile::tempdir().expect("temp dir");
     let binary = server_binary();
-    let base = runtime_base(&binary, dir.path());
-
-    // The build context: the Dockerfile and the binary at dist/.
-    let ctx = dir.path().join("context");
-    std::fs::create_dir_all(ctx.join("dist")).expect("context");
-    std::fs::copy(root().join("Dockerfile"), ctx.join("Dockerfile")).expect("Dockerfile");
+    let base = runtime_base("amd64", &host_libraries(&binary), dir.path());
+    // Stripped, as the build stage's profile strips (the arm64 one is
+    // already: a release build).
+    let stripped = dir.path().join("css-server");
     ok(
         Command::new("strip")
             .arg("-o")
-            .arg(ctx.join("dist/css-server"))
+            .arg(&stripped)
             .arg(&binary)
             .output()
             .expect("strip"),
         "strip",
     );
-    let image = "localhost/css-server:test";
+    image_serves("amd64", &stripped, &base, dir.path()).await;
+}
+
+#[cfg(target_arch = "x86_64")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_arm64_image_serves_the_same_under_emulation() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let binary = arm64_binary();
+    let base = runtime_base("arm64", &arm64_libraries(&binary), dir.path());
+    image_serves("arm64", &binary, &base, dir.path()).await;
+}
+
+/// Builds the `prebuilt` image for `arch` from `binary` (stripped) on `base`, runs it
+/// as compose.yaml's css service and checks what it serves and how it runs.
+async fn image_serves(arch: &str, binary: &Path, base: &str, dir: &Path) {
+    let platform = format!("linux/{arch}");
+    // The build context: the Dockerfile and the binary at dist/.
+    let ctx = dir.join(format!("context-{arch}"));
+    std::fs::create_dir_all(ctx.join("dist")).expect("context");
+    std::fs::copy(root().join("Dockerfile"), ctx.join("Dockerfile")).expect("Dockerfile");
+    std::fs::copy(binary, ctx.join("dist/css-server")).expect("binary");
+    let image = format!("localhost/css-server:test-{arch}");
     let mut build = vec!["build", "--pull=never", "--format", "docker"];
     build.extend(LIMITS);
-    build.extend(["--target", "prebuilt", "--build-arg"]);
+    build.extend([
+        "--platform",
+        &platform,
+        "--target",
+        "prebuilt",
+        "--build-arg",
+    ]);
     let runtime = format!("RUNTIME={base}");
     build.push(&runtime);
     let ctx_path = ctx.to_string_lossy().into_owned();
-    build.extend(["-t", image, &ctx_path]);
+    build.extend(["-t", &image, &ctx_path]);
     ok(podman(&build), "podman build");
-    let _image = Image(image);
+    let _image = Image(image.clone());
     let inspect = ok(
-        podman(&["image", "inspect", image, "--format", "json"]),
+        podman(&["image", "inspect", &image, "--format", "json"]),
         "inspect",
     );
     let inspect: Value = serde_json::from_str(&inspect).expect("inspect JSON");
+    assert_eq!(inspect[0]["Architecture"], arch, "{inspect}");
+    assert_eq!(inspect[0]["Os"], "linux");
     let config = &inspect[0]["Config"];
     assert_eq!(config["User"], "65532:65532", "{config}");
     assert_eq!(config["Entrypoint"][0], "/css-server");
@@ -213,7 +342,7 @@ async fn the_image_serves_lists_watches_and_metrics_as_non_root() {
         "{inspect}"
     );
     let size = inspect[0]["Size"].as_u64().expect("size");
-    eprintln!("image {image}: {:.1} MB (debug build)", size as f64 / 1e6);
+    eprintln!("image {image}: {:.1} MB", size as f64 / 1e6);
 
     // Run it as compose.yaml's css service, the demo fleet on, against etcd.
     let etcd = EtcdServer::start();
@@ -241,7 +370,9 @@ async fn the_image_serves_lists_watches_and_metrics_as_non_root() {
         run.push("-e".into());
         run.push(format!("{k}={v}"));
     }
-    run.push(image.into());
+    run.push("--platform".into());
+    run.push(platform.clone());
+    run.push(image.clone());
     let run: Vec<&str> = run.iter().map(String::as_str).collect();
     ok(podman(&run), "podman run");
     let container = Container(name);

@@ -527,6 +527,7 @@ mod tests {
         ] {
             let want: Vec<i64> = changes.iter().map(|c| c.revision).collect();
             let out = PollOutput {
+                since: 0,
                 changes,
                 revision,
                 more: false,

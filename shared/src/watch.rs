@@ -86,6 +86,9 @@ pub struct Change {
 
 #[derive(Debug, Default)]
 pub struct PollOutput {
+    /// Where the answer starts (exclusive): the request's `since`, or the
+    /// revision a poll without one started at.
+    pub since: i64,
     pub changes: Vec<Change>,
     /// Everything matching up to here has been delivered: the next `since`.
     pub revision: i64,
@@ -168,6 +171,7 @@ pub async fn poll(store: &dyn StateStore, req: &PollRequest) -> Result<PollOutpu
     let mut watcher = store.watch(req.filters.kind, since + 1).await?;
     let deadline = Instant::now() + req.wait;
     let mut out = PollOutput {
+        since,
         revision: since,
         ..Default::default()
     };

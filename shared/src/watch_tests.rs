@@ -144,6 +144,24 @@ async fn answers_stop_at_revision_boundaries_past_the_limit() {
     assert_eq!(out.revision, r2);
 }
 
+/// Two answers reaching the same revision from different starts differ: an
+/// answer shared among watchers (api/answers.rs) is keyed by where it starts,
+/// which a poll without `since` learns only from its output.
+#[tokio::test]
+async fn an_answer_names_where_it_starts() {
+    let store = EmbeddedStore::new("/t/");
+    let start = store.current_revision().await.unwrap();
+    let r1 = write(&store, "a", "RUNNING", 1).await;
+    let r2 = write(&store, "b", "RUNNING", 1).await;
+    let from_start = poll(&store, &req(Some(start), 10)).await.unwrap();
+    let from_r1 = poll(&store, &req(Some(r1), 10)).await.unwrap();
+    assert_eq!((from_start.since, from_start.revision), (start, r2));
+    assert_eq!((from_r1.since, from_r1.revision), (r1, r2));
+    assert_eq!((from_start.changes.len(), from_r1.changes.len()), (2, 1));
+    let now = poll(&store, &req(None, 10)).await.unwrap();
+    assert_eq!(now.since, r2, "no since: from the current revision");
+}
+
 #[tokio::test]
 async fn nothing_to_say_is_a_bookmark_at_the_current_revision() {
     let store = EmbeddedStore::new("/t/");

@@ -5,9 +5,11 @@
 //! for byte. Its body is rendered once and the bytes shared, as Kubernetes'
 //! watch cache serializes an event once for all its watchers.
 //!
-//! The body of a stream answer is decided by the kind, the store, the query,
-//! the revision the answer reaches and whether more follows (a limit cut
-//! it): the events up to that revision are history, fixed once written (a
+//! The body of a stream answer is decided by the kind, the store, the query
+//! (filters, limit), the revisions it starts after and reaches (`since` is
+//! in the key even when the query names it: a poll without one starts
+//! where the store was when it arrived) and whether more follows (a limit
+//! cut it): the events in between are history, fixed once written (a
 //! compacted one is refused before any answer). So an entry never goes
 //! stale; entries are dropped only to bound memory.
 
@@ -42,6 +44,7 @@ pub struct Question<'a> {
     pub kind: Kind,
     pub store: &'a str,
     pub query: &'a str,
+    pub since: i64,
     pub revision: i64,
     pub more: bool,
 }
@@ -50,6 +53,7 @@ struct Entry {
     kind: Kind,
     store: String,
     query: String,
+    since: i64,
     revision: i64,
     more: bool,
     body: Bytes,
@@ -61,6 +65,7 @@ impl Entry {
             kind: self.kind,
             store: &self.store,
             query: &self.query,
+            since: self.since,
             revision: self.revision,
             more: self.more,
         };
@@ -99,6 +104,7 @@ impl Answers {
                 kind: q.kind,
                 store: q.store.to_string(),
                 query: q.query.to_string(),
+                since: q.since,
                 revision: q.revision,
                 more: q.more,
                 body: body.clone(),
@@ -126,21 +132,14 @@ impl Answers {
 mod tests {
     use super::*;
 
-    fn q(
-        kind: Kind,
-        store: &'static str,
-        query: &'static str,
-        revision: i64,
-        more: bool,
-    ) -> Question<'static> {
-        Question {
-            kind,
-            store,
-            query,
-            revision,
-            more,
-        }
-    }
+    const BASE: Question<'static> = Question {
+        kind: Kind::Task,
+        store: "s1",
+        query: "cluster=c1&wait=20",
+        since: 4,
+        revision: 5,
+        more: false,
+    };
 
     #[test]
     fn the_same_question_is_rendered_once_and_any_difference_renders_anew() {
@@ -153,26 +152,49 @@ mod tests {
             })
             .unwrap_or_else(|()| panic!("render"))
         };
-        assert_eq!(ask(q(Kind::Task, "s1", "since=4", 5, false), "A"), "A");
-        assert_eq!(ask(q(Kind::Task, "s1", "since=4", 5, false), "X"), "A");
+        assert_eq!(ask(BASE, "A"), "A");
+        assert_eq!(ask(BASE, "X"), "A");
         assert_eq!(n.get(), 1);
         // Each part of the question tells answers apart.
-        assert_eq!(ask(q(Kind::Service, "s1", "since=4", 5, false), "B"), "B");
-        assert_eq!(ask(q(Kind::Task, "s2", "since=4", 5, false), "C"), "C");
-        assert_eq!(ask(q(Kind::Task, "s1", "since=3", 5, false), "D"), "D");
-        assert_eq!(ask(q(Kind::Task, "s1", "since=4", 6, false), "E"), "E");
-        assert_eq!(ask(q(Kind::Task, "s1", "since=4", 5, true), "F"), "F");
-        assert_eq!(n.get(), 6);
+        let others = [
+            Question {
+                kind: Kind::Service,
+                ..BASE
+            },
+            Question {
+                store: "s2",
+                ..BASE
+            },
+            Question {
+                query: "cluster=c2&wait=20",
+                ..BASE
+            },
+            // The same query, started elsewhere (a poll without `since`).
+            Question { since: 3, ..BASE },
+            Question {
+                revision: 6,
+                ..BASE
+            },
+            Question { more: true, ..BASE },
+        ];
+        for (i, q) in others.into_iter().enumerate() {
+            let body = i.to_string();
+            assert_eq!(ask(q, &body), body, "{q:?}");
+        }
+        assert_eq!(n.get(), 7);
     }
 
     #[test]
     fn memory_stays_bounded() {
         let a = Answers::default();
-        let keep = |query, rev, body: &str| {
-            a.get_or_render(q(Kind::Task, "s", query, rev, false), || {
-                Ok::<_, ()>(body.to_string())
-            })
-            .unwrap_or_else(|()| panic!("render"));
+        let keep = |query, revision, body: &str| {
+            let q = Question {
+                query,
+                revision,
+                ..BASE
+            };
+            a.get_or_render(q, || Ok::<_, ()>(body.to_string()))
+                .unwrap_or_else(|()| panic!("render"));
         };
         let big = "x".repeat(MAX_BYTES / 3);
         for rev in 0..10 {

@@ -168,6 +168,7 @@ mod tests {
                 record: rec.clone(),
             };
             let out = PollOutput {
+                since: 0,
                 changes: vec![change(ChangeKind::Put, 4), change(ChangeKind::Delete, 5)],
                 revision: 5,
                 more,

@@ -121,6 +121,7 @@ async fn stream(s: &AppState, kind: Kind, q: Option<&str>) -> Result<Response, A
         kind,
         store: &id,
         query: q.unwrap_or_default(),
+        since: out.since,
         revision: out.revision,
         more: out.more,
     };

@@ -249,7 +249,6 @@ impl FilterDef {
     }
 }
 
-/// The filter parameters of `kind`, in the table's order.
 /// Whether `name` is a filter parameter of `kind`.
 pub fn takes_param(kind: Kind, name: &str) -> bool {
     FILTERS.iter().any(|d| d.name == name && d.takes(kind))

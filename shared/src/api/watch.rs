@@ -18,23 +18,16 @@ use crate::filter::Filters;
 use crate::model::Kind;
 use crate::watch::{check_ack, poll, subscription_start, PollOutput, PollRequest, WatchError};
 
-/// A watch answer, counted by why it was sent: events to deliver, the
-/// limit (more to come), or the wait ending with nothing.
-fn count(out: &PollOutput) {
+/// A watch answer with its body, counted by why it was sent: events to
+/// deliver, the limit (more to come), or the wait ending with nothing.
+fn answer(out: &PollOutput, body: impl Into<axum::body::Body>) -> Response {
     let cause = match (out.more, out.changes.is_empty()) {
         (true, _) => "limit",
         (false, false) => "events",
         (false, true) => "timeout",
     };
     crate::metrics::watch_answer(cause, out.changes.len(), out.revision);
-}
-
-fn answer(out: &PollOutput, store: &str) -> Result<Response, ApiError> {
-    count(out);
-    Ok(json_response(
-        StatusCode::OK,
-        render::watch_batch(out, store)?,
-    ))
+    json_response(StatusCode::OK, body)
 }
 
 impl From<WatchError> for ApiError {
@@ -116,7 +109,6 @@ async fn stream(s: &AppState, kind: Kind, q: Option<&str>) -> Result<Response, A
     let id = s.store.identity().await?;
     same_store(s, p.get("store"), &id).await?;
     let out = poll(s.store.as_ref(), &req).await?;
-    count(&out);
     let question = Question {
         kind,
         store: &id,
@@ -128,7 +120,7 @@ async fn stream(s: &AppState, kind: Kind, q: Option<&str>) -> Result<Response, A
     let body = s
         .answers
         .get_or_render(question, || render::watch_batch(&out, &id))?;
-    Ok(json_response(StatusCode::OK, body))
+    Ok(answer(&out, body))
 }
 
 /// Who owns what the caller creates: the IAM caller API Gateway vouches
@@ -352,5 +344,5 @@ pub(super) async fn subscription_events(
         },
     )
     .await?;
-    answer(&out, &id)
+    Ok(answer(&out, render::watch_batch(&out, &id)?))
 }

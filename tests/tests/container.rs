@@ -51,19 +51,28 @@ const LIMITS: [&str; 4] = [
     "nproc=1024:1024",
 ];
 
+/// The cargo that runs the tests, in the repository.
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+/// Where cargo builds (CARGO_TARGET_DIR, else the repository's target/).
+fn target_dir() -> PathBuf {
+    std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("target"))
+}
+
 /// css-server as cargo built it for the tests (built here if missing).
 fn server_binary() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let built = Command::new(cargo)
+    let built = cargo()
         .args(["build", "-q", "-p", "css-server", "--bin", "css-server"])
-        .current_dir(root())
         .status()
         .expect("cargo build");
     assert!(built.success(), "css-server does not build");
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root().join("target"));
-    target.join("debug/css-server")
+    target_dir().join("debug/css-server")
 }
 
 /// A runtime base like distroless/cc for `arch`: `libs` (path on this host,
@@ -234,14 +243,14 @@ impl Drop for Container {
 /// the linker), built here if missing or older than its sources (CI builds
 /// it beside the Lambda functions, while their arm64 build is at hand).
 fn arm64_binary() -> PathBuf {
-    let binary = root().join("target/lambda/css-server/bootstrap");
+    let binary = target_dir().join("lambda/css-server/bootstrap");
     let built = std::fs::metadata(&binary).and_then(|m| m.modified()).ok();
     let sources = ["Cargo.toml", "Cargo.lock", "shared", "server"]
         .iter()
         .filter_map(|p| newest(&root().join(p)))
         .max();
     if built.is_none() || sources > built {
-        let status = Command::new("cargo")
+        let status = cargo()
             .args([
                 "lambda",
                 "build",
@@ -250,11 +259,10 @@ fn arm64_binary() -> PathBuf {
                 "--bin",
                 "css-server",
             ])
-            .current_dir(root())
             .status();
         match status {
             Ok(s) => assert!(s.success(), "cargo lambda build --arm64 failed"),
-            Err(e) => panic!("cargo lambda cannot run ({e}): run scripts/prereqs.sh sam"),
+            Err(e) => panic!("cargo lambda cannot run ({e}): run the tests with scripts/test.sh (cargo-lambda is in its virtual environment)"),
         }
     }
     binary

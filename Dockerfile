@@ -8,14 +8,15 @@
 # (Cargo.toml: optimised for speed, as the watch tier needs); the runtime image is
 # distroless (glibc, CA certificates, no shell) and runs as a non-root user.
 # BUILDER and RUNTIME name other bases (a mirror, or images made locally:
-# tests/tests/container.rs builds the `prebuilt` target on one made from
-# the host's Debian libraries, with a binary built outside).
+# tests/tests/container.rs builds the default target with a builder made from
+# Debian and the host's Rust toolchain, and the `prebuilt` target for arm64).
 ARG BUILDER=docker.io/library/rust:1.95-bookworm
 ARG RUNTIME=gcr.io/distroless/cc-debian12:nonroot
 
 FROM ${BUILDER} AS build
+# protoc, and protobuf's own .proto files that etcd-client's import.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends protobuf-compiler \
+ && apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

@@ -20,6 +20,9 @@ apt_pkgs=()
 command -v cc >/dev/null 2>&1 || apt_pkgs+=(build-essential)
 command -v curl >/dev/null 2>&1 || apt_pkgs+=(curl)
 command -v protoc >/dev/null 2>&1 || apt_pkgs+=(protobuf-compiler)
+# etcd-client's protos import protobuf's own (descriptor.proto): a recommends of
+# protobuf-compiler, named here for machines that install no recommends.
+[ -e /usr/include/google/protobuf/descriptor.proto ] || apt_pkgs+=(libprotobuf-dev)
 if [ "$mode" != run ]; then
   command -v python3 >/dev/null 2>&1 || apt_pkgs+=(python3 python3-venv)
 fi
@@ -30,6 +33,8 @@ if [ "$mode" = test ]; then
   # The container image test builds and runs the Dockerfile with podman.
   command -v podman >/dev/null 2>&1 || apt_pkgs+=(podman)
   command -v runc >/dev/null 2>&1 || apt_pkgs+=(runc)
+  # ... from source too, on a Debian builder it makes (no registry serves rust:).
+  command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || apt_pkgs+=(debootstrap)
   # ... and its arm64 image under qemu's user-mode emulation, on a base made
   # from Debian's arm64 cross libraries.
   if [ "$(uname -m)" = x86_64 ]; then

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod conformance;
 pub mod etcd;
 pub mod fixtures;
+pub mod images;
 
 pub use cluster::EtcdCluster;
 pub use etcd::EtcdServer;

@@ -1,55 +1,34 @@
 //! The server-mode container image: the repository's Dockerfile built with
-//! podman (its `prebuilt` target, on a runtime base made here from the
-//! host's Debian libraries: no registry is reachable), then run as
-//! compose.yaml configures its `css` service (with the demo fleet, its one
-//! setting) against a local etcd: it answers lists, watches and /metrics,
-//! passes its own health check, runs as a non-root user and stops cleanly.
-//! Both platforms the Dockerfile names: linux/amd64 natively, linux/arm64
-//! under qemu's user-mode emulation (binfmt_misc; scripts/prereqs.sh test
-//! sets it up), from an arm64 binary cargo-lambda cross-builds and a base made
-//! from Debian's arm64 cross libraries. Run with --nocapture for the images'
-//! sizes.
+//! podman for both platforms it names, then run as compose.yaml configures its
+//! `css` service (with the demo fleet, its one setting) against a local etcd:
+//! it answers lists, watches and /metrics, passes its own health check, runs
+//! as a non-root user and stops cleanly. No registry is reachable, so the
+//! bases are made here (`css_tests::images`):
+//! - linux/amd64: the Dockerfile's default target, css-server compiled by its
+//!   build stage on a builder made from Debian bookworm and this host's Rust
+//!   toolchain, on a runtime base made from the host's Debian libraries;
+//! - linux/arm64, under qemu's user-mode emulation (binfmt_misc;
+//!   scripts/prereqs.sh test sets it up): the `prebuilt` target, from an arm64
+//!   binary cargo-lambda cross-builds, on a base made from Debian's arm64
+//!   cross libraries.
+//!
+//! Run with --nocapture for the images' sizes.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use css_tests::etcd::free_port;
+use css_tests::images::{
+    arm64_libraries, builder_image, host_libraries, ok, podman, runtime_base, Container, Image,
+    LIMITS,
+};
 use css_tests::EtcdServer;
 use serde_json::Value;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
-
-/// podman with the flags these machines need (cgroupfs, runc; README).
-fn podman(args: &[&str]) -> Output {
-    let out = Command::new("podman")
-        .args(["--cgroup-manager", "cgroupfs", "--runtime", "runc"])
-        .args(args)
-        .output();
-    match out {
-        Ok(o) => o,
-        Err(e) => panic!("podman cannot run ({e}): run scripts/prereqs.sh test (apt podman runc)"),
-    }
-}
-
-fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-const LIMITS: [&str; 4] = [
-    "--ulimit",
-    "nofile=1024:1024",
-    "--ulimit",
-    "nproc=1024:1024",
-];
 
 /// The cargo that runs the tests, in the repository.
 fn cargo() -> Command {
@@ -73,118 +52,6 @@ fn server_binary() -> PathBuf {
         .expect("cargo build");
     assert!(built.success(), "css-server does not build");
     target_dir().join("debug/css-server")
-}
-
-/// A runtime base like distroless/cc for `arch`: `libs` (path on this host,
-/// path in the image), CA certificates, a nonroot user, /tmp.
-fn runtime_base(arch: &str, libs: &[(PathBuf, String)], dir: &Path) -> String {
-    let fs = dir.join(format!("rootfs-{arch}"));
-    let put = |from: &Path, to: &str| {
-        let dest = fs.join(to.trim_start_matches('/'));
-        std::fs::create_dir_all(dest.parent().expect("parent")).expect("dir");
-        std::fs::copy(from, &dest).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
-    };
-    for (from, to) in libs {
-        put(from, to);
-    }
-    put(
-        Path::new("/etc/ssl/certs/ca-certificates.crt"),
-        "/etc/ssl/certs/ca-certificates.crt",
-    );
-    let etc = fs.join("etc");
-    std::fs::write(
-        etc.join("passwd"),
-        "root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n",
-    )
-    .expect("passwd");
-    std::fs::write(etc.join("group"), "root:x:0:\nnonroot:x:65532:\n").expect("group");
-    std::fs::create_dir_all(fs.join("tmp")).expect("tmp");
-    let tarball = dir.join(format!("rootfs-{arch}.tar"));
-    ok(
-        Command::new("tar")
-            .arg("-cf")
-            .arg(&tarball)
-            .arg("-C")
-            .arg(&fs)
-            .args(["--owner=0", "--group=0", "."])
-            .output()
-            .expect("tar"),
-        "tar",
-    );
-    let name = format!("localhost/css-test-runtime:{arch}");
-    ok(
-        podman(&["import", "--arch", arch, &tarball.to_string_lossy(), &name]),
-        "podman import",
-    );
-    name
-}
-
-/// The C libraries a host binary links, where `ldd` finds them (the same
-/// path in the image).
-fn host_libraries(binary: &Path) -> Vec<(PathBuf, String)> {
-    let ldd = ok(
-        Command::new("ldd").arg(binary).output().expect("ldd"),
-        "ldd",
-    );
-    ldd.lines()
-        .filter_map(|line| {
-            // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or the
-            // interpreter's "/lib64/ld-linux-x86-64.so.2 (0x...)".
-            let path = match line.split_once("=>") {
-                Some((_, right)) => right.split_whitespace().next(),
-                None => line.split_whitespace().next(),
-            };
-            path.filter(|p| p.starts_with('/'))
-                .map(|p| (PathBuf::from(p), p.to_string()))
-        })
-        .collect()
-}
-
-/// Where Debian's arm64 cross libraries are (libc6-arm64-cross,
-/// libgcc-s1-arm64-cross).
-const ARM64_LIBS: &str = "/usr/aarch64-linux-gnu/lib";
-
-/// The libraries an arm64 binary needs (its interpreter and NEEDED entries,
-/// as `readelf` lists them) plus libgcc_s, as distroless/cc has, from the
-/// cross libraries into the image's /lib.
-fn arm64_libraries(binary: &Path) -> Vec<(PathBuf, String)> {
-    let readelf = |flag: &str| {
-        ok(
-            Command::new("readelf")
-                .arg(flag)
-                .arg(binary)
-                .output()
-                .expect("readelf"),
-            "readelf",
-        )
-    };
-    let dynamic = readelf("-d");
-    let mut names: Vec<String> = dynamic
-        .lines()
-        .filter(|l| l.contains("(NEEDED)"))
-        .filter_map(|l| l.split('[').nth(1)?.split(']').next().map(str::to_string))
-        .collect();
-    let headers = readelf("-l");
-    let interpreter = headers
-        .lines()
-        .find_map(|l| l.split("interpreter: ").nth(1)?.split(']').next())
-        .expect("an interpreter: a dynamically linked binary")
-        .to_string();
-    assert_eq!(interpreter, "/lib/ld-linux-aarch64.so.1");
-    names.push("ld-linux-aarch64.so.1".into());
-    names.push("libgcc_s.so.1".into());
-    names
-        .into_iter()
-        .map(|n| {
-            let from = Path::new(ARM64_LIBS).join(&n);
-            assert!(
-                from.exists(),
-                "{} is missing: run scripts/prereqs.sh test (apt libc6-arm64-cross libgcc-s1-arm64-cross)",
-                from.display()
-            );
-            (from, format!("/lib/{n}"))
-        })
-        .collect()
 }
 
 /// compose.yaml's `css` environment, with `${VAR:-default}` resolved from
@@ -220,23 +87,6 @@ fn compose_environment(set: &[(&str, &str)]) -> Vec<(String, String)> {
             (k, v)
         })
         .collect()
-}
-
-/// Removed when the test ends, so runs do not pile up images.
-struct Image(String);
-
-impl Drop for Image {
-    fn drop(&mut self) {
-        let _ = podman(&["rmi", "-f", &self.0]);
-    }
-}
-
-struct Container(String);
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = podman(&["rm", "-f", &self.0]);
-    }
 }
 
 /// css-server for arm64 as cargo-lambda cross-builds it (release, zig as
@@ -280,60 +130,86 @@ fn newest(path: &Path) -> Option<std::time::SystemTime> {
         .max()
 }
 
+/// One image at a time: the build from source takes both cores for minutes,
+/// and the emulated server must not time out behind it.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_image_serves_lists_watches_and_metrics_as_non_root() {
+async fn the_image_built_from_source_serves_lists_watches_and_metrics_as_non_root() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let binary = server_binary();
-    let base = runtime_base("amd64", &host_libraries(&binary), dir.path());
-    // Stripped, as the build stage's profile strips (the arm64 one is
-    // already: a release build).
-    let stripped = dir.path().join("css-server");
-    ok(
-        Command::new("strip")
-            .arg("-o")
-            .arg(&stripped)
-            .arg(&binary)
-            .output()
-            .expect("strip"),
-        "strip",
+    let builder = builder_image(dir.path());
+    // The libraries the host's build of the same sources links (Debian
+    // bookworm's, as the builder's and distroless/cc-debian12's are); one
+    // missing would stop the container at start-up.
+    let base = runtime_base("amd64", &host_libraries(&server_binary()), dir.path());
+    let image = build(
+        "amd64",
+        &root(),
+        None,
+        &[format!("BUILDER={}", builder.0), format!("RUNTIME={base}")],
     );
-    image_serves("amd64", &stripped, &base, dir.path()).await;
+    image_serves("amd64", &image).await;
+    drop(image);
+    drop(builder);
+    // The build stage's image (the builder's size) is left untagged.
+    let _ = podman(&["image", "prune", "-f"]);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_arm64_image_serves_the_same_under_emulation() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let binary = arm64_binary();
     let base = runtime_base("arm64", &arm64_libraries(&binary), dir.path());
-    image_serves("arm64", &binary, &base, dir.path()).await;
-}
-
-/// Builds the `prebuilt` image for `arch` from `binary` (stripped) on `base`, runs it
-/// as compose.yaml's css service and checks what it serves and how it runs.
-async fn image_serves(arch: &str, binary: &Path, base: &str, dir: &Path) {
-    let platform = format!("linux/{arch}");
     // The build context: the Dockerfile and the binary at dist/.
-    let ctx = dir.join(format!("context-{arch}"));
+    let ctx = dir.path().join("context-arm64");
     std::fs::create_dir_all(ctx.join("dist")).expect("context");
     std::fs::copy(root().join("Dockerfile"), ctx.join("Dockerfile")).expect("Dockerfile");
-    std::fs::copy(binary, ctx.join("dist/css-server")).expect("binary");
+    std::fs::copy(&binary, ctx.join("dist/css-server")).expect("binary");
+    let image = build(
+        "arm64",
+        &ctx,
+        Some("prebuilt"),
+        &[format!("RUNTIME={base}")],
+    );
+    image_serves("arm64", &image).await;
+}
+
+/// Builds the Dockerfile in `ctx` for `arch` (its `target`, else the
+/// default one) with build arguments `args`.
+fn build(arch: &str, ctx: &Path, target: Option<&str>, args: &[String]) -> Image {
+    let platform = format!("linux/{arch}");
     let image = format!("localhost/css-server:test-{arch}");
-    let mut build = vec!["build", "--pull=never", "--format", "docker"];
+    // Host networking: the build stage reaches Debian's archive and crates.io.
+    let mut build = vec![
+        "build",
+        "--pull=never",
+        "--format",
+        "docker",
+        "--network",
+        "host",
+    ];
     build.extend(LIMITS);
-    build.extend([
-        "--platform",
-        &platform,
-        "--target",
-        "prebuilt",
-        "--build-arg",
-    ]);
-    let runtime = format!("RUNTIME={base}");
-    build.push(&runtime);
-    let ctx_path = ctx.to_string_lossy().into_owned();
-    build.extend(["-t", &image, &ctx_path]);
+    build.extend(["--platform", &platform]);
+    if let Some(t) = target {
+        build.extend(["--target", t]);
+    }
+    for a in args {
+        build.extend(["--build-arg", a]);
+    }
+    let ctx = ctx.to_string_lossy();
+    build.extend(["-t", &image, &ctx]);
     ok(podman(&build), "podman build");
-    let _image = Image(image.clone());
+    Image(image)
+}
+
+/// Runs `image` (built for `arch`) as compose.yaml's css service and checks
+/// what it serves and how it runs.
+async fn image_serves(arch: &str, image: &Image) {
+    let platform = format!("linux/{arch}");
+    let image = image.0.clone();
     let inspect = ok(
         podman(&["image", "inspect", &image, "--format", "json"]),
         "inspect",

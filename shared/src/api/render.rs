@@ -5,17 +5,18 @@
 
 use std::fmt::Write;
 
+use crate::limits::{item_size, EVENT_OVERHEAD};
 use crate::query::ListOutput;
 use crate::store::{StoreError, StoredRecord};
 use crate::watch::{ChangeKind, PollOutput};
 
-/// Room for what surrounds an item's entity JSON, or an event's item.
-const WRAPPING: usize = 64;
+/// Room for what surrounds an answer's items: the field's name, the revision,
+/// the store, `more` (a page token may still grow it).
+const ENVELOPE: usize = 128;
 
 /// `{"metadata":{"entityVersion":"<rev>"},"entity":<ECS JSON>}`.
 pub fn item(record: &StoredRecord) -> Result<String, StoreError> {
-    let entity = record.meta()?.entity.get();
-    let mut s = String::with_capacity(entity.len() + WRAPPING);
+    let mut s = String::with_capacity(item_size(record)?);
     push_item(&mut s, record)?;
     Ok(s)
 }
@@ -35,7 +36,7 @@ fn push_int(s: &mut String, n: i64) {
 }
 
 /// `{"<field>":[items...],"revision":"<rev>"` without the closing brace;
-/// `size` is the items' bytes, `push` writes one.
+/// `size` is the items' bytes (with their commas), `push` writes one.
 fn array_and_revision<T>(
     field: &str,
     items: &[T],
@@ -43,7 +44,7 @@ fn array_and_revision<T>(
     revision: i64,
     mut push: impl FnMut(&mut String, &T) -> Result<(), StoreError>,
 ) -> Result<String, StoreError> {
-    let mut s = String::with_capacity(size + items.len() + 2 * WRAPPING);
+    let mut s = String::with_capacity(size + ENVELOPE);
     s.push_str(r#"{""#);
     s.push_str(field);
     s.push_str(r#"":["#);
@@ -70,7 +71,7 @@ fn store_field(s: &mut String, store: &str) {
 pub fn list_page(out: &ListOutput) -> Result<String, StoreError> {
     let mut size = 0;
     for r in &out.records {
-        size += r.meta()?.entity.get().len() + WRAPPING;
+        size += item_size(r)?;
     }
     let mut s = array_and_revision("items", &out.records, size, out.revision, push_item)?;
     store_field(&mut s, &out.store);
@@ -89,7 +90,7 @@ pub fn watch_batch(out: &PollOutput, store: &str) -> Result<String, StoreError> 
     // rendered once (`rendered`) and copied into each answer.
     let mut size = 0;
     for c in &out.changes {
-        size += c.record.rendered(item)?.len() + WRAPPING;
+        size += c.record.rendered(item)?.len() + EVENT_OVERHEAD;
     }
     let mut s = array_and_revision("events", &out.changes, size, out.revision, |s, c| {
         s.push_str(match c.kind {

@@ -152,6 +152,22 @@ impl EtcdCluster {
         }
     }
 
+    /// Waits until member `i` answers a status request of its own.
+    pub async fn wait_for_member(&self, i: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(mut c) = self.client(i).await {
+                if c.status().await.is_ok() {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("etcd member {i} did not answer within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Kills member `i` (SIGKILL, as a crash would); its data stays.
     pub fn kill(&mut self, i: usize) {
         self.members[i].stop();

@@ -52,7 +52,15 @@ async fn members_down_and_leader_changes_are_seen_and_counted() {
     assert_eq!(again.leader_changes, 1, "and not again");
     // No defragmentation while a member is down.
     assert!(h.defrag_candidate().is_none());
+    // Back: the next check sees it up, although the client it held before
+    // the crash went to the old process.
     cluster.restart(old);
+    cluster.wait_for_member(old, Duration::from_secs(20)).await;
+    let back = health::check(store.as_ref(), QUOTA)
+        .await
+        .expect("health")
+        .expect("members");
+    assert_eq!(back.members_up, 3, "{back:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, ConnectOptions};
+use futures::future::join_all;
 use tonic::Code;
 
 use super::tls::Tls;
@@ -235,27 +236,46 @@ impl Members {
         F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
-        let asks = (0..self.members.len()).map(|i| {
+        let ask = |i: usize| {
             let op = &op;
             async move {
-                let ask = async {
-                    let c = self.client(i).await?;
-                    match op(c.clone()).await {
-                        // A member that restarted closed the connection the
-                        // first request still went out on; the channel
-                        // reconnects for the next. A member down fails again.
-                        Err(e) if is_member_failure(&e) => op(c).await,
-                        r => r,
-                    }
-                };
-                let res = match tokio::time::timeout(timeout, ask).await {
+                let asked = async { op(self.client(i).await?).await };
+                tokio::time::timeout(timeout, asked).await
+            }
+        };
+        let mut answers = join_all((0..self.members.len()).map(ask)).await;
+        // A member that failed may be up: it restarted and closed the
+        // connection its client held, or refused our client certificate
+        // (expired in memory, it makes a member close a new connection right
+        // after the handshake). Once, in turn: read the TLS material again if
+        // that is why (as `call` does), then ask those members again on new
+        // connections. A member down fails again.
+        let failed: Vec<usize> = (0..answers.len())
+            .filter(|&i| matches!(answers[i], Ok(Err(_))))
+            .collect();
+        for &i in &failed {
+            if let Ok(Err(e)) = &answers[i] {
+                if self.renewed_tls(e).await {
+                    break;
+                }
+            }
+        }
+        for &i in &failed {
+            *self.members[i].client.lock().await = None;
+        }
+        let again = join_all(failed.iter().map(|&i| ask(i))).await;
+        for (i, answer) in failed.into_iter().zip(again) {
+            answers[i] = answer;
+        }
+        (self.members.iter().zip(answers))
+            .map(|(m, answer)| {
+                let res = match answer {
                     Ok(r) => r.map_err(|e| e.to_string()),
                     Err(_) => Err(format!("no answer within {timeout:?}")),
                 };
-                (self.members[i].endpoint.clone(), res)
-            }
-        });
-        futures::future::join_all(asks).await
+                (m.endpoint.clone(), res)
+            })
+            .collect()
     }
 
     /// Runs `op` on the member at `endpoint` alone, within `timeout`.
